@@ -1,0 +1,140 @@
+"""``ServiceRef``: which Kubernetes Service, in which namespace, on which port."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._errors import ConfigurationError
+
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+_DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?\Z")  # Service names
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")  # namespaces, domain labels
+_PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?\Z")  # IANA_SVC_NAME, at most 15
+_SCHEMES = ("http", "https")
+
+
+def _default_namespace() -> str:
+    """The namespace for ``name:port``: in-cluster namespace file, kubeconfig context, ``default``."""
+    try:
+        with open(NAMESPACE_FILE, encoding="utf-8") as f:
+            ns = f.read().strip()
+        if ns:
+            return ns
+    except OSError:
+        pass
+    try:
+        from kubernetes_asyncio.config import kube_config
+
+        path = os.path.expanduser(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config")
+        if not os.path.exists(path):
+            return "default"
+        _, active = kube_config.list_kube_config_contexts(path)
+        ns = (active or {}).get("context", {}).get("namespace")
+        if isinstance(ns, str) and ns:
+            return ns
+    except Exception:  # no kubeconfig, or an unreadable one: fall through to "default"
+        pass
+    return "default"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRef:
+    """A Service reference such as ``svc.ns:http``; build it with :meth:`parse`.
+
+    ``port`` is a port name (``"http"``) or number; a name is resolved against the
+    EndpointSlice ports (and the Service object for the DNS fallback).
+    """
+
+    name: str
+    namespace: str
+    port: str | int
+    scheme: str | None = None
+    cluster_domain: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, *, default_namespace: str | None = None) -> ServiceRef:
+        """Parse ``[http[s]://]name[.ns[.svc[.cluster.domain]]]:port``.
+
+        Without a namespace, it is taken from ``default_namespace``, else the in-cluster
+        namespace file, else the kubeconfig context, else ``default``. The port may be
+        omitted only after a scheme (80 for http, 443 for https). Raises
+        :class:`ConfigurationError` naming the input and the problem.
+        """
+        if not isinstance(text, str):
+            raise ConfigurationError(f"service reference must be a str, not {type(text).__name__}: {text!r}")
+
+        def bad(problem: str) -> ConfigurationError:
+            return ConfigurationError(
+                f"invalid service reference {text!r}: {problem} "
+                "(expected [http[s]://]name.namespace:port, e.g. 'web.shop:http')"
+            )
+
+        rest, scheme = text, None
+        if "://" in rest:
+            scheme, _, rest = rest.partition("://")
+            scheme = scheme.lower()
+            if scheme not in _SCHEMES:
+                raise bad(f"scheme {scheme!r} is not http or https")
+        rest = rest.rstrip("/")
+        if "/" in rest or "?" in rest or "#" in rest or "@" in rest:
+            raise bad("a path, query or user part is not allowed")
+        host, sep, port_text = rest.rpartition(":")
+        if not sep:
+            if scheme is None:
+                raise bad("the port is missing")
+            host, port_text = rest, ("443" if scheme == "https" else "80")
+        port = cls._parse_port(port_text, bad)
+        labels = host.split(".")
+        name, namespace, domain = labels[0], None, None
+        if len(labels) >= 2:
+            namespace = labels[1]
+        if len(labels) >= 3:
+            if labels[2] != "svc":
+                raise bad(f"expected 'svc' after the namespace, found {labels[2]!r}")
+            if len(labels) > 3:
+                domain = ".".join(labels[3:])
+                if not all(_DNS1123_LABEL.match(lab) for lab in labels[3:]):
+                    raise bad(f"cluster domain {domain!r} is not a valid DNS name")
+        if not _DNS1035.match(name):
+            raise bad(f"service name {name!r} is not a DNS-1035 label (lowercase letters, digits, '-')")
+        if namespace is None:
+            namespace = default_namespace or _default_namespace()
+        if not _DNS1123_LABEL.match(namespace):
+            raise bad(f"namespace {namespace!r} is not a DNS-1123 label")
+        if domain == DEFAULT_CLUSTER_DOMAIN:
+            domain = None
+        return cls(name, namespace, port, scheme, domain)
+
+    @staticmethod
+    def _parse_port(text: str, bad: Callable[[str], ConfigurationError]) -> str | int:
+        if text.isdecimal() and text.isascii():
+            number = int(text)
+            if not 0 < number < 65536:
+                raise bad(f"port {number} is not in 1..65535")
+            return number
+        if not _PORT_NAME.match(text) or "--" in text or not any(c.isalpha() for c in text):
+            raise bad(f"port {text!r} is neither a number nor a port name (IANA_SVC_NAME, <= 15 chars)")
+        return text
+
+    @property
+    def host(self) -> str:
+        """The Service's cluster DNS name, ``name.ns.svc.cluster.local``."""
+        return f"{self.name}.{self.namespace}.svc.{self.cluster_domain or DEFAULT_CLUSTER_DOMAIN}"
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """Every host name a request to this Service may use (for matching requests)."""
+        short = f"{self.name}.{self.namespace}"
+        return frozenset({short, f"{short}.svc", self.host})
+
+    def __str__(self) -> str:
+        host = f"{self.name}.{self.namespace}"
+        if self.cluster_domain:
+            host = f"{host}.svc.{self.cluster_domain}"
+        prefix = f"{self.scheme}://" if self.scheme else ""
+        return f"{prefix}{host}:{self.port}"
