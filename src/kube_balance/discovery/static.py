@@ -1,0 +1,44 @@
+"""A fixed or updatable list of endpoints: for tests, local development and non-Kubernetes backends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from .._endpoint import Endpoint, EndpointSet
+from ._source import SourceSink
+
+
+class StaticSource:
+    """Serves the endpoints it is given; :meth:`set` replaces them while running.
+
+    >>> StaticSource(["10.0.0.1:8080", "10.0.0.2:8080"])
+    StaticSource(['10.0.0.1:8080', '10.0.0.2:8080'])
+    """
+
+    def __init__(self, endpoints: Iterable[Endpoint | str] = ()) -> None:
+        self._snapshot = EndpointSet.of(endpoints)
+        self._sinks: list[SourceSink] = []
+
+    @property
+    def snapshot(self) -> EndpointSet:
+        """The current endpoint set."""
+        return self._snapshot
+
+    def set(self, endpoints: Iterable[Endpoint | str]) -> None:
+        """Replace the endpoint set; running sinks receive the new snapshot at once."""
+        self._snapshot = EndpointSet.of(endpoints)
+        for sink in self._sinks:
+            sink.on_endpoints(self._snapshot)
+
+    async def run(self, sink: SourceSink) -> None:
+        """Push the current snapshot, then every later :meth:`set`, until cancelled."""
+        self._sinks.append(sink)
+        try:
+            sink.on_endpoints(self._snapshot)
+            await asyncio.Event().wait()  # nothing to poll: set() pushes directly
+        finally:
+            self._sinks.remove(sink)
+
+    def __repr__(self) -> str:
+        return f"StaticSource({[ep.key for ep in self._snapshot]!r})"
