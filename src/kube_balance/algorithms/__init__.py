@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import ConfigurationError
-from ._base import Algorithm, BaseAlgorithm, Clock, Slot
+from ._base import BaseAlgorithm, Clock, Slot
+from ._protocol import Algorithm
 
 __all__ = ["Algorithm", "BaseAlgorithm", "Clock", "Slot", "available", "create", "register"]
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import random as _random
 import time
 from collections.abc import Callable, Iterable
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar
+
+from mypy_extensions import mypyc_attr
 
 from .._endpoint import Endpoint
 
@@ -21,35 +23,7 @@ Clock = Callable[[], float]
 """A monotonic clock in seconds; ``time.monotonic`` unless injected."""
 
 
-@runtime_checkable
-class Algorithm(Protocol):
-    """What the LoadBalancer and the integrations need of a balancing algorithm."""
-
-    name: ClassVar[str]
-    requires_key: ClassVar[bool]
-
-    def get(self, key: str | bytes | None = None) -> Endpoint | None:
-        """Pick the endpoint for the next request, or None when there is none."""
-        ...
-
-    def put(self, endpoint: Endpoint, *, elapsed: float | None = None, failed: bool = False) -> None:
-        """Release an endpoint returned by ``get()``; ``elapsed`` in seconds, ``failed`` on error."""
-        ...
-
-    def update(self, endpoints: Iterable[Endpoint]) -> None:
-        """Replace the endpoint set; per-endpoint state of endpoints that stay is kept."""
-        ...
-
-    def inflight(self, endpoint: Endpoint | str) -> int:
-        """Requests currently outstanding on an endpoint (by endpoint or key)."""
-        ...
-
-    @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """The endpoints currently eligible for ``get()``."""
-        ...
-
-
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Slot:
     """Mutable per-endpoint load: the only state ``get()``/``put()`` write."""
 
@@ -64,11 +38,13 @@ class Slot:
         return f"<{type(self).__name__} {self.endpoint.key} inflight={self.inflight}{'' if self.active else ' removed'}>"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BaseAlgorithm:
     """Slot bookkeeping shared by the algorithms; subclasses implement ``get`` and ``_rebuild``.
 
     ``get()`` implementations increment ``slot.inflight`` of the slot they pick; ``put()``
-    here decrements it, never below zero, and forgets a removed endpoint's slot once idle.
+    here decrements it, never below zero. Subclasses set their options before calling
+    ``super().__init__()``, which builds the (empty) lookup structure once.
     """
 
     name: ClassVar[str] = ""
@@ -79,6 +55,7 @@ class BaseAlgorithm:
         self._rng = rng if rng is not None else _random.Random()
         self._clock = clock if clock is not None else time.monotonic
         self._slots: dict[str, Slot] = {}
+        self._lookup = self._slots.get  # bound once: put() is on every request's path
         self._active: tuple[Slot, ...] = ()
         self._rebuild(self._active, [], [])
 
@@ -86,13 +63,12 @@ class BaseAlgorithm:
     def get(self, key: str | bytes | None = None) -> Endpoint | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def put(self, endpoint: Endpoint, *, elapsed: float | None = None, failed: bool = False) -> None:
-        slot = self._slots.get(endpoint.key)
-        if slot is None or slot.inflight <= 0:
-            return
-        slot.inflight -= 1
-        if not slot.active and slot.inflight == 0:
-            del self._slots[endpoint.key]
+    def put(self, endpoint: Endpoint, elapsed: float | None = None, failed: bool = False) -> None:
+        # Not keyword-only: a keyword-only parameter stops CPython 3.11 from specialising the
+        # call, which costs about half an empty call on every put (benchmarks/bench_algorithms.py).
+        slot = self._lookup(endpoint.key)
+        if slot is not None and slot.inflight > 0:
+            slot.inflight -= 1
 
     # -- updates --------------------------------------------------------------------------
     def update(self, endpoints: Iterable[Endpoint]) -> None:
@@ -116,8 +92,10 @@ class BaseAlgorithm:
             active.append(slot)
         for slot in removed:
             slot.active = False
-            if slot.inflight == 0:
-                del slots[slot.endpoint.key]
+        # Removed endpoints' slots linger until idle, so a late put() still finds its count;
+        # idle ones are dropped here rather than in put(), which stays minimal.
+        for key in [k for k, s in slots.items() if not s.active and s.inflight == 0]:
+            del slots[key]
         self._active = tuple(active)
         self._rebuild(self._active, added, removed)
 

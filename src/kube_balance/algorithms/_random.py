@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random as _random
+
 from .._endpoint import Endpoint
-from ._base import BaseAlgorithm, Slot
+from ._base import BaseAlgorithm, Clock, Slot
 
 
 class Random(BaseAlgorithm):
@@ -13,11 +15,15 @@ class Random(BaseAlgorithm):
 
     _pool: tuple[Slot, ...]
 
+    def __init__(self, *, rng: _random.Random | None = None, clock: Clock | None = None) -> None:
+        super().__init__(rng=rng, clock=clock)
+        self._random = self._rng.random  # bound once: one attribute load less per get()
+
     def get(self, key: str | bytes | None = None) -> Endpoint | None:
         pool = self._pool
         if not pool:
             return None
-        slot = pool[int(self._rng.random() * len(pool))]
+        slot = pool[int(self._random() * len(pool))]
         slot.inflight += 1
         return slot.endpoint
 

@@ -1,0 +1,74 @@
+"""Nanoseconds per get()+put() for each algorithm at 10 to 10,000 endpoints, as a ratio to an
+empty Python call measured in the same run.
+
+    python benchmarks/bench_algorithms.py [--quick] [--build pure|compiled|both]
+
+Targets (issue 2): round_robin <= 4x, random <= 6x, least_request <= 12x, peak_ewma <= 24x.
+They are judged on the release build (mypyc-compiled wheel); the pure-Python figures of a
+source install are printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _compiled import run_compiled  # noqa: E402
+from _harness import empty_call_ns, machine, ratio_to_empty, table  # noqa: E402
+
+from kube_balance import Endpoint, create  # noqa: E402
+
+TARGETS = {"round_robin": 4, "random": 6, "least_request": 12, "peak_ewma": 24}
+ALGORITHMS = ["round_robin", "random", "weighted_round_robin", "weighted_random", "least_request", "peak_ewma"]
+
+
+def endpoints(n: int, weighted: bool) -> list[Endpoint]:
+    rng = random.Random(n)
+    return [
+        Endpoint(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 8080, weight=rng.randint(1, 5) if weighted else 1)
+        for i in range(n)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    parser.add_argument("--build", choices=["pure", "compiled", "both"], default="both")
+    args = parser.parse_args()
+    if args.build == "both":
+        measure(args.quick)
+        sys.exit(run_compiled(Path(__file__), *(["--quick"] if args.quick else []), "--build", "compiled"))
+    measure(args.quick)
+
+
+def measure(quick: bool) -> None:
+    import kube_balance.algorithms._base as base
+
+    build = "compiled (release wheel)" if base.__file__.endswith((".so", ".pyd")) else "pure Python (source install)"
+    number = 20_000 if quick else 200_000
+    sizes = [10, 100, 1_000, 10_000]
+    base = empty_call_ns(number)
+    print(f"\n# get()+put() per algorithm, {build}  ({machine()})")
+    print(f"empty call: {base:.1f} ns\n")
+    rows = []
+    for name in ALGORITHMS:
+        ratios = []
+        for n in sizes:
+            algo = create(name, rng=random.Random(1))
+            algo.update(endpoints(n, weighted=name.startswith("weighted")))
+            _, ratio = ratio_to_empty("put(get())", {"get": algo.get, "put": algo.put}, number)
+            ratios.append(ratio)
+        target = TARGETS.get(name)
+        worst = max(ratios)
+        verdict = "" if target is None else ("ok" if worst <= target else "MISSED")
+        rows.append(
+            [name, *(f"{r:.1f}x" for r in ratios), f"<= {target}x" if target else "-", verdict]
+        )
+    print(table(["algorithm", *(f"n={n:,}" for n in sizes), "target", ""], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""ServiceRef.parse: every accepted form, round trips, and typed errors for anything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kube_balance import ConfigurationError, ServiceRef
+from kube_balance import _service
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("web.shop:http", ServiceRef("web", "shop", "http")),
+        ("web.shop:8080", ServiceRef("web", "shop", 8080)),
+        ("web.shop.svc:http", ServiceRef("web", "shop", "http")),
+        ("web.shop.svc.cluster.local:http", ServiceRef("web", "shop", "http")),
+        ("web.shop.svc.corp.example:80", ServiceRef("web", "shop", 80, cluster_domain="corp.example")),
+        ("http://web.shop:http", ServiceRef("web", "shop", "http", scheme="http")),
+        ("HTTPS://web.shop:8443/", ServiceRef("web", "shop", 8443, scheme="https")),
+        ("https://web.shop", ServiceRef("web", "shop", 443, scheme="https")),
+        ("http://web.shop", ServiceRef("web", "shop", 80, scheme="http")),
+        ("web-2.team-a:grpc-web", ServiceRef("web-2", "team-a", "grpc-web")),
+    ],
+)
+def test_accepted_forms(text: str, expected: ServiceRef) -> None:
+    """Each documented form parses to the expected reference."""
+    assert ServiceRef.parse(text) == expected
+
+
+def test_str_round_trips() -> None:
+    """str() gives a form that parses back to an equal reference."""
+    for text in ["web.shop:http", "https://web.shop.svc.corp.example:443", "http://a.b:1", "x.y.svc:65535"]:
+        ref = ServiceRef.parse(text)
+        assert ServiceRef.parse(str(ref)) == ref
+
+
+def test_host_names() -> None:
+    """host is the cluster DNS name; hosts lists every name a request may use."""
+    ref = ServiceRef.parse("web.shop:http")
+    assert ref.host == "web.shop.svc.cluster.local"
+    assert ref.hosts == {"web.shop", "web.shop.svc", "web.shop.svc.cluster.local"}
+    assert ServiceRef.parse("web.shop.svc.corp:1").host == "web.shop.svc.corp"
+
+
+def test_namespace_from_argument_file_kubeconfig_then_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """name:port takes the namespace from the argument, the in-cluster file, the kubeconfig, else default."""
+    monkeypatch.setattr(_service, "NAMESPACE_FILE", str(tmp_path / "missing"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    assert ServiceRef.parse("web:80").namespace == "default"
+    assert ServiceRef.parse("web:80", default_namespace="given").namespace == "given"
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: from-kubeconfig}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert ServiceRef.parse("web:80").namespace == "from-kubeconfig"
+
+    ns_file = tmp_path / "namespace"
+    ns_file.write_text("in-cluster\n")
+    monkeypatch.setattr(_service, "NAMESPACE_FILE", str(ns_file))
+    assert ServiceRef.parse("web:80").namespace == "in-cluster"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "port is missing"),
+        ("web.shop", "port is missing"),
+        ("ftp://web.shop:21", "scheme 'ftp'"),
+        ("web.shop:0", "not in 1..65535"),
+        ("web.shop:70000", "not in 1..65535"),
+        ("web.shop:HTTP", "port name"),
+        ("web.shop:a--b", "port name"),
+        ("web.shop:this-name-is-too-long", "port name"),
+        ("web.shop:123-", "port name"),
+        ("Web.shop:80", "DNS-1035"),
+        ("1web.shop:80", "DNS-1035"),
+        ("web.Shop:80", "DNS-1123"),
+        ("web.shop.pod:80", "expected 'svc'"),
+        ("web.shop.svc.bad_domain:80", "cluster domain"),
+        ("web.shop:80/path", "path"),
+        ("user@web.shop:80", "user part"),
+        (".shop:80", "DNS-1035"),
+    ],
+)
+def test_rejected_with_named_problem(text: str, fragment: str) -> None:
+    """Invalid references raise ConfigurationError naming the input and what is wrong."""
+    with pytest.raises(ConfigurationError, match=fragment) as info:
+        ServiceRef.parse(text)
+    assert repr(text) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_non_string_rejected() -> None:
+    """A non-str input is a ConfigurationError, not an AttributeError."""
+    with pytest.raises(ConfigurationError, match="must be a str"):
+        ServiceRef.parse(8080)  # type: ignore[arg-type]
+
+
+_alphabet = st.sampled_from(list("abcz09-.:/_@?#[]AZ ") + ["://", "svc", "http", "https", ".svc.", "\u00e9", "\u0663"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_alphabet, max_size=24).map("".join))
+def test_fuzz_only_configuration_error_escapes(text: str) -> None:
+    """Any string either parses to a reference that round-trips, or raises ConfigurationError."""
+    try:
+        ref = ServiceRef.parse(text, default_namespace="fuzz")
+    except ConfigurationError:
+        return
+    assert ServiceRef.parse(str(ref), default_namespace="fuzz") == ref
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=40))
+def test_fuzz_arbitrary_text(text: str) -> None:
+    """Arbitrary unicode never raises anything but ConfigurationError."""
+    try:
+        ServiceRef.parse(text, default_namespace="fuzz")
+    except ConfigurationError:
+        pass
