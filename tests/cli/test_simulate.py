@@ -1,0 +1,38 @@
+"""The demo simulation: the load-aware algorithms steer around the slow pod; the table prints."""
+
+from __future__ import annotations
+
+import pytest
+
+from kube_balance.cli import main
+from kube_balance.cli._simulate import simulate
+
+
+def test_load_aware_algorithms_avoid_the_slow_pod() -> None:
+    """least_request and peak_ewma send the 10x slower pod far less than its 10% and cut p99."""
+    rr = simulate("round_robin", requests=4000)
+    lr = simulate("least_request", requests=4000)
+    ewma = simulate("peak_ewma", requests=4000)
+    assert rr.shares[0] == pytest.approx(0.10, abs=0.002)
+    assert lr.shares[0] < 0.05 and ewma.shares[0] < 0.05
+    assert lr.p99 < rr.p99 / 3 and ewma.p99 < rr.p99 / 3
+    assert sum(lr.shares) == pytest.approx(1.0)
+
+
+def test_simulation_is_deterministic() -> None:
+    """The same seed gives the same result."""
+    assert simulate("random", requests=500, seed=3) == simulate("random", requests=500, seed=3)
+
+
+def test_demo_command_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    """`kube-balance demo` prints the per-algorithm and per-pod tables."""
+    assert main(["demo", "--requests", "300", "--algorithm", "round_robin", "--algorithm", "peak_ewma"]) == 0
+    out = capsys.readouterr().out
+    assert "slow pod share" in out and "share per pod" in out
+    assert out.count("peak_ewma") == 2
+
+
+def test_bad_request_count(capsys: pytest.CaptureFixture[str]) -> None:
+    """--requests 0 is refused with a clear message and exit code 2."""
+    assert main(["simulate", "--requests", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
