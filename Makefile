@@ -16,7 +16,8 @@ demo: $(STAMP)
 	$(PY) -m kube_balance demo
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks integrations
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
 

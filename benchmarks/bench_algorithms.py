@@ -16,19 +16,27 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _compiled import run_compiled  # noqa: E402
-from _harness import empty_call_ns, machine, ratio_to_empty, table  # noqa: E402
-
-from kube_balance import Endpoint, create  # noqa: E402
+from _compiled import run_compiled
+from _harness import empty_call_ns, machine, ratio_to_empty, table
+from kube_balance import Endpoint, create
 
 TARGETS = {"round_robin": 4, "random": 6, "least_request": 12, "peak_ewma": 24}
-ALGORITHMS = ["round_robin", "random", "weighted_round_robin", "weighted_random", "least_request", "peak_ewma"]
+ALGORITHMS = [
+    "round_robin",
+    "random",
+    "weighted_round_robin",
+    "weighted_random",
+    "least_request",
+    "peak_ewma",
+]
 
 
 def endpoints(n: int, weighted: bool) -> list[Endpoint]:
     rng = random.Random(n)
     return [
-        Endpoint(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 8080, weight=rng.randint(1, 5) if weighted else 1)
+        Endpoint(
+            f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 8080, weight=rng.randint(1, 5) if weighted else 1
+        )
         for i in range(n)
     ]
 
@@ -47,7 +55,11 @@ def main() -> None:
 def measure(quick: bool) -> None:
     import kube_balance.algorithms._base as base
 
-    build = "compiled (release wheel)" if base.__file__.endswith((".so", ".pyd")) else "pure Python (source install)"
+    build = (
+        "compiled (release wheel)"
+        if base.__file__.endswith((".so", ".pyd"))
+        else "pure Python (source install)"
+    )
     number = 20_000 if quick else 200_000
     sizes = [10, 100, 1_000, 10_000]
     base = empty_call_ns(number)
@@ -64,9 +76,7 @@ def measure(quick: bool) -> None:
         target = TARGETS.get(name)
         worst = max(ratios)
         verdict = "" if target is None else ("ok" if worst <= target else "MISSED")
-        rows.append(
-            [name, *(f"{r:.1f}x" for r in ratios), f"<= {target}x" if target else "-", verdict]
-        )
+        rows.append([name, *(f"{r:.1f}x" for r in ratios), f"<= {target}x" if target else "-", verdict])
     print(table(["algorithm", *(f"n={n:,}" for n in sizes), "target", ""], rows))
 
 

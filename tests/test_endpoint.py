@@ -43,7 +43,9 @@ def test_frozen_and_slotted() -> None:
         ("10.0.0.1", 80, -1, "weight"),
     ],
 )
-def test_invalid_endpoint_raises_configuration_error(address: str, port: int, weight: int, fragment: str) -> None:
+def test_invalid_endpoint_raises_configuration_error(
+    address: str, port: int, weight: int, fragment: str
+) -> None:
     """Bad addresses, ports and weights raise ConfigurationError naming the value."""
     with pytest.raises(ConfigurationError, match=fragment):
         Endpoint(address, port, weight=weight)

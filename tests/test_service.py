@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kube_balance import ConfigurationError, ServiceRef
-from kube_balance import _service
+from kube_balance import ConfigurationError, ServiceRef, _service
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,9 @@ def test_host_names() -> None:
     assert ServiceRef.parse("web.shop.svc.corp:1").host == "web.shop.svc.corp"
 
 
-def test_namespace_from_argument_file_kubeconfig_then_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_namespace_from_argument_file_kubeconfig_then_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """name:port takes the namespace from the argument, the in-cluster file, the kubeconfig, else default."""
     monkeypatch.setattr(_service, "NAMESPACE_FILE", str(tmp_path / "missing"))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
@@ -105,7 +107,7 @@ def test_non_string_rejected() -> None:
         ServiceRef.parse(8080)  # type: ignore[arg-type]
 
 
-_alphabet = st.sampled_from(list("abcz09-.:/_@?#[]AZ ") + ["://", "svc", "http", "https", ".svc.", "\u00e9", "\u0663"])
+_alphabet = st.sampled_from([*list("abcz09-.:/_@?#[]AZ "), "://", "svc", "http", "https", ".svc.", "é", "٣"])
 
 
 @settings(max_examples=3000, deadline=None)
@@ -123,7 +125,5 @@ def test_fuzz_only_configuration_error_escapes(text: str) -> None:
 @given(st.text(max_size=40))
 def test_fuzz_arbitrary_text(text: str) -> None:
     """Arbitrary unicode never raises anything but ConfigurationError."""
-    try:
+    with contextlib.suppress(ConfigurationError):
         ServiceRef.parse(text, default_namespace="fuzz")
-    except ConfigurationError:
-        pass

@@ -9,12 +9,19 @@ import pytest
 from kube_balance import AffinityKeyRequired, ConfigurationError, Endpoint, available, create
 from kube_balance.algorithms import Algorithm, BaseAlgorithm, Slot, register
 
-ISSUE_NAMES = {"round_robin", "random", "weighted_round_robin", "weighted_random", "least_request", "peak_ewma"}
+ISSUE_NAMES = {
+    "round_robin",
+    "random",
+    "weighted_round_robin",
+    "weighted_random",
+    "least_request",
+    "peak_ewma",
+}
 
 
 def test_builtin_names() -> None:
     """Every documented algorithm is available by name."""
-    assert ISSUE_NAMES <= set(available())
+    assert set(available()) >= ISSUE_NAMES
 
 
 def test_unknown_name_lists_choices() -> None:

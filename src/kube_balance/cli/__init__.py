@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("simulate", "simulate every algorithm on 10 pods, one 10x slower"),
     ):
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--requests", type=int, default=20_000, help="requests per algorithm (default 20000)")
+        cmd.add_argument(
+            "--requests", type=int, default=20_000, help="requests per algorithm (default 20000)"
+        )
         cmd.add_argument(
             "--algorithm", action="append", choices=available(), help="only this algorithm (repeatable)"
         )

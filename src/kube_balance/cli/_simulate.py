@@ -63,7 +63,11 @@ def simulate(
     clock = FakeClock()
     algo = create(algorithm, rng=random.Random(seed), clock=clock)
     fleet = [
-        Pod(Endpoint(f"10.0.0.{i + 1}", 8080), mean_service * (slow_factor if i == 0 else 1.0), pod_concurrency)
+        Pod(
+            Endpoint(f"10.0.0.{i + 1}", 8080),
+            mean_service * (slow_factor if i == 0 else 1.0),
+            pod_concurrency,
+        )
         for i in range(pods)
     ]
     by_key = {pod.endpoint.key: pod for pod in fleet}
@@ -78,7 +82,9 @@ def simulate(
         nonlocal seq
         pod.busy += 1
         seq += 1
-        heapq.heappush(events, (clock() + rng.expovariate(1.0 / pod.mean_service), seq, pod.endpoint.key, rid))
+        heapq.heappush(
+            events, (clock() + rng.expovariate(1.0 / pod.mean_service), seq, pod.endpoint.key, rid)
+        )
 
     def send(rid: int) -> None:
         key = str(rng.randrange(1_000_000)) if algo.requires_key else None

@@ -1,0 +1,145 @@
+"""Retries on another pod: when a retry is safe, how many attempts, and the budget that caps them.
+
+What is safe to retry, by what the failed attempt may have done on the server:
+
+- ``Failure.NOT_SENT``: the connection was never established (refused, reset or timed out while
+  connecting). Nothing reached the server, so any method is retried.
+- ``Failure.NO_RESPONSE``: the connection broke after the request may have been written but
+  before any response byte (the keep-alive race with a server closing an idle connection, a pod
+  killed mid-request). Retried for idempotent methods only, as RFC 9110 section 9.2.2 allows.
+- ``Failure.STATUS``: a 502, 503 or 504 answer. Retried for idempotent methods only when
+  ``retry_statuses`` is enabled (off by default: the server did see the request).
+
+A request whose body cannot be replayed (a streaming upload) is retried only for ``NOT_SENT``.
+
+The :class:`RetryBudget` is Envoy's ``retry_budget``: retries in flight may not exceed
+``max(min_concurrency, percent * active requests)``, 20% and 3 by default (Envoy's defaults,
+the same ratio as Finagle's ``RetryBudget``). When a pod dies, the retries it causes are
+bounded by a fraction of the traffic instead of multiplying it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ._errors import ConfigurationError
+
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "IDEMPOTENT_METHODS", "Failure", "RetryBudget", "RetryPolicy"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""RFC 9110 section 9.2.2."""
+
+DEFAULT_MAX_ATTEMPTS = 3
+"""One try and two retries: a request survives two dead pods in a row during a rollout
+(Envoy's default is one retry, gRPC's retry policy allows up to 5 attempts)."""
+
+DEFAULT_RETRY_STATUSES = frozenset({502, 503, 504})
+"""Envoy's ``retriable-status-codes`` / ``gateway-error`` set."""
+
+
+class Failure(enum.Enum):
+    """How an attempt failed, as far as retry safety is concerned."""
+
+    NOT_SENT = "not_sent"
+    NO_RESPONSE = "no_response"
+    STATUS = "status"
+
+
+class RetryBudget:
+    """Caps retries in flight at ``max(min_concurrency, percent * active)`` (Envoy ``retry_budget``).
+
+    ``active`` counts requests in flight, retries included; the caller reports them with
+    :meth:`request_started` / :meth:`request_finished`, and holds a retry slot from
+    :meth:`try_acquire` until that retry attempt finishes (:meth:`release`).
+    """
+
+    def __init__(self, percent: float = 0.2, min_concurrency: int = 3) -> None:
+        if not 0.0 <= percent <= 1.0:
+            raise ConfigurationError(f"retry budget percent must be in [0, 1], not {percent!r}")
+        if isinstance(min_concurrency, bool) or not isinstance(min_concurrency, int) or min_concurrency < 0:
+            raise ConfigurationError(
+                f"retry budget min_concurrency must be an int >= 0, not {min_concurrency!r}"
+            )
+        self.percent = percent
+        self.min_concurrency = min_concurrency
+        self.active = 0
+        self.retries = 0
+        self.exhausted = 0  # retries refused by the budget, for status and tests
+
+    def limit(self) -> int:
+        """How many retries may be in flight right now."""
+        return max(self.min_concurrency, int(self.percent * self.active))
+
+    def request_started(self) -> None:
+        self.active += 1
+
+    def request_finished(self) -> None:
+        if self.active > 0:
+            self.active -= 1
+
+    def try_acquire(self) -> bool:
+        """Take a retry slot if the budget allows; False (and counted) when it does not."""
+        if self.retries < self.limit():
+            self.retries += 1
+            return True
+        self.exhausted += 1
+        return False
+
+    def release(self) -> None:
+        if self.retries > 0:
+            self.retries -= 1
+
+    def __repr__(self) -> str:
+        return f"<RetryBudget retries={self.retries}/{self.limit()} active={self.active} exhausted={self.exhausted}>"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to retry a request on another endpoint; see the module docstring.
+
+    ``max_attempts`` counts the first try (1 disables retries). ``retry_statuses`` enables the
+    status retry for idempotent methods: ``True`` for 502/503/504, or an explicit set.
+    """
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_statuses: bool | Iterable[int] = False
+    budget_percent: float = 0.2
+    budget_min_concurrency: int = 3
+    statuses: frozenset[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise ConfigurationError(f"max_attempts must be an int >= 1, not {self.max_attempts!r}")
+        rs = self.retry_statuses
+        statuses = DEFAULT_RETRY_STATUSES if rs is True else frozenset() if rs is False else frozenset(rs)
+        if not all(isinstance(s, int) and 100 <= s <= 599 for s in statuses):
+            raise ConfigurationError(f"retry_statuses must be HTTP status codes, not {rs!r}")
+        object.__setattr__(self, "statuses", statuses)
+
+    def new_budget(self) -> RetryBudget:
+        """A budget with this policy's parameters (one per balancer)."""
+        return RetryBudget(self.budget_percent, self.budget_min_concurrency)
+
+    def should_retry(self, failure: Failure, *, method: str, replayable: bool, attempt: int) -> bool:
+        """Whether attempt number ``attempt`` (1-based) that failed with ``failure`` may be retried.
+
+        The budget is checked separately, last, so a refused retry is counted only when it
+        would otherwise have happened.
+        """
+        if attempt >= self.max_attempts:
+            return False
+        if failure is Failure.NOT_SENT:
+            return True
+        return replayable and method.upper() in IDEMPOTENT_METHODS
+
+    def retry_status(self, status: int, *, method: str, replayable: bool, attempt: int) -> bool:
+        """Whether a response with ``status`` to attempt number ``attempt`` may be retried."""
+        return status in self.statuses and self.should_retry(
+            Failure.STATUS, method=method, replayable=replayable, attempt=attempt
+        )
