@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,9 +37,16 @@ def compiled_site() -> Path:
     for old in wheels.glob("*.whl"):
         old.unlink()
     print("building the mypyc-compiled wheel (about 30-60 s) ...", file=sys.stderr, flush=True)
+    # Build from a copy: the mypyc hook compiles next to the sources, and a test run or an editor
+    # importing from src/ meanwhile must never pick up a half-built extension module.
+    tree = BUILD / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, tree / name)
     env = {**os.environ, "HATCH_BUILD_HOOKS_ENABLE": "true"}
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)],
+        [sys.executable, "-m", "pip", "wheel", str(tree), "--no-deps", "-q", "-w", str(wheels)],
         check=True,
         env=env,
     )
