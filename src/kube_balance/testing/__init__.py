@@ -2,21 +2,45 @@
 
 - :class:`FakeClock`: a manual monotonic clock to pass as ``clock=``.
 - :class:`FakeApiServer`: a protocol-faithful Kubernetes API server on 127.0.0.1 that the real
-  ``kubernetes_asyncio`` client talks to (imported on first use; needs ``aiohttp``).
+  ``kubernetes_asyncio`` client talks to (imported on first use; needs ``aiohttp``). Its module
+  docstring (``kube_balance.testing._apiserver``) is the usage guide.
+- :class:`Fault`: scripted failures for it; :class:`Permissions`: per-token RBAC for it;
+  :class:`RequestRecord`: one entry of its request log.
+- :func:`endpoint_slice`, :func:`slice_endpoint`, :func:`service`, :func:`core_endpoints`: API
+  objects shaped as the real API returns them, to ``apply`` to the fake.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._apiauth import Permissions
 from ._clock import FakeClock
+from ._faults import Fault
+from ._objects import core_endpoints, endpoint_slice, service, slice_endpoint
 
-__all__ = ["FakeApiServer", "FakeClock"]
+if TYPE_CHECKING:
+    from ._apiserver import FakeApiServer, RequestRecord
+
+__all__ = [
+    "FakeApiServer",
+    "FakeClock",
+    "Fault",
+    "Permissions",
+    "RequestRecord",
+    "core_endpoints",
+    "endpoint_slice",
+    "service",
+    "slice_endpoint",
+]
+
+_LAZY = {"FakeApiServer", "RequestRecord"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "FakeApiServer":
-        from ._apiserver import FakeApiServer
+    # The server needs aiohttp; import it only when asked for, so `import kube_balance.testing` stays light.
+    if name in _LAZY:
+        from . import _apiserver
 
-        return FakeApiServer
+        return getattr(_apiserver, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
