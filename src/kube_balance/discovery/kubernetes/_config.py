@@ -1,0 +1,123 @@
+"""Where a Kubernetes client's address and credentials come from, and re-reading them after a 401.
+
+One policy for every source: an injected ``ApiClient``; else in-cluster (service-account token,
+CA and namespace files) when running in a pod; else a kubeconfig (``KUBECONFIG``, read when the
+source starts, else ``~/.kube/config``) with an optional context, as kubectl resolves it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ..._errors import ConfigurationError, DiscoveryError
+
+SERVICE_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+SERVICE_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+
+
+def default_kubeconfig(environ: Mapping[str, str] = os.environ) -> str:
+    """``$KUBECONFIG`` (possibly several paths joined by ``os.pathsep``), else ``~/.kube/config``."""
+    return environ.get("KUBECONFIG") or os.path.expanduser(os.path.join("~", ".kube", "config"))
+
+
+class ClientConfig:
+    """Builds (once) and refreshes the ``ApiClient`` a source talks through.
+
+    ``in_cluster=None`` picks in-cluster when ``KUBERNETES_SERVICE_HOST`` is set and the token
+    file exists, else a kubeconfig. The token and CA paths are parameters so tests (and unusual
+    mounts) can point elsewhere.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_client: Any = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        in_cluster: bool | None = None,
+        token_file: str = SERVICE_TOKEN_FILE,
+        ca_file: str = SERVICE_CA_FILE,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if api_client is not None and (kubeconfig or context or in_cluster):
+            raise ConfigurationError("pass either api_client or kubeconfig/context/in_cluster, not both")
+        if in_cluster and (kubeconfig or context):
+            raise ConfigurationError("in_cluster=True does not take a kubeconfig or context")
+        if kubeconfig is not None and not all(os.path.exists(p) for p in kubeconfig.split(os.pathsep) if p):
+            raise ConfigurationError(f"kubeconfig {kubeconfig!r} does not exist")
+        self._client = api_client
+        self.owns_client = api_client is None
+        self._kubeconfig, self._context, self._in_cluster = kubeconfig, context, in_cluster
+        self._token_file, self._ca_file = token_file, ca_file
+        self._environ = environ if environ is not None else os.environ
+        self.mode = "injected" if api_client is not None else self._pick_mode()
+
+    def _pick_mode(self) -> str:
+        if self._in_cluster is not None:
+            return "in-cluster" if self._in_cluster else "kubeconfig"
+        if self._kubeconfig or self._context:
+            return "kubeconfig"
+        in_pod = bool(self._environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(self._token_file)
+        return "in-cluster" if in_pod else "kubeconfig"
+
+    def describe(self) -> str:
+        """Where the credentials come from, for log and error messages."""
+        if self.mode == "kubeconfig":
+            ctx = f" (context {self._context})" if self._context else ""
+            return f"kubeconfig {self._kubeconfig or default_kubeconfig(self._environ)}{ctx}"
+        if self.mode == "in-cluster":
+            return f"in-cluster service account ({self._token_file})"
+        return "the injected ApiClient"
+
+    @property
+    def host(self) -> str:
+        """The API server URL (after :meth:`client` has run)."""
+        return str(self._client.configuration.host) if self._client is not None else ""
+
+    async def client(self) -> Any:
+        """The ``ApiClient``, built on first use; raises :class:`DiscoveryError` naming the source."""
+        if self._client is None:
+            from kubernetes_asyncio.client import ApiClient, Configuration
+
+            configuration = Configuration()
+            await self._load(configuration)
+            self._client = ApiClient(configuration=configuration)
+        return self._client
+
+    async def reload(self) -> bool:
+        """Re-read the credentials (a rotated token) into the client; False if there is nothing to re-read."""
+        if self._client is None or self.mode == "injected":
+            return False  # an injected client refreshes through its own refresh_api_key_hook
+        await self._load(self._client.configuration)
+        return True
+
+    async def _load(self, configuration: Any) -> None:
+        from kubernetes_asyncio import config
+
+        try:
+            if self.mode == "in-cluster":
+                config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration,
+                    token_filename=self._token_file,
+                    cert_filename=self._ca_file,
+                    environ=dict(self._environ),
+                )
+            else:
+                await config.load_kube_config(
+                    config_file=self._kubeconfig or default_kubeconfig(self._environ),
+                    context=self._context,
+                    client_configuration=configuration,
+                    persist_config=False,  # never write back to the user's kubeconfig
+                )
+        except Exception as exc:  # ConfigException, OSError, YAML errors: all mean "no usable config"
+            raise DiscoveryError(
+                f"cannot load Kubernetes configuration from {self.describe()}: {exc}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the client if this config built it (an injected client belongs to its owner)."""
+        if self.owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.close()

@@ -1,0 +1,86 @@
+"""Resolve a ServiceRef's port (name or number) to the Service's own port, from the Service object.
+
+EndpointSlices carry the pods' target ports; the DNS fallback talks to the Service's ClusterIP or
+name, so it needs the Service port (``spec.ports[].port``) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from ..._errors import DiscoveryError, DiscoveryUnavailable
+from ..._service import ServiceRef
+from ._status import SERVICES, http_error
+
+logger = logging.getLogger("kube_balance.discovery")
+
+
+def pick_service_port(service: Mapping[str, Any], port: str | int) -> int:
+    """The ``spec.ports[].port`` matching ``port`` by name, or by port (or targetPort) number."""
+    ports = (service.get("spec") or {}).get("ports") or []
+    for p in ports:
+        if isinstance(port, str) and (p.get("name") or "") == port:
+            return int(p["port"])
+        if isinstance(port, int) and port in (p.get("port"), p.get("targetPort")):
+            return int(p["port"])
+    meta = service.get("metadata") or {}
+    names = [p.get("name") or p.get("port") for p in ports]
+    raise DiscoveryError(
+        f"Service {meta.get('namespace')}/{meta.get('name')} has no port {port!r} (ports: {names})"
+    )
+
+
+async def get_service(client: Any, ref: ServiceRef, request_timeout: float | None = None) -> dict[str, Any]:
+    """GET the Service object as a dict; typed errors name the RBAC rule on 403."""
+    from kubernetes_asyncio.client import CoreV1Api
+
+    timeout = aiohttp.ClientTimeout(total=request_timeout or 30.0)
+    try:
+        resp: Any = await CoreV1Api(client).read_namespaced_service(
+            ref.name, ref.namespace, _preload_content=False, _request_timeout=timeout
+        )
+        try:
+            body = await resp.read()
+            if not 200 <= resp.status < 300:
+                raise http_error(resp.status, body, verb="get", resource=SERVICES, namespace=ref.namespace)
+        finally:
+            resp.release()
+        obj = json.loads(body)
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+        raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name} failed: {exc!r}") from exc
+    if not isinstance(obj, dict):
+        raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name}: the body is not a JSON object")
+    return obj
+
+
+async def resolve_service_port(client: Any, ref: ServiceRef, request_timeout: float | None = None) -> int:
+    """The Service's own port for ``ref`` (for the DNS fallback)."""
+    return pick_service_port(await get_service(client, ref, request_timeout), ref.port)
+
+
+async def slice_port(client: Any, ref: ServiceRef, request_timeout: float | None = None) -> str | int:
+    """What to look for in slices: a port name as is; a Service port number becomes that port's name.
+
+    Slices name their ports after the Service's ports but carry the target numbers, so ``web:80``
+    must become ``http`` to find 8080. Best effort: without RBAC to get Services (or no such
+    port) the number is kept, and the merge matches it against slice port numbers.
+    """
+    if isinstance(ref.port, str):
+        return ref.port
+    try:
+        obj = await get_service(client, ref, request_timeout)
+    except Exception as exc:  # best effort: any failure keeps the number
+        logger.info(
+            "cannot map port %s of %s to a port name (%s); matching slice ports by number", ref.port, ref, exc
+        )
+        return ref.port
+    for p in (obj.get("spec") or {}).get("ports") or ():
+        if isinstance(p, dict) and p.get("port") == ref.port:
+            return str(p.get("name") or "")
+    return ref.port

@@ -1,0 +1,174 @@
+"""``KubernetesSource``: a Service's endpoints from its EndpointSlices, pushed as snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..._endpoint import EndpointSet
+from ..._errors import ConfigurationError, DiscoveryError
+from ..._service import ServiceRef
+from .._source import SourceSink
+from ._backoff import Backoff, Sleep
+from ._config import ClientConfig
+from ._incremental import SliceMerger
+from ._merge import AddressFamily, normalize_family
+from ._service_port import resolve_service_port, slice_port
+from ._shared import subscribe
+from ._watcher import PAGE_SIZE, WATCH_TIMEOUT, SliceWatch
+
+logger = logging.getLogger("kube_balance.discovery")
+
+
+class _Subscription:
+    """One source's view of a (possibly shared) watch: its own port, family and merged set."""
+
+    def __init__(self, merger: SliceMerger, sink: SourceSink) -> None:
+        self.merger, self.sink = merger, sink
+        self.pushed = False
+
+    def on_change(self, watch: SliceWatch, changed: set[str] | None) -> None:
+        if changed is None:
+            self.merger.reset(watch.slices.values())
+        else:
+            for name in changed:
+                obj = watch.slices.get(name)
+                if obj is None:
+                    self.merger.remove(name)
+                else:
+                    self.merger.upsert(obj)
+        # Push only a set that changed: a relist or an event that changes nothing pushes nothing
+        # (no flap); the first snapshot is pushed even when empty, so the balancer knows.
+        if self.merger.take_changed() or not self.pushed:
+            self.pushed = True
+            self.sink.on_endpoints(EndpointSet(self.merger.endpoints(), watch.resource_version))
+
+    def on_error(self, error: DiscoveryError) -> None:
+        self.sink.on_error(error)
+
+
+class KubernetesSource:
+    """Watches one Service's EndpointSlices (``discovery.k8s.io/v1``) and pushes full snapshots.
+
+    Credentials come from ``api_client``, else ``kubeconfig``/``context``, else in-cluster (see
+    :class:`ClientConfig`). Sources for the same Service on the same API server in one event loop
+    share one watch. ``address_family`` is ``"auto"`` (IPv4 if the Service has any), 4, 6 or 0
+    (both). ``watch_timeout`` is the range ``timeoutSeconds`` is drawn from (300-600 s, as
+    client-go); ``request_timeout`` overrides the per-request deadline (default: list 60 s, watch
+    ``timeoutSeconds`` + 30 s). ``clock``, ``rng`` and ``sleep`` drive the backoff in tests.
+    """
+
+    def __init__(
+        self,
+        service: ServiceRef | str,
+        *,
+        api_client: Any = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        in_cluster: bool | None = None,
+        address_family: AddressFamily = "auto",
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+        watch_timeout: tuple[int, int] = WATCH_TIMEOUT,
+        request_timeout: float | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.service = service if isinstance(service, ServiceRef) else ServiceRef.parse(service)
+        self.address_family = address_family
+        normalize_family(address_family)  # fail fast on a bad value
+        self._config_args: dict[str, Any] = {
+            "api_client": api_client,
+            "kubeconfig": kubeconfig,
+            "context": context,
+            "in_cluster": in_cluster,
+        }
+        ClientConfig(**self._config_args)  # validate the combination now, not in the task
+        self._clock, self._rng, self._sleep = clock, rng or random.Random(), sleep
+        self._watch_timeout, self._request_timeout, self._page_size = (
+            watch_timeout,
+            request_timeout,
+            page_size,
+        )
+        self._watch: SliceWatch | None = None
+        self._error: DiscoveryError | None = None
+
+    @property
+    def resource_version(self) -> str | None:
+        """The resourceVersion the watch has reached (``None`` before the first list)."""
+        return self._watch.resource_version if self._watch is not None else None
+
+    @property
+    def last_error(self) -> DiscoveryError | None:
+        """The current discovery error, ``None`` while healthy."""
+        return self._watch.last_error if self._watch is not None else self._error
+
+    def _backoff(self) -> Backoff:
+        return Backoff(rng=self._rng, clock=self._clock, sleep=self._sleep)
+
+    async def _connect(self, backoff: Backoff, sink: SourceSink) -> ClientConfig:
+        """Build the client config, retrying (with backoff) until it loads."""
+        while True:
+            try:
+                config = ClientConfig(**self._config_args)
+                await config.client()
+                self._error = None
+                return config
+            except (DiscoveryError, ConfigurationError) as exc:  # e.g. the kubeconfig was removed
+                error = exc if isinstance(exc, DiscoveryError) else DiscoveryError(str(exc))
+                self._error = error
+                logger.warning("%s", error)
+                sink.on_error(error)
+                await backoff.wait()
+
+    async def run(self, sink: SourceSink) -> None:
+        """Push snapshots to ``sink`` until cancelled; errors go to ``sink.on_error``."""
+        backoff = self._backoff()
+        config = await self._connect(backoff, sink)
+        ref = self.service
+        try:
+            port = await slice_port(await config.client(), ref, self._request_timeout)
+        except BaseException:  # cancelled before the watch took the client over
+            await config.aclose()
+            raise
+        merger = SliceMerger(port, address_family=self.address_family, service=ref.name)
+
+        def factory() -> SliceWatch:
+            return SliceWatch(
+                config,
+                ref.namespace,
+                ref.name,
+                rng=self._rng,
+                clock=self._clock,
+                backoff=backoff,
+                watch_timeout=self._watch_timeout,
+                request_timeout=self._request_timeout,
+                page_size=self._page_size,
+            )
+
+        key = (config.host, ref.namespace, ref.name)
+        async with subscribe(key, _Subscription(merger, sink), factory) as watch:
+            self._watch = watch  # kept after we leave, so resource_version and last_error stay readable
+            if watch.config is not config:  # joined a running watch: ours is not needed
+                await config.aclose()
+            await asyncio.Event().wait()  # the shared watch pushes; we only keep our seat
+
+    async def service_port(self) -> int:
+        """The Service's port for this reference (name or number), read from the Service object.
+
+        Used by the DNS fallback. A 403 raises :class:`DiscoveryAuthError` naming the missing
+        RBAC rule (``services``, ``get``); other failures raise :class:`DiscoveryError`.
+        """
+        config = ClientConfig(**self._config_args)
+        try:
+            client = await config.client()
+            return await resolve_service_port(client, self.service, self._request_timeout)
+        finally:
+            await config.aclose()
+
+    def __repr__(self) -> str:
+        return f"KubernetesSource({str(self.service)!r}, resource_version={self.resource_version!r})"
