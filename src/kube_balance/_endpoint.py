@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -73,6 +74,9 @@ class Endpoint:
         return cls(host, int(port), **metadata)  # type: ignore[arg-type]
 
 
+_key = operator.attrgetter("key")
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointSet:
     """An immutable snapshot of all endpoints of one Service, as a source last saw them.
@@ -85,10 +89,12 @@ class EndpointSet:
     resource_version: str | None = None
 
     def __post_init__(self) -> None:
-        seen: dict[str, Endpoint] = {}
-        for ep in self.endpoints:
-            seen.setdefault(ep.key, ep)
-        if len(seen) != len(self.endpoints):
+        # The common case (no duplicates) is checked at C speed: snapshots of large Services are
+        # rebuilt on every slice update, so this must not cost a Python loop per endpoint.
+        if len(set(map(_key, self.endpoints))) != len(self.endpoints):
+            seen: dict[str, Endpoint] = {}
+            for ep in self.endpoints:
+                seen.setdefault(ep.key, ep)
             object.__setattr__(self, "endpoints", tuple(seen.values()))
 
     @classmethod
