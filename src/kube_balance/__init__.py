@@ -13,6 +13,7 @@ integrations import their HTTP client on first use.
 
 from __future__ import annotations
 
+from ._affinity import AffinityKey
 from ._endpoint import Endpoint, EndpointSet
 from ._errors import (
     AffinityKeyRequired,
@@ -27,6 +28,7 @@ from ._service import ServiceRef
 from .algorithms import Algorithm, available, create
 
 __all__ = [
+    "AffinityKey",
     "AffinityKeyRequired",
     "Algorithm",
     "ConfigurationError",

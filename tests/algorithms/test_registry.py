@@ -54,7 +54,7 @@ def test_every_algorithm_meets_the_protocol(name: str) -> None:
     assert all(algo.inflight(e) == 0 for e in pool)
 
 
-@pytest.mark.parametrize("name", [n for n in available() if n in {"ring_hash", "maglev"}])
+@pytest.mark.parametrize("name", [n for n in available() if create(n).requires_key])
 def test_affinity_algorithms_require_a_key(name: str) -> None:
     """Hash algorithms called without a key raise AffinityKeyRequired (a ConfigurationError)."""
     algo = create(name)

@@ -68,5 +68,6 @@ def create(name: str, **options: Any) -> Algorithm:
     factory = _factory(name)
     try:
         return factory(**options)
-    except TypeError as exc:
-        raise ConfigurationError(f"algorithm {name!r}: {exc}") from None
+    except TypeError as exc:  # an unknown option, or (compiled build) a value of the wrong type
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items() if k not in ("rng", "clock"))
+        raise ConfigurationError(f"algorithm {name!r} ({given}): {exc}") from None
