@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
+from hypothesis import settings
 
 from kube_balance.testing import FakeClock
+
+# Deterministic property tests: the same examples on every run (and in CI), never a flaky red.
+# Run with HYPOTHESIS_PROFILE=explore locally to search new examples.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

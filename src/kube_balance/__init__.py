@@ -13,7 +13,10 @@ integrations import their HTTP client on first use.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._affinity import AffinityKey
+from ._balancer import BalancerStatus, FallbackTarget, LoadBalancer
 from ._endpoint import Endpoint, EndpointSet
 from ._errors import (
     AffinityKeyRequired,
@@ -24,6 +27,8 @@ from ._errors import (
     KubeBalanceError,
     NoEndpointsAvailable,
 )
+from ._policy import EndpointPolicy
+from ._retry import RetryBudget, RetryPolicy
 from ._service import ServiceRef
 from .algorithms import Algorithm, available, create
 
@@ -31,16 +36,35 @@ __all__ = [
     "AffinityKey",
     "AffinityKeyRequired",
     "Algorithm",
+    "BalancerStatus",
     "ConfigurationError",
     "DiscoveryAuthError",
     "DiscoveryError",
     "DiscoveryUnavailable",
     "Endpoint",
+    "EndpointPolicy",
     "EndpointSet",
+    "FallbackTarget",
     "KubeBalanceError",
+    "LoadBalancer",
     "NoEndpointsAvailable",
+    "RetryBudget",
+    "RetryPolicy",
     "ServiceRef",
     "available",
     "create",
 ]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "BalancedTransport": "kube_balance.integrations.httpx",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Integration classes load their HTTP client on first access (``pip install kube-balance[httpx]``)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

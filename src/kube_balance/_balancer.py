@@ -16,14 +16,16 @@ import random as _random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._endpoint import Endpoint, EndpointSet
 from ._errors import ConfigurationError, DiscoveryError, NoEndpointsAvailable
 from ._policy import EndpointPolicy
 from ._service import ServiceRef
 from .algorithms import Algorithm, Clock, create
-from .discovery._source import EndpointSource
+
+if TYPE_CHECKING:  # importing kube_balance.discovery loads the Kubernetes client: only when used
+    from .discovery._source import EndpointSource
 
 __all__ = ["BalancerStatus", "FallbackTarget", "LoadBalancer"]
 
@@ -155,6 +157,12 @@ class LoadBalancer:
         """Whether the watcher coroutine is running."""
         return self._task is not None and not self._task.done()
 
+    @property
+    def started(self) -> bool:
+        """Running, and the source has delivered its first snapshot or error."""
+        first = self._first_event
+        return first is not None and first.is_set() and self.running
+
     async def ensure_started(self) -> None:
         """Start if needed, then wait (at most ``startup_timeout``) for the first snapshot or error."""
         if not self.running:
@@ -278,10 +286,15 @@ class LoadBalancer:
         try:
             return int(await resolve())
         except Exception as exc:
+            # A DiscoveryError from the source already names the missing RBAC rule.
+            hint = (
+                ""
+                if isinstance(exc, DiscoveryError)
+                else (f"; reading it needs RBAC 'get' on services in namespace {self.service.namespace!r}")
+            )
             raise self.no_endpoints(
                 f"no usable endpoint, and the fallback could not resolve the named port "
-                f"{self.service.port!r} from the Service object ({exc}); reading it needs RBAC "
-                f"'get' on services in namespace {self.service.namespace!r}"
+                f"{self.service.port!r} from the Service object ({exc}){hint}"
             ) from exc
 
     # -- introspection --------------------------------------------------------------------

@@ -14,8 +14,13 @@ A request whose body cannot be replayed (a streaming upload) is retried only for
 
 The :class:`RetryBudget` is Envoy's ``retry_budget``: retries in flight may not exceed
 ``max(min_concurrency, percent * active requests)``, 20% and 3 by default (Envoy's defaults,
-the same ratio as Finagle's ``RetryBudget``). When a pod dies, the retries it causes are
-bounded by a fraction of the traffic instead of multiplying it.
+the same ratio as Finagle's ``RetryBudget``). A retry holds its slot until its response is
+closed. The budget caps the retries that repeat work a server may already have done
+(``NO_RESPONSE``, ``STATUS``): those are what turn an overloaded pod into a retry storm.
+``NOT_SENT`` retries move a request that no server saw, adding no work anywhere, so by default
+they are bounded by ``max_attempts`` only: a pod killed under load (still listed until discovery
+catches up) draws about 1/n of all requests, more than any budget of 20% allows when n < 5.
+``budget_not_sent=True`` charges them to the budget too, as Envoy does.
 """
 
 from __future__ import annotations
@@ -73,9 +78,11 @@ class RetryBudget:
         return max(self.min_concurrency, int(self.percent * self.active))
 
     def request_started(self) -> None:
+        """A request (first try or retry) is now in flight."""
         self.active += 1
 
     def request_finished(self) -> None:
+        """A request in flight has finished (its response closed, or it failed)."""
         if self.active > 0:
             self.active -= 1
 
@@ -88,6 +95,7 @@ class RetryBudget:
         return False
 
     def release(self) -> None:
+        """A retry taken with :meth:`try_acquire` has finished."""
         if self.retries > 0:
             self.retries -= 1
 
@@ -107,6 +115,7 @@ class RetryPolicy:
     retry_statuses: bool | Iterable[int] = False
     budget_percent: float = 0.2
     budget_min_concurrency: int = 3
+    budget_not_sent: bool = False
     statuses: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +130,10 @@ class RetryPolicy:
         if not all(isinstance(s, int) and 100 <= s <= 599 for s in statuses):
             raise ConfigurationError(f"retry_statuses must be HTTP status codes, not {rs!r}")
         object.__setattr__(self, "statuses", statuses)
+
+    def uses_budget(self, failure: Failure) -> bool:
+        """Whether a retry after ``failure`` draws on the budget (see the module docstring)."""
+        return failure is not Failure.NOT_SENT or self.budget_not_sent
 
     def new_budget(self) -> RetryBudget:
         """A budget with this policy's parameters (one per balancer)."""

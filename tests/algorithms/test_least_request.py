@@ -78,3 +78,18 @@ def test_bad_choice_count(bad: object) -> None:
     """choice_count must be an int >= 2."""
     with pytest.raises(ConfigurationError, match="choice_count"):
         create("least_request", choice_count=bad)
+
+
+@pytest.mark.parametrize("choice_count", [2, 5])
+def test_ties_are_broken_at_random(choice_count: int, rng: random.Random) -> None:
+    """Sequential requests (always a tie at 0) spread over two endpoints instead of all going to the first."""
+    algo = create("least_request", choice_count=choice_count, rng=rng)
+    pool = eps(2)
+    algo.update(pool)
+    counts = {e.key: 0 for e in pool}
+    for _ in range(1000):
+        ep = algo.get()
+        assert ep is not None
+        counts[ep.key] += 1
+        algo.put(ep)
+    assert min(counts.values()) > 400

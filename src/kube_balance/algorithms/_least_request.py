@@ -45,11 +45,11 @@ class LeastRequest(BaseAlgorithm):
     def get(self, key: str | bytes | None = None) -> Endpoint | None:
         pool = self._pool
         n = len(pool)
-        if n > 2 and self._choice_count == 2 and not self._weighted:
+        if n > 1 and self._choice_count == 2 and not self._weighted:
             rnd = self._random
             i = int(rnd() * n)
             j = int(rnd() * (n - 1))
-            if j >= i:  # two distinct candidates without a retry loop
+            if j >= i:  # two distinct candidates without a retry loop; a tie goes to the random first
                 j += 1
             slot = pool[i]
             other = pool[j]
@@ -64,8 +64,13 @@ class LeastRequest(BaseAlgorithm):
 
     def _pick_general(self, pool: tuple[Slot, ...]) -> Slot:
         """Several candidates, tiny pools, or weights: the readable (slower) path."""
-        k = min(self._choice_count, len(pool))
-        candidates = self._rng.sample(pool, k) if k < len(pool) else pool
+        n = len(pool)
+        k = min(self._choice_count, n)
+        if k < n:
+            candidates: tuple[Slot, ...] | list[Slot] = self._rng.sample(pool, k)
+        else:  # every endpoint is a candidate: start at a random one so ties do not favour the first
+            start = self._rng.randrange(n)
+            candidates = pool[start:] + pool[:start]
         if self._weighted:
             return min(candidates, key=lambda s: (s.inflight + 1) / s.endpoint.weight)
         return min(candidates, key=lambda s: s.inflight)

@@ -1,0 +1,80 @@
+"""Retry decisions and the Envoy-style retry budget, exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from kube_balance import ConfigurationError
+from kube_balance._retry import Failure, RetryBudget, RetryPolicy
+
+
+@pytest.mark.parametrize(("active", "limit"), [(0, 3), (10, 3), (19, 3), (20, 4), (24, 4), (25, 5), (50, 10)])
+def test_budget_limit_is_max_of_three_and_a_fifth_of_active(active: int, limit: int) -> None:
+    """Retries in flight <= max(3, int(0.2 * active)), Envoy's retry_budget defaults."""
+    budget = RetryBudget()
+    for _ in range(active):
+        budget.request_started()
+    assert budget.limit() == limit
+
+
+def test_budget_refuses_beyond_the_limit_and_frees_on_release() -> None:
+    """The fourth concurrent retry is refused (and counted) until one finishes."""
+    budget = RetryBudget()
+    assert [budget.try_acquire() for _ in range(4)] == [True, True, True, False]
+    assert budget.exhausted == 1
+    budget.release()
+    assert budget.try_acquire()
+    assert repr(budget) == "<RetryBudget retries=3/3 active=0 exhausted=1>"
+
+
+def test_budget_counts_never_go_negative() -> None:
+    """Extra finish/release calls are harmless."""
+    budget = RetryBudget()
+    budget.request_finished()
+    budget.release()
+    assert (budget.active, budget.retries) == (0, 0)
+
+
+def test_not_sent_is_retried_for_any_method() -> None:
+    """Nothing reached the server: POST and a non-replayable body are retried too."""
+    policy = RetryPolicy()
+    assert policy.should_retry(Failure.NOT_SENT, method="POST", replayable=False, attempt=1)
+    assert policy.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=2)
+    assert not policy.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=3)
+
+
+def test_no_response_is_retried_for_idempotent_replayable_requests_only() -> None:
+    """A broken connection before the response: GET/PUT/DELETE yes, POST/PATCH or a stream no."""
+    policy = RetryPolicy()
+    for method in ("GET", "head", "PUT", "DELETE", "OPTIONS", "TRACE"):
+        assert policy.should_retry(Failure.NO_RESPONSE, method=method, replayable=True, attempt=1)
+    for method in ("POST", "PATCH"):
+        assert not policy.should_retry(Failure.NO_RESPONSE, method=method, replayable=True, attempt=1)
+    assert not policy.should_retry(Failure.NO_RESPONSE, method="PUT", replayable=False, attempt=1)
+
+
+def test_status_retries_are_off_by_default_and_limited_to_gateway_errors() -> None:
+    """retry_statuses=True means 502/503/504 for idempotent methods; a custom set is honoured."""
+    assert not RetryPolicy().retry_status(503, method="GET", replayable=True, attempt=1)
+    on = RetryPolicy(retry_statuses=True)
+    assert on.statuses == {502, 503, 504}
+    assert on.retry_status(503, method="GET", replayable=True, attempt=1)
+    assert not on.retry_status(500, method="GET", replayable=True, attempt=1)
+    assert not on.retry_status(503, method="POST", replayable=True, attempt=1)
+    assert RetryPolicy(retry_statuses=[500]).retry_status(500, method="GET", replayable=True, attempt=1)
+
+
+def test_connection_failures_skip_the_budget_unless_asked() -> None:
+    """NOT_SENT retries add no server work, so they draw on the budget only with budget_not_sent."""
+    assert not RetryPolicy().uses_budget(Failure.NOT_SENT)
+    assert RetryPolicy().uses_budget(Failure.NO_RESPONSE)
+    assert RetryPolicy(budget_not_sent=True).uses_budget(Failure.NOT_SENT)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_attempts": 0}, {"max_attempts": True}, {"retry_statuses": [99]}, {"budget_percent": 1.5}]
+)
+def test_bad_options_raise_configuration_error(kwargs: dict[str, object]) -> None:
+    """Invalid attempts, statuses or budget parameters are rejected with a clear error."""
+    with pytest.raises(ConfigurationError):
+        RetryPolicy(**kwargs).new_budget()  # type: ignore[arg-type]
