@@ -1,0 +1,75 @@
+"""The runnable examples and manifests under integrations/ stay true: run them against the fake apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from kube_balance import EndpointSet
+from kube_balance.discovery import KubernetesSource
+from kube_balance.testing import FakeApiServer, Permissions, endpoint_slice, service, slice_endpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_httpx_example_runs_and_follows_a_rollout() -> None:
+    """integrations/httpx_example.py balances over 3 pods, then drops the terminating and deleted one."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "integrations" / "httpx_example.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    rows = {line[:34].strip(): line[34:] for line in out.splitlines() if "web-0:" in line}
+    assert set(rows) == {"3 ready pods", "web-2 terminating", "web-2 deleted"}
+    assert "web-2:" in rows["3 ready pods"]
+    assert "web-2:" not in rows["web-2 terminating"]
+    assert "web-2:" not in rows["web-2 deleted"]
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.snapshots: list[EndpointSet] = []
+        self.errors: list[Exception] = []
+
+    def on_endpoints(self, snapshot: EndpointSet) -> None:
+        self.snapshots.append(snapshot)
+
+    def on_error(self, error: Exception) -> None:
+        self.errors.append(error)
+
+
+def role_permissions(path: Path, namespace: str) -> Permissions:
+    """The fake apiserver's Permissions for the Role in a manifest file (a RoleBinding in one namespace)."""
+    (role,) = (doc for doc in yaml.safe_load_all(path.read_text()) if doc["kind"] == "Role")
+    pairs = [f"{res}:{verb}" for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]]
+    return Permissions.allow(*pairs, namespaces={namespace})
+
+
+async def test_rbac_manifest_grants_what_discovery_needs() -> None:
+    """With only integrations/kubernetes/rbac.yaml's Role, the watch works and the named port resolves."""
+    async with FakeApiServer() as api, asyncio.timeout(20):
+        api.set_tokens(
+            {"test-token": role_permissions(ROOT / "integrations" / "kubernetes" / "rbac.yaml", "shop")}
+        )
+        api.apply(service("web", "shop", ports=[{"name": "http", "port": 80, "targetPort": 8080}]))
+        api.apply(endpoint_slice("web", "shop", endpoints=[slice_endpoint("10.0.0.1")]))
+        client = await api.new_api_client()
+        try:
+            source = KubernetesSource("web.shop:http", api_client=client)
+            assert await source.service_port() == 80
+            sink = _Sink()
+            task = asyncio.create_task(source.run(sink))
+            while not sink.snapshots:  # noqa: ASYNC110 - bounded by the timeout above
+                await asyncio.sleep(0.01)
+            task.cancel()
+            assert [ep.key for ep in sink.snapshots[-1]] == ["10.0.0.1:8080"]
+            assert not sink.errors
+            assert {r.status for r in api.requests if r.verb in ("list", "watch", "get")} <= {200}
+        finally:
+            await client.close()
