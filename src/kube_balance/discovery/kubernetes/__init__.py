@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._backoff import Backoff
+from ..._backoff import Backoff
 from ._config import ClientConfig
 from ._incremental import SliceMerger
 from ._legacy import endpoints_to_slices

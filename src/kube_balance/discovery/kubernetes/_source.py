@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..._backoff import Backoff, Sleep
 from ..._endpoint import EndpointSet
 from ..._errors import ConfigurationError, DiscoveryError
 from ..._service import ServiceRef
 from .._source import SourceSink
-from ._backoff import Backoff, Sleep
 from ._config import ClientConfig
 from ._incremental import SliceMerger
 from ._merge import AddressFamily, normalize_family

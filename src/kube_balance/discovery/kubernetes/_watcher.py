@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from ..._backoff import Backoff
 from ..._errors import DiscoveryError, DiscoveryUnavailable
-from ._backoff import Backoff
 from ._config import ClientConfig
 from ._requests import collection, json_object
 from ._slicestore import SliceStore

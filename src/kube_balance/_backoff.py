@@ -1,4 +1,4 @@
-"""Jittered exponential backoff between failed list/watch attempts, as client-go's reflector does.
+"""Jittered exponential backoff between failed attempts (watches, source restarts), as client-go's reflector does.
 
 client-go (``tools/cache/reflector.go``) backs off 800 ms, doubling, capped at 30 s, jitter 1.0,
 and resets after 2 minutes without a failure. We keep those defaults but cap the jittered delay
