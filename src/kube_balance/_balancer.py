@@ -16,10 +16,12 @@ import random as _random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from ._backoff import Backoff
 from ._endpoint import Endpoint, EndpointSet
 from ._errors import ConfigurationError, DiscoveryError, NoEndpointsAvailable
+from ._fallback import Fallback, FallbackTarget
 from ._policy import EndpointPolicy
 from ._service import ServiceRef
 from .algorithms import Algorithm, Clock, create
@@ -37,13 +39,6 @@ STARTUP_TIMEOUT = 5.0
 serves): long enough for an API list round trip, short enough that a dead API is not a hang."""
 
 Listener = Callable[[tuple[Endpoint, ...]], None]
-
-
-class FallbackTarget(NamedTuple):
-    """Where a request goes when no endpoint is usable: the Service's DNS name and port."""
-
-    host: str
-    port: int
 
 
 @dataclass(frozen=True)
@@ -98,50 +93,64 @@ class LoadBalancer:
         self.algorithm: Algorithm = algorithm
         self.source: EndpointSource = source if source is not None else _kubernetes_source(self.service)
         self.policy = policy if policy is not None else EndpointPolicy()
-        self._fallback = _parse_fallback(fallback)
+        self._fallback = Fallback(fallback, self.service, self.source)
         if startup_timeout < 0:
             raise ConfigurationError(f"startup_timeout must be >= 0, not {startup_timeout!r}")
         self.startup_timeout = startup_timeout
         self._snapshot = EndpointSet()
         self._eligible: tuple[Endpoint, ...] = ()
         self._last_error: DiscoveryError | None = None
-        self._first_event: asyncio.Event | None = None
-        self._changed: asyncio.Event | None = None
+        # Created once: an Event binds to a loop only when first awaited (Python >= 3.10), and
+        # waiters must survive a restart of the watcher.
+        self._first_event = asyncio.Event()  # the source delivered a snapshot or an error
+        self._changed = asyncio.Event()  # the eligible set changed
+        self._startup_done = False  # the first request's startup wait is over (for this run)
+        self._closed = False  # aclose() ran: lazy paths must not start a watcher nobody closes
         self._task: asyncio.Task[None] | None = None
+        self._restart_backoff = Backoff(rng=rng)
         self._listeners: list[Listener] = []
-        self._service_port: int | None = self.service.port if isinstance(self.service.port, int) else None
-        self._port_lock: asyncio.Lock | None = None
         self.unclosed_responses = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the watcher coroutine in the running loop (idempotent)."""
+        """Start the watcher coroutine in the running loop (idempotent; also after :meth:`aclose`)."""
         if self._task is not None and not self._task.done():
             return
         loop = asyncio.get_running_loop()
-        self._first_event = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._closed = False
+        self._startup_done = False
+        self._first_event.clear()
         self._task = loop.create_task(self._watch(), name=f"kube-balance watch {self.service}")
 
     async def _watch(self) -> None:
-        try:
-            await self.source.run(self)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the contract says run() never raises; keep serving if it does
-            logger.exception("endpoint source for %s stopped", self.service)
-            error = DiscoveryError(f"endpoint source for {self.service} stopped: {exc!r}")
-            error.__cause__ = exc
+        """Run the source; if it ever returns or raises (its contract says it does not), restart it
+        after a backoff (0.8 s doubling to 30 s, as the watcher's own retries), so a broken source
+        never turns into a restart per request."""
+        while True:
+            try:
+                await self.source.run(self)
+                error = DiscoveryError(f"endpoint source for {self.service} stopped")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("endpoint source for %s failed", self.service)
+                error = DiscoveryError(f"endpoint source for {self.service} failed: {exc!r}")
+                error.__cause__ = exc
             self.on_error(error)
+            await self._restart_backoff.wait()
 
     async def aclose(self) -> None:
-        """Stop the watcher and wait for it (the last snapshot stays for late ``put()`` calls)."""
+        """Stop the watcher and wait for it (the last snapshot stays for late ``put()`` calls).
+
+        After this, :meth:`get` keeps serving the last snapshot but never restarts the watcher;
+        :meth:`start` (or ``async with``) does. A cancellation of the caller is not swallowed.
+        """
+        self._closed = True
         task, self._task = self._task, None
         if task is None or task.done():
             return
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task})  # returns when the task is done; raises if *we* are cancelled
 
     async def __aenter__(self) -> LoadBalancer:
         self.start()
@@ -159,18 +168,22 @@ class LoadBalancer:
 
     @property
     def started(self) -> bool:
-        """Running, and the source has delivered its first snapshot or error."""
-        first = self._first_event
-        return first is not None and first.is_set() and self.running
+        """Whether a request can go ahead without :meth:`ensure_started`: the startup wait of
+        this run is over (first snapshot or error, or ``startup_timeout`` passed), or the
+        balancer was closed (it then serves its last snapshot)."""
+        return self._closed or (self._startup_done and self.running)
 
     async def ensure_started(self) -> None:
-        """Start if needed, then wait (at most ``startup_timeout``) for the first snapshot or error."""
+        """Start if needed, then wait (once per run, at most ``startup_timeout``) for the first
+        snapshot or error; later requests never wait again."""
+        if self._closed:
+            return
         if not self.running:
             self.start()
-        first = self._first_event
-        if first is not None and not first.is_set():
+        if not self._startup_done:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(first.wait(), self.startup_timeout)
+                await asyncio.wait_for(self._first_event.wait(), self.startup_timeout)
+            self._startup_done = True
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until at least one endpoint is eligible for traffic.
@@ -178,7 +191,7 @@ class LoadBalancer:
         Raises :class:`NoEndpointsAvailable` (naming the Service and the last discovery error)
         when ``timeout`` seconds pass first.
         """
-        if not self.running:
+        if not self.running and not self._closed:
             self.start()
         try:
             await asyncio.wait_for(self._until_eligible(), timeout)
@@ -187,7 +200,6 @@ class LoadBalancer:
 
     async def _until_eligible(self) -> None:
         while not self._eligible:
-            assert self._changed is not None
             self._changed.clear()
             await self._changed.wait()
 
@@ -195,28 +207,37 @@ class LoadBalancer:
     def on_endpoints(self, snapshot: EndpointSet) -> None:
         """Take a new snapshot from the source (synchronous; called by the source)."""
         self._snapshot = snapshot
+        self._restart_backoff.reset()
         self.refresh()
-        if self._first_event is not None:
-            self._first_event.set()
+        self._first_event.set()
 
     def on_error(self, error: DiscoveryError) -> None:
         """Record a discovery failure; the last good snapshot keeps serving."""
         self._last_error = error
         logger.warning("discovery for %s failed: %s", self.service, error)
-        if self._first_event is not None:
-            self._first_event.set()
+        self._first_event.set()
 
     def refresh(self) -> None:
-        """Re-run the policy on the last snapshot; update the algorithm if the result changed."""
+        """Re-run the policy on the last snapshot; update the algorithm if the result changed.
+
+        If the algorithm refuses the update (say, a fixed Maglev table too small for the new
+        set), the previous set keeps serving, the refusal is recorded as a discovery error, and
+        the next snapshot tries again.
+        """
         eligible = self.policy.select(self._snapshot)
         if eligible == self._eligible:
             return
+        try:
+            self.algorithm.update(eligible)
+        except Exception as exc:
+            error = DiscoveryError(f"service {self.service}: the algorithm refused the update: {exc}")
+            error.__cause__ = exc
+            self.on_error(error)
+            return
         self._eligible = eligible
-        self.algorithm.update(eligible)
         for listener in tuple(self._listeners):
             listener(eligible)
-        if self._changed is not None:
-            self._changed.set()
+        self._changed.set()
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(eligible)`` on every change of the eligible set; returns a remover."""
@@ -226,7 +247,7 @@ class LoadBalancer:
     # -- balancing ------------------------------------------------------------------------
     def get(self, key: str | bytes | None = None) -> Endpoint | None:
         """Pick an endpoint (starting the watcher on first use in a running loop); pair with put()."""
-        if self._task is None:
+        if self._task is None and not self._closed:
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to start yet
                 self.start()
         return self.algorithm.get(key)
@@ -259,55 +280,12 @@ class LoadBalancer:
         return NoEndpointsAvailable(msg)
 
     async def fallback_target(self) -> FallbackTarget:
-        """Where to send a request when no endpoint is usable; raises NoEndpointsAvailable if nowhere.
-
-        For ``fallback="service"`` a named port is resolved once from the Service object through
-        the source's ``service_port()`` (KubernetesSource has it).
-        """
-        mode = self._fallback
-        if isinstance(mode, FallbackTarget):
-            return mode
-        if mode is None:
-            raise self.no_endpoints("no usable endpoint and fallback='none'")
-        if self._service_port is None:
-            self._port_lock = self._port_lock or asyncio.Lock()
-            async with self._port_lock:
-                if self._service_port is None:
-                    self._service_port = await self._resolve_port()
-        return FallbackTarget(self.service.host, self._service_port)
-
-    async def _resolve_port(self) -> int:
-        resolve = getattr(self.source, "service_port", None)
-        if resolve is None:
-            raise self.no_endpoints(
-                f"no usable endpoint, and the fallback cannot resolve the named port {self.service.port!r}: "
-                f"{type(self.source).__name__} has no service_port(); use a numeric port or fallback='host:port'"
-            )
-        try:
-            return int(await resolve())
-        except Exception as exc:
-            # A DiscoveryError from the source already names the missing RBAC rule.
-            hint = (
-                ""
-                if isinstance(exc, DiscoveryError)
-                else (f"; reading it needs RBAC 'get' on services in namespace {self.service.namespace!r}")
-            )
-            raise self.no_endpoints(
-                f"no usable endpoint, and the fallback could not resolve the named port "
-                f"{self.service.port!r} from the Service object ({exc}){hint}"
-            ) from exc
+        """Where to send a request when no endpoint is usable; raises NoEndpointsAvailable if nowhere."""
+        return await self._fallback.target(self.no_endpoints)
 
     # -- introspection --------------------------------------------------------------------
     def status(self) -> BalancerStatus:
         """A snapshot of endpoints by condition, eligibility, resourceVersion and the last error."""
-        mode = self._fallback
-        fallback = (
-            "none"
-            if mode is None
-            else f"{mode.host}:{mode.port}"
-            if isinstance(mode, FallbackTarget)
-            else "service"
-        )
         return BalancerStatus(
             service=str(self.service),
             algorithm=getattr(self.algorithm, "name", type(self.algorithm).__name__),
@@ -316,7 +294,7 @@ class LoadBalancer:
             eligible=len(self._eligible),
             resource_version=self._snapshot.resource_version,
             last_error=self._last_error,
-            fallback=fallback,
+            fallback=self._fallback.describe(),
             unclosed_responses=self.unclosed_responses,
         )
 
@@ -331,18 +309,6 @@ class LoadBalancer:
 
 def _fmt_counts(counts: Mapping[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in counts.items())
-
-
-def _parse_fallback(fallback: str | None) -> FallbackTarget | str | None:
-    if fallback is None or fallback == "none":
-        return None
-    if fallback == "service":
-        return "service"
-    if isinstance(fallback, str):
-        host, sep, port = fallback.rpartition(":")
-        if sep and host and port.isdigit() and 0 < int(port) < 65536:
-            return FallbackTarget(host.strip("[]"), int(port))
-    raise ConfigurationError(f"fallback must be 'service', 'none' or 'host:port', not {fallback!r}")
 
 
 def _kubernetes_source(service: ServiceRef) -> EndpointSource:

@@ -8,6 +8,9 @@
   :class:`RequestRecord`: one entry of its request log.
 - :func:`endpoint_slice`, :func:`slice_endpoint`, :func:`service`, :func:`core_endpoints`: API
   objects shaped as the real API returns them, to ``apply`` to the fake.
+- :class:`StaticSource`: an endpoint source serving a fixed or updatable list, to give a
+  ``LoadBalancer`` or a transport local pods without any API (re-exported from
+  ``kube_balance.discovery.static``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ._faults import Fault
 from ._objects import core_endpoints, endpoint_slice, service, slice_endpoint
 
 if TYPE_CHECKING:
+    from ..discovery.static import StaticSource
     from ._apiserver import FakeApiServer, RequestRecord
 
 __all__ = [
@@ -28,6 +32,7 @@ __all__ = [
     "Fault",
     "Permissions",
     "RequestRecord",
+    "StaticSource",
     "core_endpoints",
     "endpoint_slice",
     "service",
@@ -43,4 +48,8 @@ def __getattr__(name: str) -> Any:
         from . import _apiserver
 
         return getattr(_apiserver, name)
+    if name == "StaticSource":
+        from ..discovery.static import StaticSource
+
+        return StaticSource
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

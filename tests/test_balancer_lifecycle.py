@@ -1,0 +1,141 @@
+"""LoadBalancer lifecycle: close, cancellation, lazy start, broken sources and refused updates."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kube_balance import Endpoint, EndpointSet, LoadBalancer
+from kube_balance.algorithms._maglev import Maglev
+from kube_balance.discovery import SourceSink
+from kube_balance.testing import StaticSource
+
+
+class StubbornSource:
+    """Delivers one snapshot, then on cancellation takes until ``release`` is set to stop."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.stopping = asyncio.Event()
+
+    async def run(self, sink: SourceSink) -> None:
+        sink.on_endpoints(EndpointSet.of(["10.0.0.1:80"]))
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.stopping.set()
+            await asyncio.shield(self.release.wait())
+            raise
+
+
+class SilentSource:
+    """Never delivers anything (an API server that accepts the list and never answers)."""
+
+    runs = 0
+
+    async def run(self, sink: SourceSink) -> None:
+        self.runs += 1
+        await asyncio.Event().wait()
+
+
+class QuittingSource:
+    """Breaks the contract: run() returns at once, every time."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, sink: SourceSink) -> None:
+        self.runs += 1
+
+
+async def test_cancelling_aclose_is_not_swallowed() -> None:
+    """A caller cancelled while aclose() waits for the watcher sees CancelledError (timeouts work)."""
+    source = StubbornSource()
+    lb = LoadBalancer("web.shop:80", source=source, fallback="none")
+    async with asyncio.timeout(5):
+        lb.start()
+        await lb.wait_ready(5)
+        closer = asyncio.create_task(lb.aclose())
+        await source.stopping.wait()
+        closer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closer
+        assert closer.cancelled()
+        source.release.set()
+
+
+async def test_startup_wait_happens_once_per_run() -> None:
+    """With a silent API, the first request waits startup_timeout; later ones go straight to the fallback."""
+    source = SilentSource()
+    lb = LoadBalancer("web.shop:80", source=source, startup_timeout=0.05)
+    async with asyncio.timeout(5):
+        assert not lb.started
+        await lb.ensure_started()
+        assert lb.started  # so the dispatcher never waits again for this run
+        await lb.ensure_started()
+        assert source.runs == 1
+        await lb.aclose()
+
+
+async def test_a_source_that_stops_is_restarted_with_backoff_not_per_request() -> None:
+    """A source whose run() returns is reported and restarted after a backoff, not on every request."""
+    source = QuittingSource()
+    lb = LoadBalancer("web.shop:80", source=source, startup_timeout=1)
+    async with asyncio.timeout(5):
+        for _ in range(20):
+            await lb.ensure_started()
+            lb.get()
+            await asyncio.sleep(0)
+        assert source.runs == 1
+        assert lb.running  # the watcher waits in its backoff, alive
+        assert lb.last_error is not None
+        assert "stopped" in str(lb.last_error)
+        await lb.aclose()
+
+
+async def test_get_after_aclose_serves_the_last_snapshot_without_restarting() -> None:
+    """After aclose(), get() keeps serving and no watcher is started that nobody would close."""
+    lb = LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]))
+    async with asyncio.timeout(5):
+        async with lb:
+            await lb.wait_ready(5)
+        ep = lb.get()
+        assert ep == Endpoint("10.0.0.1", 80)
+        lb.put(ep)
+        await lb.ensure_started()
+        assert not lb.running
+        async with lb:  # an explicit start still works
+            assert lb.running
+
+
+async def test_refused_update_keeps_the_previous_set_serving() -> None:
+    """A fixed Maglev table too small for a new set: the old set serves, the error is recorded, later sets apply."""
+    source = StaticSource([f"10.0.0.{i}:80" for i in range(1, 6)])
+    lb = LoadBalancer("web.shop:80", source=source, algorithm=Maglev(table_size=1009))
+    async with asyncio.timeout(5), lb:
+        await lb.wait_ready(5)
+        source.set([f"10.0.0.{i}:80" for i in range(1, 12)])  # 11 x 100 > 1009
+        assert len(lb.eligible) == 5
+        assert len(lb.algorithm.endpoints) == 5
+        assert "refused" in str(lb.last_error)
+        assert lb.get(b"user-1") is not None
+        source.set([f"10.0.0.{i}:80" for i in range(1, 4)])
+        assert len(lb.eligible) == len(lb.algorithm.endpoints) == 3
+
+
+async def test_wait_ready_survives_a_restart() -> None:
+    """A wait_ready() begun before aclose()+start() returns when endpoints arrive after the restart."""
+    source = StaticSource([])
+    lb = LoadBalancer("web.shop:80", source=source)
+    async with asyncio.timeout(5):
+        lb.start()
+        waiter = asyncio.create_task(lb.wait_ready(5))
+        await asyncio.sleep(0)
+        await lb.aclose()
+        lb.start()
+        await asyncio.sleep(0)
+        source.set(["10.0.0.1:80"])
+        await waiter
+        assert lb.eligible == (Endpoint("10.0.0.1", 80),)
+        await lb.aclose()
