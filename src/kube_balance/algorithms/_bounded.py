@@ -99,7 +99,6 @@ class HashAlgorithm(BaseAlgorithm):
         """Requests that left their first-choice endpoint because it was full (the seed's
         ``lb_requests_overflowed_total``)."""
         super().__init__(rng=rng, clock=clock)
-        self._find = self._slots.get  # bound once: put() runs on every request
 
     @property
     def load_factor(self) -> float | None:
@@ -117,7 +116,7 @@ class HashAlgorithm(BaseAlgorithm):
         return sum(s.inflight for s in self._active)
 
     def put(self, endpoint: Endpoint, elapsed: float | None = None, failed: bool = False) -> None:
-        slot = self._find(endpoint.key)
+        slot = self._lookup(endpoint.key)
         if slot is not None and slot.inflight > 0:
             slot.inflight -= 1
             # A removed endpoint's requests left the total when it was removed.
@@ -128,6 +127,21 @@ class HashAlgorithm(BaseAlgorithm):
         if self._scaled:
             # An endpoint that comes back while draining brings its in-flight requests with it.
             self._total += sum(s.inflight for s in added) - sum(s.inflight for s in removed)
+
+    def _walk(self, p: int, limit: int, size: int, n: int) -> Slot:
+        """Onward from position ``p`` (of ``size``) to the first endpoint under the cap; one always is
+        (the seed's rule, and Envoy's for both ring hash and Maglev)."""
+        self.overflowed += 1
+        for _ in range(size):
+            p = p + 1 if p + 1 < size else 0
+            slot = self._slot_at(p)
+            if slot.inflight * n < limit:
+                return slot
+        raise AssertionError("bounded loads: no endpoint under the cap")  # pragma: no cover
+
+    def _slot_at(self, p: int) -> Slot:
+        """The slot owning position ``p`` of the subclass's lookup structure."""
+        raise NotImplementedError
 
     def _keyless(self) -> int:
         """The 32-bit point a request without a key goes to, or AffinityKeyRequired."""

@@ -98,21 +98,13 @@ class Maglev(HashAlgorithm):
         if scaled:
             limit = scaled * (self._total + 1)
             if slot.inflight * n >= limit:  # the seed's loadOK, in integers: see _bounded.load_ok
-                slot = self._walk(h % size, limit)
+                slot = self._walk(h % size, limit, size, n)
             self._total += 1
         slot.inflight += 1
         return slot.endpoint
 
-    def _walk(self, p: int, limit: int) -> Slot:
-        """Along the table from position ``p`` to the first endpoint under the cap (one always is)."""
-        table, size, n, _ = self._table
-        self.overflowed += 1
-        for _ in range(size):
-            p = p + 1 if p + 1 < size else 0
-            slot = table[p]
-            if slot.inflight * n < limit:
-                return slot
-        raise AssertionError("bounded loads: no endpoint under the cap")  # pragma: no cover
+    def _slot_at(self, p: int) -> Slot:
+        return self._table[0][p]
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Swap in a new endpoint set; a fixed table too small for it raises, changing nothing."""

@@ -112,22 +112,14 @@ class RingHash(HashAlgorithm):
         if scaled:
             limit = scaled * (self._total + 1)
             if slot.inflight * n >= limit:  # the seed's loadOK, in integers: see _bounded.load_ok
-                slot = self._walk(p, limit)
+                slot = self._walk(p, limit, len(ring), n)
             self._total += 1
         slot.inflight += 1
         return slot.endpoint
 
-    def _walk(self, p: int, limit: int) -> Slot:
-        """Clockwise from point ``p`` to the first endpoint under the cap (one always is)."""
-        ring, owners, _, slots, n, _, _ = self._table
-        size = len(ring)
-        self.overflowed += 1
-        for _ in range(size):
-            p = p + 1 if p + 1 < size else 0
-            slot = slots[owners[p]]
-            if slot.inflight * n < limit:
-                return slot
-        raise AssertionError("bounded loads: no endpoint under the cap")  # pragma: no cover
+    def _slot_at(self, p: int) -> Slot:
+        _, owners, _, slots, _, _, _ = self._table
+        return slots[owners[p]]
 
     def points(self, endpoint: Endpoint | str) -> list[int]:
         """The ring points of an endpoint (by endpoint or key), as this ring's hash computes them."""
