@@ -83,6 +83,8 @@ class PeakEwma(BaseAlgorithm):
         n = len(pool)
         if n > 1:
             rnd = self._random
+            # Two distinct candidates, as in least_request's get(); inlined in both rather than a
+            # shared helper, because a call here costs about an empty call per request (pure Python).
             i = int(rnd() * n)
             j = int(rnd() * (n - 1))
             if j >= i:
