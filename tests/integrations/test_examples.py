@@ -9,9 +9,15 @@ from pathlib import Path
 
 import yaml
 
-from kube_balance import EndpointSet
 from kube_balance.discovery import KubernetesSource
-from kube_balance.testing import FakeApiServer, Permissions, endpoint_slice, service, slice_endpoint
+from kube_balance.testing import (
+    FakeApiServer,
+    Permissions,
+    RecordingSink,
+    endpoint_slice,
+    service,
+    slice_endpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,18 +36,6 @@ def test_httpx_example_runs_and_follows_a_rollout() -> None:
     assert "web-2:" in rows["3 ready pods"]
     assert "web-2:" not in rows["web-2 terminating"]
     assert "web-2:" not in rows["web-2 deleted"]
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.snapshots: list[EndpointSet] = []
-        self.errors: list[Exception] = []
-
-    def on_endpoints(self, snapshot: EndpointSet) -> None:
-        self.snapshots.append(snapshot)
-
-    def on_error(self, error: Exception) -> None:
-        self.errors.append(error)
 
 
 def role_permissions(path: Path, namespace: str) -> Permissions:
@@ -63,11 +57,12 @@ async def test_rbac_manifest_grants_what_discovery_needs() -> None:
         try:
             source = KubernetesSource("web.shop:http", api_client=client)
             assert await source.service_port() == 80
-            sink = _Sink()
+            sink = RecordingSink()
             task = asyncio.create_task(source.run(sink))
             while not sink.snapshots:  # noqa: ASYNC110 - bounded by the timeout above
                 await asyncio.sleep(0.01)
             task.cancel()
+            await asyncio.wait({task})
             assert [ep.key for ep in sink.snapshots[-1]] == ["10.0.0.1:8080"]
             assert not sink.errors
             assert {r.status for r in api.requests if r.verb in ("list", "watch", "get")} <= {200}

@@ -8,6 +8,7 @@
   :class:`RequestRecord`: one entry of its request log.
 - :func:`endpoint_slice`, :func:`slice_endpoint`, :func:`service`, :func:`core_endpoints`: API
   objects shaped as the real API returns them, to ``apply`` to the fake.
+- :class:`RecordingSink`: records the snapshots and errors a source pushes (to test a source).
 - :class:`StaticSource`: an endpoint source serving a fixed or updatable list, to give a
   ``LoadBalancer`` or a transport local pods without any API (re-exported from
   ``kube_balance.discovery.static``).
@@ -21,6 +22,7 @@ from ._apiauth import Permissions
 from ._clock import FakeClock
 from ._faults import Fault
 from ._objects import core_endpoints, endpoint_slice, service, slice_endpoint
+from ._sink import RecordingSink
 
 if TYPE_CHECKING:
     from ..discovery.static import StaticSource
@@ -31,6 +33,7 @@ __all__ = [
     "FakeClock",
     "Fault",
     "Permissions",
+    "RecordingSink",
     "RequestRecord",
     "StaticSource",
     "core_endpoints",
