@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from kube_balance import Endpoint, NoEndpointsAvailable
 from kube_balance._balancer import LoadBalancer
-from kube_balance._dispatch import FALLBACK_KEY, Dispatcher, Lease
+from kube_balance._dispatch import FALLBACK_KEY, Dispatcher, Lease, Verdict
 from kube_balance._retry import Failure, RetryPolicy
 from kube_balance.discovery.static import StaticSource
+from kube_balance.testing import FakeClock
 
 
 class Pool:
@@ -26,13 +31,47 @@ async def close(pool: Pool) -> None:
 
 
 def make(
-    keys: list[str], rng: random.Random, **kwargs: object
+    keys: list[str], rng: random.Random, **kwargs: Any
 ) -> tuple[Dispatcher[Pool], LoadBalancer, StaticSource]:
     source = StaticSource(keys)
     lb = LoadBalancer(
         "web.shop:80", source=source, algorithm=str(kwargs.pop("algorithm", "round_robin")), rng=rng
     )
-    return Dispatcher(lb, open_pool=Pool, close_pool=close, **kwargs), lb, source  # type: ignore[arg-type]
+    kwargs.setdefault("close_pool", close)
+    return Dispatcher(lb, open_pool=Pool, **kwargs), lb, source
+
+
+async def ignore(result: int) -> None:
+    """A discard() for int results: nothing to close."""
+
+
+async def send(
+    d: Dispatcher[Pool],
+    attempt: Callable[[Lease[Pool]], Awaitable[int]],
+    *,
+    key: str | bytes | None = None,
+    method: str = "GET",
+    classify: Callable[[BaseException], Verdict] = lambda e: Verdict(Failure.NOT_SENT),
+    discard: Callable[[int], Awaitable[None]] = ignore,
+) -> tuple[int, Lease[Pool]]:
+    """d.send() for int "responses" (the status is the int itself), under a 1 s timeout."""
+    async with asyncio.timeout(1):
+        return await d.send(
+            attempt,
+            key=key,
+            method=method,
+            replayable=True,
+            classify=classify,
+            status=lambda r: r,
+            discard=discard,
+        )
+
+
+async def shut(d: Dispatcher[Pool], lb: LoadBalancer) -> None:
+    """Close the dispatcher and the balancer, bounded."""
+    async with asyncio.timeout(1):
+        await d.aclose()
+        await lb.aclose()
 
 
 async def test_lease_releases_exactly_once(rng: random.Random) -> None:
@@ -44,26 +83,23 @@ async def test_lease_releases_exactly_once(rng: random.Random) -> None:
     lease.release(failed=True)
     assert lb.algorithm.inflight("10.0.0.1:80") == 0 and d.budget.active == 0
     assert repr(lease) == "<Lease 10.0.0.1:80 released>"
-    await lb.aclose()
+    await shut(d, lb)
 
 
 async def test_no_endpoint_leases_the_fallback(rng: random.Random) -> None:
     """With nothing eligible the lease points at the fallback target and its own pool."""
-    source = StaticSource([])
-    lb = LoadBalancer("web.shop:8080", source=source, rng=rng)
-    d: Dispatcher[Pool] = Dispatcher(lb, open_pool=Pool, close_pool=close)
+    d, lb, source = make([], rng)
     lease = await asyncio.wait_for(d.acquire(), 1)
     assert (lease.endpoint, lease.key, lease.host, lease.port) == (
         None,
         FALLBACK_KEY,
         "web.shop.svc.cluster.local",
-        8080,
+        80,
     )
     lease.release()
     source.set(["10.0.0.1:80"])
     assert FALLBACK_KEY in d.pools  # the fallback pool is not tied to the endpoint set
-    await d.aclose()
-    await lb.aclose()
+    await shut(d, lb)
 
 
 async def test_send_retries_on_a_different_endpoint(rng: random.Random) -> None:
@@ -77,26 +113,12 @@ async def test_send_retries_on_a_different_endpoint(rng: random.Random) -> None:
             raise ConnectionRefusedError
         return 200
 
-    async def discard(result: int) -> None:
-        pass
-
-    result, lease = await asyncio.wait_for(
-        d.send(
-            attempt,
-            key=None,
-            method="POST",
-            replayable=False,
-            classify=lambda e: Failure.NOT_SENT,
-            status=lambda r: r,
-            discard=discard,
-        ),
-        1,
-    )
+    result, lease = await send(d, attempt, method="POST")
     assert result == 200 and len(set(tried)) == 3 and d.retries == 2
     assert lb.algorithm.total_inflight() == 1  # type: ignore[attr-defined]
     lease.release()
     assert lb.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
-    await lb.aclose()
+    await shut(d, lb)
 
 
 async def test_hash_key_with_one_target_gives_up_after_bounded_picks(rng: random.Random) -> None:
@@ -106,25 +128,34 @@ async def test_hash_key_with_one_target_gives_up_after_bounded_picks(rng: random
     async def attempt(lease: Lease[Pool]) -> int:
         raise ConnectionRefusedError
 
-    async def discard(result: int) -> None:
-        pass
-
     with pytest.raises(ConnectionRefusedError):
-        await asyncio.wait_for(
-            d.send(
-                attempt,
-                key=b"user-1",
-                method="GET",
-                replayable=True,
-                classify=lambda e: Failure.NOT_SENT,
-                status=lambda r: r,
-                discard=discard,
-            ),
-            1,
-        )
+        await send(d, attempt, key=b"user-1")
     assert d.retries == 0
     assert lb.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
-    await lb.aclose()
+    await shut(d, lb)
+
+
+async def test_local_failure_is_not_put_as_the_endpoint_failing(rng: random.Random) -> None:
+    """An error classify() blames on our side is put() as not failed, so peak_ewma adds no penalty."""
+    d, lb, _ = make(["10.0.0.1:80"], rng, algorithm="peak_ewma")
+    puts: list[bool] = []
+    put = lb.algorithm.put
+
+    def recording_put(endpoint: Endpoint, elapsed: float | None = None, failed: bool = False) -> None:
+        puts.append(failed)
+        put(endpoint, elapsed, failed)
+
+    lb.algorithm.put = recording_put  # type: ignore[method-assign]  # a spy on the real algorithm
+
+    async def attempt(lease: Lease[Pool]) -> int:
+        raise TimeoutError("our own pool is full")
+
+    for at_fault in (False, True):
+        verdict = Verdict(None, endpoint_at_fault=at_fault)
+        with pytest.raises(TimeoutError):
+            await send(d, attempt, classify=lambda e: verdict)  # noqa: B023 - used inside the iteration
+    assert puts == [False, True]
+    await shut(d, lb)
 
 
 async def test_removed_endpoint_pool_closes_after_its_last_lease(rng: random.Random) -> None:
@@ -133,12 +164,12 @@ async def test_removed_endpoint_pool_closes_after_its_last_lease(rng: random.Ran
     first = await asyncio.wait_for(d.acquire(), 1)
     pool = first.pool
     source.set([k for k in ("10.0.0.1:80", "10.0.0.2:80") if k != first.key])
-    await d.drained()
+    await asyncio.wait_for(d.drained(), 1)
     assert not pool.closed and first.key in d.pools
     first.release()
     await asyncio.wait_for(d.drained(), 1)
     assert pool.closed and first.key not in d.pools
-    await lb.aclose()
+    await shut(d, lb)
 
 
 async def test_endpoint_back_before_draining_keeps_its_pool(rng: random.Random) -> None:
@@ -148,11 +179,58 @@ async def test_endpoint_back_before_draining_keeps_its_pool(rng: random.Random) 
     source.set([])
     source.set(["10.0.0.1:80"])
     lease.release()
-    await d.drained()
+    await asyncio.wait_for(d.drained(), 1)
     assert d.pools["10.0.0.1:80"] is lease.pool and not lease.pool.closed
-    await d.aclose()
+    await shut(d, lb)
     assert lease.pool.closed
-    await lb.aclose()
+
+
+async def test_cancelled_aclose_still_closes_every_pool(rng: random.Random) -> None:
+    """Cancelling aclose() does not cancel the pool closes, even with a close_pool not shielded."""
+    gate = asyncio.Event()
+
+    async def slow_close(pool: Pool) -> None:  # no shield of its own
+        await gate.wait()
+        pool.closed = True
+
+    d, lb, _ = make(["10.0.0.1:80", "10.0.0.2:80"], rng, close_pool=slow_close)
+    pools = []
+    for _ in range(2):
+        lease = await asyncio.wait_for(d.acquire(), 1)
+        lease.release()
+        pools.append(lease.pool)
+    closing = asyncio.create_task(d.aclose())
+    await asyncio.sleep(0)  # aclose() is now waiting for the two closes
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(closing, 1)
+    gate.set()
+    await shut(d, lb)  # a second aclose() waits for the closes in progress
+    assert [p.closed for p in pools] == [True, True]
+
+
+async def test_pool_close_survives_its_task_being_cancelled(rng: random.Random) -> None:
+    """Cancelling the task that closes a drained pool does not interrupt the close (shielded)."""
+    gate = asyncio.Event()
+
+    async def slow_close(pool: Pool) -> None:  # no shield of its own
+        await gate.wait()
+        pool.closed = True
+
+    d, lb, source = make(["10.0.0.1:80"], rng, close_pool=slow_close)
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    lease.release()
+    source.set([])  # the idle pool starts closing in a task of its own
+    await asyncio.sleep(0)
+    closing = tuple(d._pools._closing)
+    assert len(closing) == 1
+    closing[0].cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    for _ in range(10):  # bounded: the shielded close needs a couple of loop turns
+        await asyncio.sleep(0)
+    assert lease.pool.closed
+    await shut(d, lb)
 
 
 async def test_status_retry_discards_the_first_response(rng: random.Random) -> None:
@@ -167,22 +245,43 @@ async def test_status_retry_discards_the_first_response(rng: random.Random) -> N
     async def discard(result: int) -> None:
         discarded.append(result)
 
-    result, lease = await asyncio.wait_for(
-        d.send(
-            attempt,
-            key=None,
-            method="GET",
-            replayable=True,
-            classify=lambda e: None,
-            status=lambda r: r,
-            discard=discard,
-        ),
-        1,
-    )
+    result, lease = await send(d, attempt, classify=lambda e: Verdict(None), discard=discard)
     lease.release()
     assert (result, discarded, d.retries) == (200, [503], 1)
     assert d.budget.retries == 0 and d.budget.active == 0
-    await lb.aclose()
+    await shut(d, lb)
+
+
+async def test_status_retry_goes_on_when_discarding_fails(
+    rng: random.Random, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error closing the 5xx body is logged; the retry still answers, and every lease is put."""
+    d, lb, _ = make(["10.0.0.1:80", "10.0.0.2:80"], rng, retry=RetryPolicy(retry_statuses=True))
+    codes = iter([503, 200])
+
+    async def attempt(lease: Lease[Pool]) -> int:
+        return next(codes)
+
+    async def broken_discard(result: int) -> None:
+        raise OSError("connection reset while draining the body")
+
+    result, lease = await send(d, attempt, discard=broken_discard)
+    lease.release()
+    assert (result, d.retries) == (200, 1)
+    assert "discarding a 503 response" in caplog.text
+    assert lb.algorithm.total_inflight() == 0 and d.budget.active == 0  # type: ignore[attr-defined]
+    await shut(d, lb)
+
+
+async def test_elapsed_follows_the_injected_clock(rng: random.Random, clock: FakeClock) -> None:
+    """The elapsed time given to put() is measured with the dispatcher's clock."""
+    d, lb, _ = make(["10.0.0.1:80"], rng, clock=clock)
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    clock.advance(2.5)
+    lease.headers_received()
+    assert lease.elapsed == 2.5
+    lease.release()
+    await shut(d, lb)
 
 
 async def test_fallback_none_surfaces_no_endpoints(rng: random.Random) -> None:
@@ -192,7 +291,7 @@ async def test_fallback_none_surfaces_no_endpoints(rng: random.Random) -> None:
     with pytest.raises(NoEndpointsAvailable):
         await asyncio.wait_for(d.acquire(), 1)
     assert d.budget.active == 0
-    await lb.aclose()
+    await shut(d, lb)
 
 
 def test_lease_host_is_the_bare_address_for_ipv6(rng: random.Random) -> None:
@@ -206,7 +305,21 @@ def test_lease_host_is_the_bare_address_for_ipv6(rng: random.Random) -> None:
 async def test_closed_dispatcher_refuses_new_requests(rng: random.Random) -> None:
     """After aclose() no new pool can be opened behind the caller's back."""
     d, lb, _ = make(["10.0.0.1:80"], rng)
-    await d.aclose()
+    await asyncio.wait_for(d.aclose(), 1)
     with pytest.raises(RuntimeError, match="closed"):
         await asyncio.wait_for(d.acquire(), 1)
-    await lb.aclose()
+    await shut(d, lb)
+
+
+async def test_dispatcher_dropped_without_aclose_is_collected(rng: random.Random) -> None:
+    """The balancer's listener holds the dispatcher weakly: dropped, it and its pools are freed."""
+    d, lb, source = make(["10.0.0.1:80", "10.0.0.2:80"], rng)
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    lease.release()
+    dispatcher, pool = weakref.ref(d), weakref.ref(lease.pool)
+    del d, lease
+    gc.collect()
+    assert dispatcher() is None and pool() is None
+    source.set(["10.0.0.1:80"])  # the balancer's change notification still works
+    assert len(lb.eligible) == 1
+    await asyncio.wait_for(lb.aclose(), 1)

@@ -1,15 +1,14 @@
-"""The transport-independent per-request core: pick, retry on another pod, put once, pool lifecycle.
+"""The transport-independent per-request core: pick, retry on another pod, put once.
 
 Every integration (httpx transport, aiohttp connector, FastAPI dependency) sends requests through
 a :class:`Dispatcher`; only "send one attempt to this pool", "what kind of failure is this" and
 "how to discard a response" are theirs. The pieces here:
 
-- a :class:`Lease` per ``get()``: its :meth:`Lease.release` calls ``put()`` exactly once (a guard
-  flag), with the time to response headers and whether the attempt failed;
+- a :class:`~kube_balance._pools.Lease` per ``get()``: its ``release()`` calls ``put()`` exactly
+  once (a guard flag), with the time to response headers and whether the endpoint failed;
 - retries on a different endpoint under a :class:`~kube_balance._retry.RetryPolicy` and its budget;
-- one connection pool per endpoint, opened lazily; when an endpoint leaves the eligible set its
-  pool closes once its last lease is released, in a task of its own so a cancelled request
-  cannot interrupt the close (httpcore closes connections the same way, shielded);
+- one connection pool per endpoint (:class:`~kube_balance._pools.PoolSet`), closed after the
+  endpoint leaves the eligible set and its last lease is released;
 - the fallback target when no endpoint is usable.
 """
 
@@ -19,78 +18,49 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from ._balancer import FallbackTarget, LoadBalancer
 from ._endpoint import Endpoint
+from ._pools import FALLBACK_KEY, Lease, PoolSet
 from ._retry import Failure, RetryBudget, RetryPolicy
 
-__all__ = ["Dispatcher", "Lease"]
+__all__ = ["FALLBACK_KEY", "Dispatcher", "Lease", "Verdict"]
 
 logger = logging.getLogger("kube_balance")
 
 P = TypeVar("P")
 R = TypeVar("R")
-FALLBACK_KEY = "<fallback>"
 MAX_RETRY_PICKS = 32
 """Bound on get() calls to find an untried endpoint for a retry (a hash key may map to one)."""
 
 
-class Lease(Generic[P]):
-    """One endpoint (or the fallback) taken for one attempt; release it exactly once.
+class Verdict(NamedTuple):
+    """What an integration's ``classify`` hook says about an exception from one attempt.
 
-    ``host`` is the address (IPv6 without brackets) or the fallback DNS name; ``port`` its port.
+    ``failure``: how it failed as far as retry safety goes (None: not retried).
+    ``endpoint_at_fault``: whether ``put()`` reports the endpoint as failed. False for local
+    trouble such as our own pool being full (httpx's ``PoolTimeout``): a load-aware algorithm
+    must not charge a pod a failure penalty for congestion on the client's side.
     """
 
-    __slots__ = (
-        "_dispatcher",
-        "endpoint",
-        "key",
-        "pool",
-        "host",
-        "port",
-        "started",
-        "elapsed",
-        "retry",
-        "released",
-    )
+    failure: Failure | None
+    endpoint_at_fault: bool = True
 
-    def __init__(
-        self, dispatcher: Dispatcher[P], endpoint: Endpoint | None, key: str, pool: P, host: str, port: int
-    ) -> None:
-        self._dispatcher = dispatcher
-        self.endpoint = endpoint  # None: the fallback target
-        self.key = key
-        self.pool = pool
-        self.host = host
-        self.port = port
-        self.started = dispatcher.clock()
-        self.elapsed: float | None = None
-        self.retry = False
-        self.released = False
 
-    def headers_received(self) -> None:
-        """Record the time to response headers (what ``put()`` reports as ``elapsed``)."""
-        self.elapsed = self._dispatcher.clock() - self.started
-
-    def release(self, failed: bool = False, *, leaked: bool = False) -> None:
-        """Put the endpoint back (only the first call counts). ``leaked``: from a finalizer."""
-        if self.released:
-            return
-        self.released = True
-        self._dispatcher._release(self, failed, leaked)
-
-    def __repr__(self) -> str:
-        state = "released" if self.released else "held"
-        return f"<Lease {self.key} {state}{' retry' if self.retry else ''}>"
+def _remove_quietly(remove: Callable[[], None]) -> None:
+    with contextlib.suppress(ValueError):  # already removed
+        remove()
 
 
 class Dispatcher(Generic[P]):
     """Sends requests through a :class:`LoadBalancer` with per-endpoint pools of type ``P``.
 
     ``open_pool()`` creates a pool; ``close_pool(pool)`` closes one. ``clock`` measures elapsed
-    times (``time.perf_counter`` by default).
+    times (``time.perf_counter`` by default). The balancer holds the dispatcher only weakly: a
+    dispatcher dropped without :meth:`aclose` is collected, its pools with it.
     """
 
     def __init__(
@@ -106,16 +76,23 @@ class Dispatcher(Generic[P]):
         self.retry = retry if retry is not None else RetryPolicy()
         self.budget: RetryBudget = self.retry.new_budget()
         self.clock = clock if clock is not None else time.perf_counter
-        self._open_pool = open_pool
-        self._close_pool = close_pool
-        self._pools: dict[str, P] = {}
-        self._inflight: dict[str, int] = {}
-        self._retired: set[str] = set()
-        self._closing: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pools: PoolSet[P] = PoolSet(open_pool, close_pool)
         self._closed = False
         self.retries = 0  # retries sent, for status and tests
-        self._remove_listener = balancer.add_listener(self._on_eligible)
+        method = weakref.WeakMethod(self._on_eligible)
+
+        def listener(eligible: tuple[Endpoint, ...]) -> None:
+            on_eligible = method()
+            if on_eligible is not None:
+                on_eligible(eligible)
+
+        # The finalizer unregisters the listener when the dispatcher is collected or closed.
+        self._unlisten = weakref.finalize(self, _remove_quietly, balancer.add_listener(listener))
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop of the first request (finalizers hand releases to it)."""
+        return self._pools.loop
 
     # -- leases ---------------------------------------------------------------------------
     async def acquire(self, key: str | bytes | None = None) -> Lease[P]:
@@ -124,8 +101,8 @@ class Dispatcher(Generic[P]):
             raise RuntimeError("cannot send a request: the dispatcher (transport) has been closed")
         if not self.balancer.started:
             await self.balancer.ensure_started()
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+        if self._pools.loop is None:
+            self._pools.loop = asyncio.get_running_loop()
         endpoint = self.balancer.algorithm.get(key)
         if endpoint is None:
             target = await self.balancer.fallback_target()  # raises NoEndpointsAvailable
@@ -133,10 +110,7 @@ class Dispatcher(Generic[P]):
         return self._lease(endpoint, endpoint.key, FallbackTarget(endpoint.address, endpoint.port))
 
     def _lease(self, endpoint: Endpoint | None, key: str, target: FallbackTarget) -> Lease[P]:
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = self._open_pool()
-        self._inflight[key] = self._inflight.get(key, 0) + 1
+        pool = self._pools.take(key)
         self.budget.request_started()
         return Lease(self, endpoint, key, pool, target.host, target.port)
 
@@ -164,7 +138,7 @@ class Dispatcher(Generic[P]):
             for endpoint in held:
                 algorithm.put(endpoint, None, False)
 
-    def _release(self, lease: Lease[P], failed: bool, leaked: bool) -> None:
+    def _release(self, lease: Lease[Any], failed: bool, leaked: bool) -> None:
         if lease.endpoint is not None:
             self.balancer.algorithm.put(lease.endpoint, lease.elapsed, failed)
         if leaked:
@@ -172,14 +146,7 @@ class Dispatcher(Generic[P]):
         self.budget.request_finished()
         if lease.retry:
             self.budget.release()
-        key = lease.key
-        left = self._inflight.get(key, 1) - 1
-        if left > 0:
-            self._inflight[key] = left
-            return
-        self._inflight.pop(key, None)
-        if key in self._retired:
-            self._retire_now(key)
+        self._pools.give_back(lease.key)
 
     # -- sending with retries ------------------------------------------------------------
     async def send(
@@ -189,7 +156,7 @@ class Dispatcher(Generic[P]):
         key: str | bytes | None,
         method: str,
         replayable: bool,
-        classify: Callable[[BaseException], Failure | None],
+        classify: Callable[[BaseException], Verdict],
         status: Callable[[R], int],
         discard: Callable[[R], Awaitable[None]],
     ) -> tuple[R, Lease[P]]:
@@ -205,13 +172,17 @@ class Dispatcher(Generic[P]):
             try:
                 result = await attempt(lease)
             except BaseException as exc:
-                lease.release(failed=not isinstance(exc, asyncio.CancelledError))
-                failure = classify(exc)
+                failed = not isinstance(exc, asyncio.CancelledError)
+                try:
+                    verdict = classify(exc)
+                    failed = failed and verdict.endpoint_at_fault
+                finally:
+                    lease.release(failed=failed)
                 nxt = None
-                if failure is not None and self.retry.should_retry(
-                    failure, method=method, replayable=replayable, attempt=number
+                if verdict.failure is not None and self.retry.should_retry(
+                    verdict.failure, method=method, replayable=replayable, attempt=number
                 ):
-                    nxt = self._next_attempt(key, tried, lease, self.retry.uses_budget(failure))
+                    nxt = self._next_attempt(key, tried, lease, self.retry.uses_budget(verdict.failure))
                 if nxt is None:
                     raise
                 lease, number = nxt, number + 1
@@ -225,6 +196,8 @@ class Dispatcher(Generic[P]):
                 if nxt is not None:
                     try:
                         await discard(result)
+                    except Exception:  # the retry does not need this body: log it and go on
+                        logger.warning("discarding a %d response before a retry failed", code, exc_info=True)
                     except BaseException:  # cancelled while discarding: the next lease too
                         nxt.release()
                         raise
@@ -253,70 +226,36 @@ class Dispatcher(Generic[P]):
 
     # -- pool lifecycle -------------------------------------------------------------------
     def _on_eligible(self, eligible: tuple[Endpoint, ...]) -> None:
-        keys = {ep.key for ep in eligible}
-        self._retired -= keys  # came back before draining: keep the pool
-        for key in [k for k in self._pools if k not in keys and k != FALLBACK_KEY]:
-            if self._inflight.get(key, 0):
-                self._retired.add(key)
-            else:
-                self._retire_now(key)
-
-    def _retire_now(self, key: str) -> None:
-        self._retired.discard(key)
-        pool = self._pools.pop(key, None)
-        if pool is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:  # a finalizer outside the loop: hand the close to the loop
-            running = None
-        if running is not None:
-            self._spawn_close(pool)
-        elif self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._spawn_close, pool)
-
-    def _spawn_close(self, pool: P) -> None:
-        # A task of its own: the request whose release triggered the close may be cancelled.
-        task = asyncio.get_running_loop().create_task(self._close_one(pool))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _close_one(self, pool: P) -> None:
-        try:
-            await self._close_pool(pool)
-        except Exception:
-            logger.warning("closing a drained endpoint pool failed", exc_info=True)
+        self._pools.on_eligible(ep.key for ep in eligible)
 
     async def drained(self) -> None:
         """Wait for the pools being closed after a drain (for tests and orderly shutdown)."""
-        while self._closing:
-            await asyncio.gather(*tuple(self._closing), return_exceptions=True)
+        await self._pools.drained()
 
     async def aclose(self) -> None:
-        """Close every pool (requests still in flight fail) and stop listening to the balancer."""
+        """Close every pool (requests still in flight fail) and stop listening to the balancer.
+
+        Cancelling it does not interrupt the closes; a second call waits for them again.
+        """
         if self._closed:
+            await self._pools.drained()
             return
         self._closed = True
-        with contextlib.suppress(ValueError):
-            self._remove_listener()
-        pools, self._pools = list(self._pools.values()), {}
-        self._retired.clear()
-        for pool in pools:
-            self._spawn_close(pool)
-        await self.drained()
+        self._unlisten()
+        await self._pools.close_all()
 
     # -- introspection --------------------------------------------------------------------
     @property
     def pools(self) -> dict[str, P]:
         """The open pools by endpoint key (a copy)."""
-        return dict(self._pools)
+        return dict(self._pools.pools)
 
     def inflight(self, key: str) -> int:
         """Leases held on an endpoint key (the fallback's key is ``FALLBACK_KEY``)."""
-        return self._inflight.get(key, 0)
+        return self._pools.inflight.get(key, 0)
 
     def __repr__(self) -> str:
         return (
-            f"<Dispatcher pools={len(self._pools)} inflight={sum(self._inflight.values())} "
-            f"retired={len(self._retired)} retries={self.retries} {self.budget!r}>"
+            f"<Dispatcher pools={len(self._pools.pools)} inflight={sum(self._pools.inflight.values())} "
+            f"retired={len(self._pools.retired)} retries={self.retries} {self.budget!r}>"
         )

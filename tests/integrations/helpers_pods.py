@@ -8,16 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import itertools
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 SERVICE_HOST = "web.shop.svc.cluster.local"
+
+
+def _example_pod_slice() -> Callable[..., dict[str, Any]]:
+    # The runnable example's helper, loaded from its file (integrations/ is not a package), so
+    # the tests and the example build their EndpointSlices one way.
+    path = Path(__file__).resolve().parents[2] / "integrations" / "httpx_example.py"
+    spec = importlib.util.spec_from_file_location("kube_balance_httpx_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.pod_slice  # type: ignore[no-any-return]
+
+
+pod_slice = _example_pod_slice()
+"""``pod_slice(name, port, **conditions)``: one EndpointSlice of web.shop for one pod on 127.0.0.1."""
 
 
 class Pod:

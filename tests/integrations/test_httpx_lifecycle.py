@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import random
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -142,9 +145,38 @@ async def test_a_response_never_closed_is_put_by_the_safety_net(rng: random.Rand
             assert algorithm.total_inflight() == 1
             del response
             gc.collect()
+            # The finalizer only schedules the release: no bookkeeping inside __del__.
+            assert algorithm.total_inflight() == 1 and algorithm.puts == []
+            await asyncio.sleep(0)
             assert algorithm.total_inflight() == 0
             assert transport.balancer.status().unclosed_responses == 1
             assert len(algorithm.puts) == 1
+
+
+async def test_a_response_collected_in_another_thread_is_put_on_the_loop(rng: random.Random) -> None:
+    """An unclosed response whose last reference dies in a worker thread is put() on the loop thread."""
+    async with running_pods(1) as pods:
+        transport, algorithm = balanced([p.key for p in pods], rng)
+        threads: list[int] = []
+        put = algorithm.put
+
+        def recording_put(endpoint: Endpoint, elapsed: float | None = None, failed: bool = False) -> None:
+            threads.append(threading.get_ident())
+            put(endpoint, elapsed, failed)
+
+        algorithm.put = recording_put  # type: ignore[method-assign]
+        async with httpx.AsyncClient(transport=transport) as client, asyncio.timeout(10):
+            held = [await client.send(client.build_request("GET", f"{URL}/big"), stream=True)]
+
+            def drop() -> None:
+                held.clear()
+                gc.collect()
+
+            await asyncio.to_thread(drop)
+            while not threads:  # noqa: ASYNC110 - released by a loop callback, bounded by the timeout
+                await asyncio.sleep(0)
+        assert threads == [threading.get_ident()]
+        assert transport.balancer.status().unclosed_responses == 1
 
 
 async def test_removed_endpoint_stream_completes_then_pool_closes(rng: random.Random) -> None:
@@ -199,3 +231,45 @@ async def test_cancelled_request_on_a_removed_endpoint_still_closes_its_pool(rng
             assert pool._pool.connections == []
             assert transport.dispatcher.pools == {}
         assert_all_put(transport, algorithm)
+
+
+async def test_full_local_pool_is_not_put_as_the_pod_failing(rng: random.Random) -> None:
+    """A PoolTimeout (our own pool full) is put() with failed=False: no penalty for the pod."""
+    async with running_pods(1) as pods:
+        limits = httpx.Limits(max_connections=1)
+        transport, algorithm = balanced([pods[0].key], rng, limits=limits)
+        timeout = httpx.Timeout(5, pool=0.05)
+        async with (
+            httpx.AsyncClient(transport=transport, timeout=timeout) as client,
+            asyncio.timeout(10),
+            client.stream("GET", f"{URL}/stream"),  # holds the only connection
+        ):
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get(f"{URL}/")
+            assert [failed for _, _, failed in algorithm.puts] == [False]
+            pods[0].gate.set()
+        assert_all_put(transport, algorithm)
+
+
+async def test_elapsed_is_measured_with_the_injected_clock(rng: random.Random) -> None:
+    """BalancedTransport(clock=...) times the attempt to its headers with that clock."""
+    ticks = itertools.count(0.0, 7.0)  # each reading 7 s after the previous one
+    async with running_pods(1) as pods:
+        transport, algorithm = balanced([pods[0].key], rng, clock=lambda: next(ticks))
+        async with httpx.AsyncClient(transport=transport) as client, asyncio.timeout(10):
+            assert (await client.get(f"{URL}/")).status_code == 200
+        [(_, elapsed, _)] = algorithm.puts
+        assert elapsed is not None and elapsed > 0 and elapsed % 7.0 == 0  # perf_counter: ~1 ms
+
+
+async def test_transport_dropped_without_aclose_does_not_outlive_it(rng: random.Random) -> None:
+    """Over a shared balancer, a transport dropped unclosed (and its dispatcher) is collected."""
+    async with running_pods(1) as pods:
+        shared = BalancedTransport("web.shop:http", source=StaticSource([pods[0].key]), rng=rng)
+        async with httpx.AsyncClient(transport=shared) as client, asyncio.timeout(10):
+            dropped = BalancedTransport(shared.balancer)
+            refs = weakref.ref(dropped), weakref.ref(dropped.dispatcher)
+            del dropped
+            gc.collect()
+            assert [ref() for ref in refs] == [None, None]
+            assert (await client.get(f"{URL}/")).status_code == 200

@@ -16,7 +16,6 @@ Needs ``pip install kube-balance[httpx]`` (``[http2]`` for ``http2=True``).
 
 from __future__ import annotations
 
-import asyncio
 import random as _random
 import re
 import ssl
@@ -32,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
-from .._dispatch import Dispatcher, Lease
+from .._dispatch import Dispatcher, Lease, Verdict
 from .._retry import Failure, RetryPolicy
 from .._service import ServiceRef
 from ..algorithms import Algorithm, Clock
@@ -48,14 +47,19 @@ class NoEndpointsAvailable(httpx.ConnectError, _errors.NoEndpointsAvailable):
     """No usable endpoint and no fallback: an ``httpx.ConnectError`` and a kube-balance error."""
 
 
-def _classify(exc: BaseException) -> Failure | None:
+_LOCAL_ERRORS = (httpx.PoolTimeout, httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.StreamError)
+"""Failures on our side, not the pod's: a full pool of our own (``PoolTimeout``), a request httpx
+refuses to send, a request body already consumed. ``put()`` does not charge the pod for them."""
+
+
+def _classify(exc: BaseException) -> Verdict:
     # ConnectError/ConnectTimeout: no connection, so nothing was sent. Read/Write/RemoteProtocol
     # errors before the response headers: the connection broke, the request may have been seen.
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        return Failure.NOT_SENT
+        return Verdict(Failure.NOT_SENT)
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-        return Failure.NO_RESPONSE
-    return None
+        return Verdict(Failure.NO_RESPONSE)
+    return Verdict(None, endpoint_at_fault=not isinstance(exc, _LOCAL_ERRORS))
 
 
 class _LeasedStream(httpx.AsyncByteStream):
@@ -83,11 +87,14 @@ class _LeasedStream(httpx.AsyncByteStream):
             self._lease.release(self._failed)
 
     def __del__(self) -> None:
-        # Safety net for a response nobody closed: put() still runs (when the response is
-        # garbage-collected) and LoadBalancer.status().unclosed_responses counts it.
+        # Safety net for a response nobody closed: put() still runs (scheduled on the loop when
+        # the response is garbage-collected, as a finalizer may run in any thread or in the
+        # middle of the dispatcher's bookkeeping) and LoadBalancer.status().unclosed_responses
+        # counts it. The httpx connection under it is not ours to close from here: it stays
+        # checked out of the pod's pool until httpcore's own stream is collected too.
         lease = getattr(self, "_lease", None)
         if lease is not None and not lease.released:
-            lease.release(self._failed, leaked=True)
+            lease.release_from_finalizer(self._failed)
 
 
 async def _discard(response: httpx.Response) -> None:
@@ -98,8 +105,10 @@ class BalancedTransport(httpx.AsyncBaseTransport):
     """Balances requests to one Kubernetes Service per request, across per-pod connection pools.
 
     ``service`` is ``"name.ns:port"``, a :class:`ServiceRef` or a running :class:`LoadBalancer`
-    (then ``algorithm``, ``source``, ``fallback``, ``rng`` and ``clock`` belong to it, and the
-    transport does not close it). ``affinity`` gives hash algorithms their key: a header name, a
+    (then ``algorithm``, ``source``, ``fallback`` and ``rng`` belong to it, and the transport
+    does not close it). ``clock`` times each attempt to its response headers (the ``elapsed``
+    given to ``put()``; default ``time.perf_counter``) and, for a balancer of its own, is the
+    balancer's clock too. ``affinity`` gives hash algorithms their key: a header name, a
     callable on the request, or an ``AffinityKey`` (default: the ``X-Affinity`` header when the
     algorithm needs a key). ``retry`` is the :class:`RetryPolicy` for retries on another pod
     (default: 3 attempts; connection failures for any method, a connection lost before the
@@ -109,8 +118,10 @@ class BalancedTransport(httpx.AsyncBaseTransport):
     mean for ``httpx.AsyncHTTPTransport``.
 
     A response must be closed (``client.get()`` does it; ``client.stream()`` does it on exit) to
-    release its pod; one that is garbage-collected unclosed is released then, and counted in
-    ``LoadBalancer.status().unclosed_responses``. A hash algorithm asked without a key raises
+    release its pod; one that is garbage-collected unclosed is released then (on the next loop
+    turn), and counted in ``LoadBalancer.status().unclosed_responses``. Until it is collected its
+    HTTP connection stays checked out of the pod's pool (httpx's own behaviour for an unclosed
+    stream), so leaking responses can exhaust ``limits``. A hash algorithm asked without a key raises
     :class:`~kube_balance.AffinityKeyRequired` (a configuration error, not an httpx error).
     """
 
@@ -167,7 +178,7 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         }
         self._passthrough: httpx.AsyncHTTPTransport | None = None
         self.dispatcher: Dispatcher[httpx.AsyncHTTPTransport] = Dispatcher(
-            self.balancer, open_pool=self._open_pool, close_pool=_close_pool, retry=retry
+            self.balancer, open_pool=self._open_pool, close_pool=_close_pool, retry=retry, clock=clock
         )
 
     def _open_pool(self) -> httpx.AsyncHTTPTransport:
@@ -254,5 +265,4 @@ def _status(response: httpx.Response) -> int:
 
 
 async def _close_pool(pool: httpx.AsyncHTTPTransport) -> None:
-    # Its own task already; the shield also protects the close when that task's owner is cancelled.
-    await asyncio.shield(pool.aclose())
+    await pool.aclose()  # the dispatcher runs it in a task of its own, shielded
