@@ -36,3 +36,13 @@ def test_bad_request_count(capsys: pytest.CaptureFixture[str]) -> None:
     """--requests 0 is refused with a clear message and exit code 2."""
     assert main(["simulate", "--requests", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
+
+
+def test_bounded_loads_protect_the_slow_pod_under_affinity() -> None:
+    """ring_hash sends the slow pod its key share; with load_factor 1.25 the cap moves requests off it."""
+    plain = simulate("ring_hash", requests=4000)
+    bounded = simulate("ring_hash", requests=4000, options={"load_factor": 1.25}, label="bounded")
+    assert bounded.algorithm == "bounded"
+    assert plain.shares[0] > 0.08
+    assert bounded.shares[0] < 0.05
+    assert bounded.p99 < plain.p99 / 3

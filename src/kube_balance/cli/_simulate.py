@@ -12,8 +12,9 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._endpoint import Endpoint
 from ..algorithms import available, create
@@ -57,11 +58,13 @@ def simulate(
     mean_service: float = 0.010,
     pod_concurrency: int = 4,
     seed: int = 1,
+    label: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Result:
     """Run ``requests`` through ``algorithm`` with ``concurrency`` requests always outstanding."""
     rng = random.Random(seed)
     clock = FakeClock()
-    algo = create(algorithm, rng=random.Random(seed), clock=clock)
+    algo = create(algorithm, rng=random.Random(seed), clock=clock, **dict(options or {}))
     fleet = [
         Pod(
             Endpoint(f"10.0.0.{i + 1}", 8080),
@@ -118,7 +121,7 @@ def simulate(
     latencies.sort()
     total = sum(p.served for p in fleet)
     return Result(
-        algorithm,
+        label or algorithm,
         tuple(p.served / total for p in fleet),
         _percentile(latencies, 0.50),
         _percentile(latencies, 0.99),
@@ -132,20 +135,36 @@ def report(results: Sequence[Result], *, requests: int, pods: int, slow_factor: 
         f"{requests:,} requests per algorithm, {pods} pods (pod 0 is {slow_factor:g}x slower), "
         "simulated clock",
         "",
-        f"{'algorithm':<22}{'slow pod share':>15}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}",
+        f"{'algorithm':<24}{'slow pod share':>15}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}",
     ]
     for r in results:
         lines.append(
-            f"{r.algorithm:<22}{r.shares[0]:>14.1%} {r.p50 * 1e3:>8.1f} {r.p99 * 1e3:>8.1f} {r.mean * 1e3:>8.1f}"
+            f"{r.algorithm:<24}{r.shares[0]:>14.1%} {r.p50 * 1e3:>8.1f} {r.p99 * 1e3:>8.1f} {r.mean * 1e3:>8.1f}"
         )
-    lines += ["", f"{'share per pod':<22}" + "".join(f"{'pod' + str(i):>7}" for i in range(pods))]
+    lines += ["", f"{'share per pod':<24}" + "".join(f"{'pod' + str(i):>7}" for i in range(pods))]
     for r in results:
-        lines.append(f"{r.algorithm:<22}" + "".join(f"{s:>7.1%}" for s in r.shares))
+        lines.append(f"{r.algorithm:<24}" + "".join(f"{s:>7.1%}" for s in r.shares))
     return "\n".join(lines)
 
 
+DEMO_ORDER = (
+    "round_robin",
+    "random",
+    "weighted_round_robin",
+    "weighted_random",
+    "least_request",
+    "peak_ewma",
+)
+BOUNDED = {"load_factor": 1.25}  # Envoy's hash_balance_factor 125
+
+
 def main(requests: int = 20_000, algorithms: Sequence[str] | None = None) -> str:
-    """Simulate every algorithm and return the report."""
-    names = list(algorithms or available())
-    results = [simulate(name, requests=requests) for name in names]
+    """Simulate every algorithm (hash ones with and without bounded loads) and return the report."""
+    names = list(algorithms or [*DEMO_ORDER, *(n for n in available() if n not in DEMO_ORDER)])
+    runs: list[tuple[str, str, Mapping[str, Any]]] = []
+    for name in names:
+        runs.append((name, name, {}))
+        if name in ("ring_hash", "maglev"):
+            runs.append((f"{name} bounded 1.25", name, BOUNDED))
+    results = [simulate(name, requests=requests, label=label, options=opts) for label, name, opts in runs]
     return report(results, requests=requests, pods=10, slow_factor=10.0)
