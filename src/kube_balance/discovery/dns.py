@@ -17,7 +17,7 @@ from .._endpoint import Endpoint, EndpointSet
 from .._errors import ConfigurationError, DiscoveryUnavailable
 from .._service import ServiceRef
 from ._source import SourceSink
-from .kubernetes._merge import AddressFamily, normalize_family
+from .kubernetes._merge import AddressFamily, effective_family, normalize_family
 
 logger = logging.getLogger("kube_balance.discovery")
 
@@ -77,9 +77,7 @@ class DnsSource:
                 eps.append(Endpoint(address, self.port))
             except ConfigurationError:  # e.g. a scoped link-local address: skip it, keep the rest
                 logger.warning("DNS answer for %s: skipping address %r", self.host, address)
-        family = self.family
-        if family is None:  # auto: IPv4 when there is any, as the Kubernetes source does
-            family = 4 if any(ep.family == 4 for ep in eps) else 6
+        family = effective_family((ep.family for ep in eps), self.family)  # the Kubernetes source's rule
         chosen = [ep for ep in eps if not family or ep.family == family]
         return EndpointSet(tuple(sorted(chosen, key=lambda ep: ep.key)))
 

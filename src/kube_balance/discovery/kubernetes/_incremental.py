@@ -3,7 +3,7 @@
 It holds each slice's parse (re-parsed only when its resourceVersion changes, reusing unchanged
 entries) and an index from endpoint key to the slices that hold it. A slice update touches only
 its own keys: each is re-resolved among its holders with the rule of :func:`union` (slices in
-name order, a ready copy wins). A change of the served family ("auto" switching between IPv4
+name order, a ready copy wins: :func:`prefer`). A change of the served family ("auto" switching between IPv4
 and IPv6) or a relist rebuilds from scratch. The property tests check that any sequence of
 updates gives exactly what the batch merge gives.
 """
@@ -19,7 +19,9 @@ from ._merge import (
     ParsedSlice,
     effective_family,
     normalize_family,
+    offered_families,
     parse_slice,
+    prefer,
     slice_identity,
     union,
 )
@@ -66,7 +68,7 @@ class SliceMerger:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        self._serving = effective_family(self._slices.values(), self.family)
+        self._serving = effective_family(offered_families(self._slices.values()), self.family)
         merged = union(self._slices, self._serving)
         self._holders = {}
         for name in sorted(self._slices):
@@ -82,7 +84,7 @@ class SliceMerger:
         old = self._slices.pop(name, None)
         if new is not None:
             self._slices[name] = new
-        if effective_family(self._slices.values(), self.family) != self._serving:
+        if effective_family(offered_families(self._slices.values()), self.family) != self._serving:
             self._rebuild()
             return
         touched: set[str] = set()
@@ -108,9 +110,7 @@ class SliceMerger:
             return
         best: Endpoint | None = None
         for name in sorted(holders) if len(holders) > 1 else holders:
-            ep = self._slices[name].endpoints[key]
-            if best is None or (ep.ready and not best.ready):
-                best = ep
+            best = prefer(best, self._slices[name].endpoints[key])
         assert best is not None
         if current is None or current != best:
             self._merged[key] = best

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -170,17 +170,34 @@ def _parse_slice(
                 "EndpointSlice %s (%s): skipping address %s of the other family", name, family, ep.address
             )
             continue
-        old = endpoints.get(ep.key)
-        if old is None or (ep.ready and not old.ready):
-            endpoints[ep.key] = ep
+        endpoints[ep.key] = prefer(endpoints.get(ep.key), ep)
     return ParsedSlice(name, rv, family, endpoints, memo)
 
 
-def effective_family(slices: Iterable[ParsedSlice], family: int | None) -> int:
-    """The family to serve: as configured, or for "auto" IPv4 when any IPv4 endpoint exists, else IPv6."""
+def prefer(old: Endpoint | None, new: Endpoint) -> Endpoint:
+    """Of two copies of one endpoint (same key), the one to keep: ``old`` unless only ``new`` is ready.
+
+    The one tie rule of every merge (within a slice, across slices, and incremental), as
+    kube-proxy's EndpointSliceCache prefers a ready copy; otherwise the first seen stays, which
+    with slices visited in name order makes the result deterministic.
+    """
+    return new if old is None or (new.ready and not old.ready) else old
+
+
+def effective_family(families: Iterable[int | None], family: int | None) -> int:
+    """The family to serve: as configured, or for "auto" IPv4 when any IPv4 endpoint exists, else IPv6.
+
+    ``families`` are the families of the endpoints on offer (one per endpoint, or per non-empty
+    slice: see :func:`offered_families`); the DNS source applies the same rule to its answers.
+    """
     if family is not None:
         return family
-    return 4 if any(p.family == 4 and p.endpoints for p in slices) else 6
+    return 4 if any(f == 4 for f in families) else 6
+
+
+def offered_families(slices: Iterable[ParsedSlice]) -> Iterator[int | None]:
+    """The family of every parsed slice that holds endpoints, for :func:`effective_family`."""
+    return (p.family for p in slices if p.endpoints)
 
 
 def union(slices: Mapping[str, ParsedSlice], family: int) -> dict[str, Endpoint]:
@@ -194,10 +211,8 @@ def union(slices: Mapping[str, ParsedSlice], family: int) -> dict[str, Endpoint]
         if merged.keys().isdisjoint(eps.keys()):
             merged.update(eps)
             continue
-        for key, ep in eps.items():  # overlap while updates land: prefer a ready copy
-            old = merged.get(key)
-            if old is None or (ep.ready and not old.ready):
-                merged[key] = ep
+        for key, ep in eps.items():  # overlap while updates land
+            merged[key] = prefer(merged.get(key), ep)
     return merged
 
 
@@ -222,5 +237,5 @@ def merge_slices(
     for obj in slices:
         ps = parse_slice(obj, port, service)
         parsed[ps.name] = ps
-    merged = union(parsed, effective_family(parsed.values(), want))
+    merged = union(parsed, effective_family(offered_families(parsed.values()), want))
     return EndpointSet(tuple(merged.values()), resource_version)
