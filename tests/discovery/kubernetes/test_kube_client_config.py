@@ -63,15 +63,16 @@ async def test_in_cluster_files_over_tls_and_token_rotation(tmp_path: Any) -> No
         config = ClientConfig(token_file=str(token), ca_file=api.ca_pem_path, environ=env)
         assert config.mode == "in-cluster" and "token" in config.describe()
         try:
-            client = await config.client()
-            assert config.host == api.url
-            assert await list_names(client) == ["web-ipv4"]
-            token.write_text("sa-2")
-            api.set_tokens({"sa-2": None})
-            assert await config.reload() is True
-            assert await list_names(client) == ["web-ipv4"]
+            async with asyncio.timeout(20):
+                client = await config.client()
+                assert config.host == api.url
+                assert await list_names(client) == ["web-ipv4"]
+                token.write_text("sa-2")
+                api.set_tokens({"sa-2": None})
+                assert await config.reload() is True
+                assert await list_names(client) == ["web-ipv4"]
         finally:
-            await config.aclose()
+            await asyncio.wait_for(config.aclose(), 10)
         assert [r.token for r in api.requests if r.verb == "list"] == ["sa-1", "sa-2"]
 
 
@@ -79,7 +80,7 @@ async def test_missing_in_cluster_files_are_a_discovery_error(tmp_path: Any) -> 
     """in_cluster=True outside a pod raises DiscoveryError naming where it looked."""
     config = ClientConfig(in_cluster=True, token_file=str(tmp_path / "none"), environ={})
     with pytest.raises(DiscoveryError, match="in-cluster"):
-        await config.client()
+        await asyncio.wait_for(config.client(), 10)
 
 
 async def test_unloadable_config_is_reported_and_retried(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -64,6 +65,31 @@ async def test_two_sources_share_one_watch(api: Any, client: Any, sleeper: Sleep
         assert len(running_watches()) == 1  # the first source still holds it
         api.apply(endpoint_slice("web", "shop", endpoints=["10.0.0.3"]))
         await sink1.wait_keys("10.0.0.3:8080")
+    assert running_watches() == {}
+
+
+async def test_different_credentials_or_options_do_not_share_a_watch(
+    api: Any, client: Any, sleeper: Sleeper
+) -> None:
+    """Another ApiClient (other credentials) or other watch options get their own watch; equal ones share."""
+    api.apply(endpoint_slice("web", "shop", endpoints=["10.0.0.1"]))
+    other_client = await api.new_api_client()
+    try:
+        sources = [
+            make_source("web.shop:http", sleeper, api_client=client),
+            make_source("web.shop:http", sleeper, api_client=other_client),
+            make_source("web.shop:http", sleeper, api_client=client, page_size=7),
+            make_source("web.shop:http", sleeper, api_client=client),  # same as the first: shares
+        ]
+        sinks = [Sink() for _ in sources]
+        async with contextlib.AsyncExitStack() as stack:
+            for source, sink in zip(sources, sinks, strict=True):
+                await stack.enter_async_context(running(source, sink))
+                await sink.wait_keys("10.0.0.1:8080")
+            assert len(running_watches()) == 3
+            assert len(requests(api, "list")) == 3
+    finally:
+        await asyncio.wait_for(other_client.close(), 10)
     assert running_watches() == {}
 
 

@@ -62,6 +62,16 @@ class ClientConfig:
         in_pod = bool(self._environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(self._token_file)
         return "in-cluster" if in_pod else "kubeconfig"
 
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What tells one set of credentials from another: sources share a watch only when equal."""
+        if self._client is not None:
+            return ("injected", id(self._client))  # the running watch keeps the client alive
+        if self.mode == "in-cluster":
+            return ("in-cluster", self._token_file, self._ca_file)
+        path = self._kubeconfig or default_kubeconfig(self._environ)
+        return ("kubeconfig", os.path.abspath(os.path.expanduser(path)), self._context)
+
     def describe(self) -> str:
         """Where the credentials come from, for log and error messages."""
         if self.mode == "kubeconfig":

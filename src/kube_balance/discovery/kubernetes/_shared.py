@@ -1,4 +1,5 @@
-"""One watch per (API server, namespace, Service) per event loop, however many balancers use it.
+"""One watch per (API server, namespace, Service, credentials, watch options) per event loop,
+however many balancers use it.
 
 The first subscriber's client config starts the watch task; later subscribers join it and get the
 current slices at once; the task is cancelled and its client closed when the last one leaves.
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ._watcher import Listener, SliceWatch
 
-Key = tuple[str, str, str]  # (API server URL, namespace, Service name)
+Key = tuple[object, ...]  # (API server URL, namespace, Service name, credentials, watch options)
 
 
 @dataclass(eq=False)

@@ -150,7 +150,17 @@ class KubernetesSource:
                 page_size=self._page_size,
             )
 
-        key = (config.host, ref.namespace, ref.name)
+        # Only identical credentials and watch options share a watch; the clock, rng and sleep
+        # of the first subscriber drive it.
+        key = (
+            config.host,
+            ref.namespace,
+            ref.name,
+            config.identity,
+            self._watch_timeout,
+            self._request_timeout,
+            self._page_size,
+        )
         async with subscribe(key, _Subscription(merger, sink), factory) as watch:
             self._watch = watch  # kept after we leave, so resource_version and last_error stay readable
             if watch.config is not config:  # joined a running watch: ours is not needed
