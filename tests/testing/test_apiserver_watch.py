@@ -249,10 +249,14 @@ async def test_watch_one_named_object(api: FakeApiServer, session: aiohttp.Clien
 async def test_no_bookmarks_unless_asked(session: aiohttp.ClientSession) -> None:
     """Without allowWatchBookmarks no BOOKMARK is sent, not even by send_bookmark()."""
     async with asyncio.timeout(5), FakeApiServer(bookmark_interval=0.01) as api:
-        resp = await open_watch(api, session, resourceVersion=api.resource_version, timeoutSeconds="1")
-        async with resp:
+        rv = api.resource_version
+        resp = await open_watch(api, session, resourceVersion=rv, timeoutSeconds="1")
+        control = await open_watch(api, session, resourceVersion=rv, allowWatchBookmarks="1", timeoutSeconds="1")
+        async with resp, control:
             api.send_bookmark()
-            await asyncio.sleep(0.1)  # several bookmark intervals of the fake
+            # The control watch receiving bookmarks shows the fake had its turns to send them.
+            for _ in range(2):
+                assert (await next_event(control, skip_bookmarks=False))["type"] == "BOOKMARK"
             api.apply(endpoint_slice("web", "shop"))
             first = await next_event(resp, skip_bookmarks=False)
     assert first["type"] == "ADDED"
