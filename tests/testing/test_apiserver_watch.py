@@ -251,7 +251,9 @@ async def test_no_bookmarks_unless_asked(session: aiohttp.ClientSession) -> None
     async with asyncio.timeout(5), FakeApiServer(bookmark_interval=0.01) as api:
         rv = api.resource_version
         resp = await open_watch(api, session, resourceVersion=rv, timeoutSeconds="1")
-        control = await open_watch(api, session, resourceVersion=rv, allowWatchBookmarks="1", timeoutSeconds="1")
+        control = await open_watch(
+            api, session, resourceVersion=rv, allowWatchBookmarks="1", timeoutSeconds="1"
+        )
         async with resp, control:
             api.send_bookmark()
             # The control watch receiving bookmarks shows the fake had its turns to send them.
