@@ -19,16 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _compiled import run_compiled
 from _harness import empty_call_ns, machine, ratio_to_empty, table
 from kube_balance import Endpoint, create
+from kube_balance.algorithms import KEYLESS
 
 TARGETS = {"round_robin": 4, "random": 6, "least_request": 12, "peak_ewma": 24}
-ALGORITHMS = [
-    "round_robin",
-    "random",
-    "weighted_round_robin",
-    "weighted_random",
-    "least_request",
-    "peak_ewma",
-]
+ALGORITHMS = KEYLESS  # the hash algorithms have their own benchmark
 
 
 def endpoints(n: int, weighted: bool) -> list[Endpoint]:

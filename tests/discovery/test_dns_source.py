@@ -8,20 +8,11 @@ from collections.abc import Iterable
 
 import pytest
 
-from kube_balance import ConfigurationError, DiscoveryError, DiscoveryUnavailable, EndpointSet, ServiceRef
+from kube_balance import ConfigurationError, DiscoveryUnavailable, ServiceRef
 from kube_balance.discovery import DnsSource, EndpointSource
+from kube_balance.testing import RecordingSink
 
-
-class Sink:
-    def __init__(self) -> None:
-        self.snapshots: list[EndpointSet] = []
-        self.errors: list[DiscoveryError] = []
-
-    def on_endpoints(self, snapshot: EndpointSet) -> None:
-        self.snapshots.append(snapshot)
-
-    def on_error(self, error: DiscoveryError) -> None:
-        self.errors.append(error)
+Sink = RecordingSink
 
 
 class Script:

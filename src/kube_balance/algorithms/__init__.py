@@ -24,7 +24,7 @@ from .._errors import ConfigurationError
 from ._base import BaseAlgorithm, Clock, Slot
 from ._protocol import Algorithm
 
-__all__ = ["Algorithm", "BaseAlgorithm", "Clock", "Slot", "available", "create", "register"]
+__all__ = ["KEYLESS", "Algorithm", "BaseAlgorithm", "Clock", "Slot", "available", "create", "register"]
 
 _BUILTIN: dict[str, tuple[str, str]] = {
     "round_robin": ("._round_robin", "RoundRobin"),
@@ -36,6 +36,9 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "ring_hash": ("._ring_hash", "RingHash"),
     "maglev": ("._maglev", "Maglev"),
 }
+KEYLESS: tuple[str, ...] = tuple(n for n in _BUILTIN if n not in ("ring_hash", "maglev"))
+"""The built-in algorithms that need no affinity key, simplest first (for tables and demos)."""
+
 _registry: dict[str, Callable[..., Algorithm]] = {}
 
 

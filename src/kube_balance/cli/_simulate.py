@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._endpoint import Endpoint
-from ..algorithms import available, create
+from ..algorithms import KEYLESS, available, create
 from ..testing import FakeClock
 
 
@@ -147,20 +147,12 @@ def report(results: Sequence[Result], *, requests: int, pods: int, slow_factor: 
     return "\n".join(lines)
 
 
-DEMO_ORDER = (
-    "round_robin",
-    "random",
-    "weighted_round_robin",
-    "weighted_random",
-    "least_request",
-    "peak_ewma",
-)
 BOUNDED = {"load_factor": 1.25}  # Envoy's hash_balance_factor 125
 
 
 def main(requests: int = 20_000, algorithms: Sequence[str] | None = None) -> str:
     """Simulate every algorithm (hash ones with and without bounded loads) and return the report."""
-    names = list(algorithms or [*DEMO_ORDER, *(n for n in available() if n not in DEMO_ORDER)])
+    names = list(algorithms or [*KEYLESS, *(n for n in available() if n not in KEYLESS)])
     runs: list[tuple[str, str, Mapping[str, Any]]] = []
     for name in names:
         runs.append((name, name, {}))
