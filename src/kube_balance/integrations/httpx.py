@@ -165,7 +165,11 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         if key is None and getattr(self.balancer.algorithm, "requires_key", False):
             key = AffinityKey()  # the seed's X-Affinity header
         self._key = key
-        self._ssl_args = (verify, cert, trust_env)
+        # By keyword, as httpx's own transport calls it: the positional order changed in 0.28
+        # (0.27 is ``create_ssl_context(cert, verify, trust_env, http2)``), and a positional
+        # call put ``verify`` in ``cert`` and ``cert`` (None) in ``verify``: a context verifying nothing.
+        self._ssl_args: dict[str, Any] = {"verify": verify, "trust_env": trust_env}
+        self._cert = _check_cert(cert)
         self._ssl: ssl.SSLContext | None = None
         self._pool_options: dict[str, Any] = {
             "http1": http1,
@@ -183,7 +187,10 @@ class BalancedTransport(httpx.AsyncBaseTransport):
 
     def _open_pool(self) -> httpx.AsyncHTTPTransport:
         if self._ssl is None:  # built once: loading CA certificates costs milliseconds
-            self._ssl = httpx.create_ssl_context(*self._ssl_args)
+            context = httpx.create_ssl_context(**self._ssl_args)
+            if self._cert is not None:  # ourselves: httpx >= 0.28 drops cert when verify is a path
+                context.load_cert_chain(*self._cert)
+            self._ssl = context
         return httpx.AsyncHTTPTransport(verify=self._ssl, **self._pool_options)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -247,6 +254,20 @@ class BalancedTransport(httpx.AsyncBaseTransport):
 
     def __repr__(self) -> str:
         return f"<BalancedTransport {self.balancer!r} {self.dispatcher!r}>"
+
+
+def _check_cert(cert: Any) -> tuple[str, ...] | None:
+    """``cert`` as ``load_cert_chain`` arguments: a file, (certfile, keyfile), (certfile, keyfile, password)."""
+    if cert is None:
+        return None
+    if isinstance(cert, str):
+        return (cert,)
+    if isinstance(cert, tuple) and len(cert) in (2, 3) and all(isinstance(c, str) or c is None for c in cert):
+        return cert
+    raise _errors.ConfigurationError(
+        f"cert={cert!r} is not a client certificate: pass a file path, (certfile, keyfile) or "
+        "(certfile, keyfile, password)"
+    )
 
 
 def _with_address(url: httpx.URL, host: str, port: int) -> httpx.URL:
