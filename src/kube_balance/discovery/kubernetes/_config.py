@@ -108,12 +108,16 @@ class ClientConfig:
 
         try:
             if self.mode == "in-cluster":
-                config.load_incluster_config(  # type: ignore[no-untyped-call]
-                    client_configuration=configuration,
+                # The loader class, not load_incluster_config(): that one takes the file and
+                # environ keywords only since kubernetes_asyncio 31; the class has taken them,
+                # by these names, across the whole supported range (>= 30).
+                from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+
+                InClusterConfigLoader(
                     token_filename=self._token_file,
                     cert_filename=self._ca_file,
                     environ=dict(self._environ),
-                )
+                ).load_and_set(client_configuration=configuration)
             else:
                 await config.load_kube_config(
                     config_file=self._kubeconfig or default_kubeconfig(self._environ),
