@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
-from .._dispatch import Dispatcher, Lease, Verdict
+from .._dispatch import Attempts, Dispatcher, Lease, Verdict
 from .._retry import Failure, RetryPolicy
 from .._service import ServiceRef
 from ..algorithms import Algorithm, Clock
@@ -206,6 +206,7 @@ class BalancedTransport(httpx.AsyncBaseTransport):
             pod.extensions = extensions
             return await lease.pool.handle_async_request(pod)
 
+        timeout = extensions.get("timeout")
         try:
             response, lease = await self.dispatcher.send(
                 attempt,
@@ -215,6 +216,8 @@ class BalancedTransport(httpx.AsyncBaseTransport):
                 classify=_classify,
                 status=_status,
                 discard=_discard,
+                explain=lambda exc, attempts: _explain(exc, attempts, request),
+                wait=timeout.get("connect") if isinstance(timeout, Mapping) else None,
             )
         except _errors.NoEndpointsAvailable as exc:
             raise NoEndpointsAvailable(str(exc), request=request) from exc
@@ -258,6 +261,29 @@ def _with_address(url: httpx.URL, host: str, port: int) -> httpx.URL:
         new._uri_reference = ref._replace(host=host, port=port)
         return new
     return url.copy_with(host=host, port=port)
+
+
+def _explain(exc: Exception, attempts: Attempts, request: httpx.Request) -> BaseException | None:
+    """The same httpx error, with a message naming what was tried (None: keep ``exc`` as is)."""
+    if not isinstance(exc, httpx.RequestError) or isinstance(exc, _errors.NoEndpointsAvailable):
+        return None
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if attempts.fallback_reason is not None:
+        message = (
+            f"the fallback {attempts.tried[-1]} failed ({cause}); requests go to the fallback because "
+            f"{attempts.fallback_reason}. Fix discovery (see LoadBalancer.status().last_error), "
+            "or choose another fallback ('host:port') or none"
+        )
+    else:
+        count = len(attempts.tried)
+        message = (
+            f"service {attempts.service}: {count} attempt{'s' if count > 1 else ''} failed, on "
+            f"{', '.join(attempts.tried)}; last error: {cause}"
+        )
+    try:
+        return type(exc)(message, request=request)
+    except TypeError:  # a subclass with another constructor: keep the original
+        return None
 
 
 def _status(response: httpx.Response) -> int:
