@@ -92,10 +92,14 @@ async def test_a_failing_fallback_names_itself_and_the_discovery_problem(rng: ra
     """The fallback's connect error names the fallback host:port and the 403 that sent the request there."""
     nothing = Permissions.allow(namespaces={"shop"})
     port = dead_port()
-    async with asyncio.timeout(30), FakeApiServer(tokens={"test-token": nothing}) as api:
-        async with client_for(api, {"rng": rng, "fallback": f"127.0.0.1:{port}"}) as (_, client):
-            with pytest.raises(httpx.ConnectError) as info:
-                await client.get(f"{URL}/")
+    options: dict[str, object] = {"rng": rng, "fallback": f"127.0.0.1:{port}"}
+    async with (
+        asyncio.timeout(30),
+        FakeApiServer(tokens={"test-token": nothing}) as api,
+        client_for(api, options) as (_, client),
+    ):
+        with pytest.raises(httpx.ConnectError) as info:
+            await client.get(f"{URL}/")
     message = str(info.value)
     assert f"the fallback 127.0.0.1:{port} failed" in message
     assert "service web.shop:http: no usable endpoint" in message
