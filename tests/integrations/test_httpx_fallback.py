@@ -14,6 +14,7 @@ from helpers_pods import SERVICE_HOST
 
 from kube_balance import DiscoveryAuthError, LoadBalancer
 from kube_balance.discovery import KubernetesSource
+from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.httpx import BalancedTransport, NoEndpointsAvailable
 from kube_balance.testing import FakeApiServer, FakeClock, Fault, Permissions, service
 
@@ -106,3 +107,22 @@ async def test_a_failing_fallback_names_itself_and_the_discovery_problem(rng: ra
     assert "endpointslices" in message and "forbidden" in message.lower()
     assert type(info.value) is httpx.ConnectError and isinstance(info.value.__cause__, httpx.ConnectError)
     assert info.value.request.url.host == SERVICE_HOST
+
+
+class SilentPortSource(StaticSource):
+    """No endpoints, and a Service port read that never answers."""
+
+    async def service_port(self) -> int:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_the_request_connect_timeout_bounds_the_wait_for_the_fallback_port(rng: random.Random) -> None:
+    """With a long startup wait, httpx's connect timeout still bounds the wait for the Service port."""
+    balancer = LoadBalancer("web.shop:http", source=SilentPortSource([]), rng=rng, startup_timeout=60)
+    transport = BalancedTransport(balancer)
+    timeout = httpx.Timeout(5.0, connect=0.1)
+    async with httpx.AsyncClient(transport=transport, timeout=timeout) as client, asyncio.timeout(5):
+        with pytest.raises(NoEndpointsAvailable, match=r"no answer within 0\.1 s"):
+            await client.get(f"{URL}/")
+    await balancer.aclose()

@@ -5,8 +5,10 @@
     client = httpx.AsyncClient(transport=BalancedTransport("web.shop:http"))
     await client.get("http://web.shop/items")
 
-Requests whose host is the Service (``web.shop``, ``web.shop.svc``, ``web.shop.svc.cluster.local``)
-are sent to a pod's IP and port through that pod's own connection pool; the Host header, TLS SNI
+Requests whose host names the Service (``web.shop``, ``web.shop.svc``, ``web.shop.svc.cluster.local``,
+with or without a trailing dot, and a bare ``web`` from the Service's own namespace: see
+:attr:`ServiceRef.hosts <kube_balance.ServiceRef.hosts>`) are sent to a pod's IP and port through
+that pod's own connection pool; the Host header, TLS SNI
 and certificate verification stay on the Service name, and ``response.url`` (so redirects and
 cookies) keeps the Service URL. The URL's port is not used: the pod port comes from the endpoints.
 Other hosts pass through to a plain ``httpx.AsyncHTTPTransport`` with the same options.

@@ -59,8 +59,7 @@ class _Subscription:
                 choices,
                 f"the EndpointSlices of {self.service.namespace}/{self.service.name} carry several ports",
             )
-            logger.warning("%s", error)
-            self.sink.on_error(error)
+            self.sink.on_error(error)  # the sink logs it
         self.port_choices = choices
 
     def on_error(self, error: DiscoveryError) -> None:
