@@ -64,7 +64,9 @@ class LoadBalancer:
     ``clock`` and ``algorithm_options``, or an :class:`Algorithm` object. ``source`` defaults to a
     :class:`~kube_balance.discovery.KubernetesSource` watching the Service's EndpointSlices.
     ``fallback`` is ``"service"`` (default: the Service DNS name, as the seed's FallbackService),
-    ``"none"`` (raise :class:`NoEndpointsAvailable`) or an explicit ``"host:port"``.
+    ``"none"`` (raise :class:`NoEndpointsAvailable`) or an explicit ``"host:port"`` (a DNS name,
+    an IPv4 address or a bracketed IPv6 one; checked here). The Service port the DNS fallback
+    needs is read once; no request waits for it longer than ``startup_timeout``.
 
     Use it as an async context manager, or let the first :meth:`get` inside a running loop
     start it; :meth:`aclose` stops the watcher.
