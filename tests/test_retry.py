@@ -78,3 +78,21 @@ def test_bad_options_raise_configuration_error(kwargs: dict[str, object]) -> Non
     """Invalid attempts, statuses or budget parameters are rejected with a clear error."""
     with pytest.raises(ConfigurationError):
         RetryPolicy(**kwargs).new_budget()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ([200], "200 cannot be retried"),
+        ([302, 503], "302 cannot be retried"),
+        (503, "must be True"),
+        ("503", "must be True"),
+        ([[503]], "must be True"),
+        ([True], "True cannot be retried"),
+    ],
+)
+def test_retry_statuses_that_cannot_be_retried_are_refused(value: object, fragment: str) -> None:
+    """Only error statuses (400-599) can be listed; the error names the option and the value."""
+    with pytest.raises(ConfigurationError, match=fragment) as info:
+        RetryPolicy(retry_statuses=value)  # type: ignore[arg-type]
+    assert str(info.value).startswith(f"retry_statuses={value!r}")

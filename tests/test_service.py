@@ -25,6 +25,13 @@ from kube_balance import ConfigurationError, ServiceRef, _service
         ("https://web.shop", ServiceRef("web", "shop", 443, scheme="https")),
         ("http://web.shop", ServiceRef("web", "shop", 80, scheme="http")),
         ("web-2.team-a:grpc-web", ServiceRef("web-2", "team-a", "grpc-web")),
+        ("web.shop.svc.cluster.local.:http", ServiceRef("web", "shop", "http")),
+        ("web.shop.svc.corp.example.:80", ServiceRef("web", "shop", 80, cluster_domain="corp.example")),
+        ("foo.ns", ServiceRef("foo", "ns", None)),
+        ("bar.ns.svc", ServiceRef("bar", "ns", None)),
+        ("bar.ns.svc.cluster.local", ServiceRef("bar", "ns", None)),
+        ("bar.ns.svc.cluster.local.", ServiceRef("bar", "ns", None)),
+        ("http://bar.ns.svc.cluster.local.", ServiceRef("bar", "ns", 80, scheme="http")),
     ],
 )
 def test_accepted_forms(text: str, expected: ServiceRef) -> None:
@@ -34,7 +41,8 @@ def test_accepted_forms(text: str, expected: ServiceRef) -> None:
 
 def test_str_round_trips() -> None:
     """str() gives a form that parses back to an equal reference."""
-    for text in ["web.shop:http", "https://web.shop.svc.corp.example:443", "http://a.b:1", "x.y.svc:65535"]:
+    texts = ["web.shop:http", "https://web.shop.svc.corp.example:443", "http://a.b:1", "x.y.svc:65535"]
+    for text in [*texts, "web.shop", "bar.ns.svc.corp.example.", "https://web.shop"]:
         ref = ServiceRef.parse(text)
         assert ServiceRef.parse(str(ref)) == ref
 
@@ -43,8 +51,25 @@ def test_host_names() -> None:
     """host is the cluster DNS name; hosts lists every name a request may use."""
     ref = ServiceRef.parse("web.shop:http")
     assert ref.host == "web.shop.svc.cluster.local"
-    assert ref.hosts == {"web.shop", "web.shop.svc", "web.shop.svc.cluster.local"}
     assert ServiceRef.parse("web.shop.svc.corp:1").host == "web.shop.svc.corp"
+    assert str(ServiceRef.parse("web.shop")) == "web.shop"
+
+
+def test_hosts_include_bare_name_only_from_the_services_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every form naming the Service matches, trailing dot too; bare `web` only from its namespace."""
+    ns_file = tmp_path / "namespace"
+    ns_file.write_text("shop\n")
+    monkeypatch.setattr(_service, "NAMESPACE_FILE", str(ns_file))
+    full = {"web.shop", "web.shop.svc", "web.shop.svc.cluster.local"}
+    with_dots = full | {f"{h}." for h in full}
+    assert ServiceRef.parse("web:http").hosts == with_dots | {"web", "web."}
+    assert ServiceRef.parse("web.shop:http").hosts == with_dots | {"web", "web."}
+    # From namespace "other", a bare "web" is web.other: not this Service.
+    ns_file.write_text("other\n")
+    assert ServiceRef.parse("web.shop:http").hosts == with_dots
+    assert "web" in ServiceRef.parse("web:http").hosts  # web:http now means web.other
 
 
 def test_namespace_from_argument_file_kubeconfig_then_default(
@@ -74,8 +99,18 @@ def test_namespace_from_argument_file_kubeconfig_then_default(
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("", "port is missing"),
-        ("web.shop", "port is missing"),
+        ("", "the name is missing"),
+        (":80", "the name is missing"),
+        ("10.0.0.1:8080", "10.0.0.1 is an IP address, not a Service"),
+        ("10.0.0.1", "IP address, not a Service"),
+        ("[fd00::1]", "fd00::1 is an IP address, not a Service"),
+        ("[fd00::1]:8080", "IP address, not a Service"),
+        ("fd00::1", "IP address, not a Service"),
+        ("web..shop:http", "empty label"),
+        ("web.shop.:http", "trailing dot"),
+        ("web.:http", "trailing dot"),
+        ("web.shop:http:x", "a second ':' after the port 'http'"),
+        ("web.shop:", "neither a number nor a port name"),
         ("ftp://web.shop:21", "scheme 'ftp'"),
         ("web.shop:0", "not in 1..65535"),
         ("web.shop:70000", "not in 1..65535"),
@@ -90,7 +125,7 @@ def test_namespace_from_argument_file_kubeconfig_then_default(
         ("web.shop.svc.bad_domain:80", "cluster domain"),
         ("web.shop:80/path", "path"),
         ("user@web.shop:80", "user part"),
-        (".shop:80", "DNS-1035"),
+        (".shop:80", "empty label"),
     ],
 )
 def test_rejected_with_named_problem(text: str, fragment: str) -> None:

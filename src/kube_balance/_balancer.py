@@ -64,7 +64,9 @@ class LoadBalancer:
     ``clock`` and ``algorithm_options``, or an :class:`Algorithm` object. ``source`` defaults to a
     :class:`~kube_balance.discovery.KubernetesSource` watching the Service's EndpointSlices.
     ``fallback`` is ``"service"`` (default: the Service DNS name, as the seed's FallbackService),
-    ``"none"`` (raise :class:`NoEndpointsAvailable`) or an explicit ``"host:port"``.
+    ``"none"`` (raise :class:`NoEndpointsAvailable`) or an explicit ``"host:port"`` (a DNS name,
+    an IPv4 address or a bracketed IPv6 one; checked here). The Service port the DNS fallback
+    needs is read once; no request waits for it longer than ``startup_timeout``.
 
     Use it as an async context manager, or let the first :meth:`get` inside a running loop
     start it; :meth:`aclose` stops the watcher.
@@ -93,7 +95,9 @@ class LoadBalancer:
         self.algorithm: Algorithm = algorithm
         self.source: EndpointSource = source if source is not None else _kubernetes_source(self.service)
         self.policy = policy if policy is not None else EndpointPolicy()
-        self._fallback = Fallback(fallback, self.service, self.source)
+        self._fallback = Fallback(
+            fallback, self.service, self.source, on_error=self.on_error, rng=rng, clock=clock
+        )
         if startup_timeout < 0:
             raise ConfigurationError(f"startup_timeout must be >= 0, not {startup_timeout!r}")
         self.startup_timeout = startup_timeout
@@ -146,6 +150,7 @@ class LoadBalancer:
         :meth:`start` (or ``async with``) does. A cancellation of the caller is not swallowed.
         """
         self._closed = True
+        await self._fallback.aclose()
         task, self._task = self._task, None
         if task is None or task.done():
             return
@@ -275,13 +280,23 @@ class LoadBalancer:
         """A :class:`NoEndpointsAvailable` naming the Service, the counts and the last error."""
         counts = self._snapshot.counts()
         msg = f"service {self.service}: {why} ({_fmt_counts(counts)})"
-        if self._last_error is not None:
+        if self._last_error is not None and str(self._last_error) not in why:
             msg += f"; last discovery error: {self._last_error}"
         return NoEndpointsAvailable(msg)
 
-    async def fallback_target(self) -> FallbackTarget:
-        """Where to send a request when no endpoint is usable; raises NoEndpointsAvailable if nowhere."""
-        return await self._fallback.target(self.no_endpoints)
+    async def fallback_target(self, timeout: float | None = None) -> FallbackTarget:
+        """Where to send a request when no endpoint is usable; raises NoEndpointsAvailable if nowhere.
+
+        The Service port for the DNS fallback is read once (shared by concurrent calls, retried
+        with backoff after a failure); this call waits for it at most ``startup_timeout``, or
+        ``timeout`` when shorter.
+        """
+        wait = self.startup_timeout if timeout is None else min(timeout, self.startup_timeout)
+        return await self._fallback.target(self.no_endpoints, wait)
+
+    def fallback_reason(self) -> str:
+        """Why requests go to the fallback now: the Service, its endpoint counts, the last discovery error."""
+        return str(self.no_endpoints("no usable endpoint"))
 
     # -- introspection --------------------------------------------------------------------
     def status(self) -> BalancerStatus:

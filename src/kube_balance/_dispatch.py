@@ -22,12 +22,12 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from ._balancer import FallbackTarget, LoadBalancer
+from ._balancer import LoadBalancer
 from ._endpoint import Endpoint
 from ._pools import FALLBACK_KEY, Lease, PoolSet
 from ._retry import Failure, RetryBudget, RetryPolicy
 
-__all__ = ["FALLBACK_KEY", "Dispatcher", "Lease", "Verdict"]
+__all__ = ["FALLBACK_KEY", "Attempts", "Dispatcher", "Lease", "Verdict"]
 
 logger = logging.getLogger("kube_balance")
 
@@ -48,6 +48,23 @@ class Verdict(NamedTuple):
 
     failure: Failure | None
     endpoint_at_fault: bool = True
+
+
+class Attempts(NamedTuple):
+    """What a request that failed tried, for an error that says so (see ``Dispatcher.send``'s ``explain``).
+
+    ``tried``: ``host:port`` of every attempt, in order (their number is the attempt count).
+    ``fallback_reason``: why the request went to the fallback (None: it went to pods).
+    """
+
+    service: str
+    tried: tuple[str, ...]
+    fallback_reason: str | None
+
+
+def _target(lease: Lease[Any]) -> str:
+    host = f"[{lease.host}]" if ":" in lease.host else lease.host
+    return f"{host}:{lease.port}"
 
 
 def _remove_quietly(remove: Callable[[], None]) -> None:
@@ -95,8 +112,12 @@ class Dispatcher(Generic[P]):
         return self._pools.loop
 
     # -- leases ---------------------------------------------------------------------------
-    async def acquire(self, key: str | bytes | None = None) -> Lease[P]:
-        """A lease on the endpoint the algorithm picks, or on the fallback target."""
+    async def acquire(self, key: str | bytes | None = None, *, wait: float | None = None) -> Lease[P]:
+        """A lease on the endpoint the algorithm picks, or on the fallback target.
+
+        ``wait`` bounds the wait for the fallback's Service port (the balancer's startup wait
+        bounds it anyway).
+        """
         if self._closed:
             raise RuntimeError("cannot send a request: the dispatcher (transport) has been closed")
         if not self.balancer.started:
@@ -105,14 +126,14 @@ class Dispatcher(Generic[P]):
             self._pools.loop = asyncio.get_running_loop()
         endpoint = self.balancer.algorithm.get(key)
         if endpoint is None:
-            target = await self.balancer.fallback_target()  # raises NoEndpointsAvailable
-            return self._lease(None, FALLBACK_KEY, target)
-        return self._lease(endpoint, endpoint.key, FallbackTarget(endpoint.address, endpoint.port))
+            host, port = await self.balancer.fallback_target(wait)  # raises NoEndpointsAvailable
+            return self._lease(None, FALLBACK_KEY, host, port)
+        return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
 
-    def _lease(self, endpoint: Endpoint | None, key: str, target: FallbackTarget) -> Lease[P]:
+    def _lease(self, endpoint: Endpoint | None, key: str, host: str, port: int) -> Lease[P]:
         pool = self._pools.take(key)
         self.budget.request_started()
-        return Lease(self, endpoint, key, pool, target.host, target.port)
+        return Lease(self, endpoint, key, pool, host, port)
 
     def _pick_other(self, key: str | bytes | None, tried: set[str]) -> Lease[P] | None:
         """A lease on an endpoint not in ``tried``, or None after ``MAX_RETRY_PICKS`` picks.
@@ -129,9 +150,7 @@ class Dispatcher(Generic[P]):
                 if endpoint is None:
                     return None
                 if endpoint.key not in tried:
-                    return self._lease(
-                        endpoint, endpoint.key, FallbackTarget(endpoint.address, endpoint.port)
-                    )
+                    return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
                 held.append(endpoint)
             return None
         finally:
@@ -159,14 +178,20 @@ class Dispatcher(Generic[P]):
         classify: Callable[[BaseException], Verdict],
         status: Callable[[R], int],
         discard: Callable[[R], Awaitable[None]],
+        explain: Callable[[Exception, Attempts], BaseException | None] | None = None,
+        wait: float | None = None,
     ) -> tuple[R, Lease[P]]:
         """Run ``attempt`` on a leased endpoint, retrying on other endpoints when the policy allows.
 
         Returns the result with the lease still held: the caller releases it when the response
-        body is closed. On an exception every lease taken has been released.
+        body is closed. On an exception every lease taken has been released. When the last
+        attempt fails, ``explain(exc, attempts)`` may build a clearer error to raise instead
+        (``from`` the original): the integration keeps its HTTP client's exception types.
+        ``wait`` bounds the wait for the fallback's Service port.
         """
-        lease = await self.acquire(key)
+        lease = await self.acquire(key, wait=wait)
         tried: set[str] = set()
+        targets = [_target(lease)]
         number = 1
         while True:
             try:
@@ -184,12 +209,16 @@ class Dispatcher(Generic[P]):
                 ):
                     nxt = self._next_attempt(key, tried, lease, self.retry.uses_budget(verdict.failure))
                 if nxt is None:
-                    raise
+                    better = self._explain(explain, exc, lease, targets)
+                    if better is None:
+                        raise
+                    raise better from exc
                 lease, number = nxt, number + 1
+                targets.append(_target(lease))
                 continue
             lease.headers_received()
             code = status(result)
-            if code >= 500 and self.retry.retry_status(
+            if code in self.retry.statuses and self.retry.retry_status(
                 code, method=method, replayable=replayable, attempt=number
             ):
                 nxt = self._next_attempt(key, tried, lease, True)
@@ -204,8 +233,21 @@ class Dispatcher(Generic[P]):
                     finally:
                         lease.release(failed=True)
                     lease, number = nxt, number + 1
+                    targets.append(_target(lease))
                     continue
             return result, lease
+
+    def _explain(
+        self,
+        explain: Callable[[Exception, Attempts], BaseException | None] | None,
+        exc: BaseException,
+        lease: Lease[P],
+        targets: list[str],
+    ) -> BaseException | None:
+        if explain is None or not isinstance(exc, Exception):  # never rewrite a cancellation
+            return None
+        reason = self.balancer.fallback_reason() if lease.endpoint is None else None
+        return explain(exc, Attempts(str(self.balancer.service), tuple(targets), reason))
 
     def _next_attempt(
         self, key: str | bytes | None, tried: set[str], failed: Lease[P], budgeted: bool

@@ -7,8 +7,9 @@ What is safe to retry, by what the failed attempt may have done on the server:
 - ``Failure.NO_RESPONSE``: the connection broke after the request may have been written but
   before any response byte (the keep-alive race with a server closing an idle connection, a pod
   killed mid-request). Retried for idempotent methods only, as RFC 9110 section 9.2.2 allows.
-- ``Failure.STATUS``: a 502, 503 or 504 answer. Retried for idempotent methods only when
-  ``retry_statuses`` is enabled (off by default: the server did see the request).
+- ``Failure.STATUS``: an answer with a status listed in ``retry_statuses`` (``True``: 502, 503
+  and 504; any error status 400-599 may be listed, 429 included). Retried for idempotent methods
+  only, on another pod (off by default: the server did see the request).
 
 A request whose body cannot be replayed (a streaming upload) is retried only for ``NOT_SENT``.
 
@@ -108,7 +109,8 @@ class RetryPolicy:
     """When to retry a request on another endpoint; see the module docstring.
 
     ``max_attempts`` counts the first try (1 disables retries). ``retry_statuses`` enables the
-    status retry for idempotent methods: ``True`` for 502/503/504, or an explicit set.
+    status retry for idempotent methods: ``True`` for 502/503/504, or an explicit set of
+    error statuses (400-599, e.g. ``{429, 503}``).
     """
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -125,11 +127,7 @@ class RetryPolicy:
             or self.max_attempts < 1
         ):
             raise ConfigurationError(f"max_attempts must be an int >= 1, not {self.max_attempts!r}")
-        rs = self.retry_statuses
-        statuses = DEFAULT_RETRY_STATUSES if rs is True else frozenset() if rs is False else frozenset(rs)
-        if not all(isinstance(s, int) and 100 <= s <= 599 for s in statuses):
-            raise ConfigurationError(f"retry_statuses must be HTTP status codes, not {rs!r}")
-        object.__setattr__(self, "statuses", statuses)
+        object.__setattr__(self, "statuses", _statuses(self.retry_statuses))
 
     def uses_budget(self, failure: Failure) -> bool:
         """Whether a retry after ``failure`` draws on the budget (see the module docstring)."""
@@ -156,3 +154,27 @@ class RetryPolicy:
         return status in self.statuses and self.should_retry(
             Failure.STATUS, method=method, replayable=replayable, attempt=attempt
         )
+
+
+def _statuses(value: object) -> frozenset[int]:
+    """``retry_statuses`` as a set: True -> 502/503/504, False -> none, else error statuses 400-599."""
+    if value is True:
+        return DEFAULT_RETRY_STATUSES
+    if value is False:
+        return frozenset()
+    problem = "must be True (502, 503, 504), False, or a collection of HTTP error statuses (400-599)"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"retry_statuses={value!r}: {problem}")
+    try:
+        statuses = frozenset(value)
+    except TypeError:  # an unhashable item
+        raise ConfigurationError(f"retry_statuses={value!r}: {problem}") from None
+    wrong = sorted(
+        (s for s in statuses if isinstance(s, bool) or not isinstance(s, int) or not 400 <= s <= 599),
+        key=repr,
+    )
+    if wrong:
+        raise ConfigurationError(
+            f"retry_statuses={value!r}: {', '.join(map(repr, wrong))} cannot be retried; {problem}"
+        )
+    return statuses

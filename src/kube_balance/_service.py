@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -46,24 +47,28 @@ def _default_namespace() -> str:
 class ServiceRef:
     """A Service reference such as ``svc.ns:http``; build it with :meth:`parse`.
 
-    ``port`` is a port name (``"http"``) or number; a name is resolved against the
-    EndpointSlice ports (and the Service object for the DNS fallback).
+    ``port`` is a port name (``"http"``), a number, or ``None``: the Service's only port. A name
+    is resolved against the EndpointSlice ports (and the Service object for the DNS fallback);
+    ``None`` takes the single port the slices carry (and the Service's single port for the
+    fallback), and a Service with several ports is a discovery error listing them.
     """
 
     name: str
     namespace: str
-    port: str | int
+    port: str | int | None
     scheme: str | None = None
     cluster_domain: str | None = None
 
     @classmethod
     def parse(cls, text: str, *, default_namespace: str | None = None) -> ServiceRef:
-        """Parse ``[http[s]://]name[.ns[.svc[.cluster.domain]]]:port``.
+        """Parse ``[http[s]://]name[.ns[.svc[.cluster.domain[.]]]][:port]``.
 
         Without a namespace, it is taken from ``default_namespace``, else the in-cluster
-        namespace file, else the kubeconfig context, else ``default``. The port may be
-        omitted only after a scheme (80 for http, 443 for https). Raises
-        :class:`ConfigurationError` naming the input and the problem.
+        namespace file, else the kubeconfig context, else ``default``. Without a port, a scheme
+        means its port (80 for http, 443 for https); with neither, the reference means the
+        Service's only port. A trailing dot (an absolute DNS name) is allowed on the full
+        ``name.ns.svc.<cluster domain>.`` form. Raises :class:`ConfigurationError` naming the
+        input and the problem.
         """
         if not isinstance(text, str):
             raise ConfigurationError(f"service reference must be a str, not {type(text).__name__}: {text!r}")
@@ -71,7 +76,7 @@ class ServiceRef:
         def bad(problem: str) -> ConfigurationError:
             return ConfigurationError(
                 f"invalid service reference {text!r}: {problem} "
-                "(expected [http[s]://]name.namespace:port, e.g. 'web.shop:http')"
+                "(expected [http[s]://]name.namespace[:port], e.g. 'web.shop:http' or 'web.shop')"
             )
 
         rest, scheme = text, None
@@ -83,13 +88,31 @@ class ServiceRef:
         rest = rest.rstrip("/")
         if "/" in rest or "?" in rest or "#" in rest or "@" in rest:
             raise bad("a path, query or user part is not allowed")
-        host, sep, port_text = rest.rpartition(":")
-        if not sep:
-            if scheme is None:
-                raise bad("the port is missing")
-            host, port_text = rest, ("443" if scheme == "https" else "80")
-        port = cls._parse_port(port_text, bad)
+        _refuse_ip_address(rest, bad)
+        host, sep, port_text = rest.partition(":")
+        if ":" in port_text:
+            raise bad(
+                f"a second ':' after the port {port_text.partition(':')[0]!r} (one ':' separates name and port)"
+            )
+        port: str | int | None = None
+        if sep:
+            port = cls._parse_port(port_text, bad)
+        elif scheme is not None:
+            port = 443 if scheme == "https" else 80
         labels = host.split(".")
+        absolute = len(labels) > 1 and labels[-1] == ""
+        if absolute:
+            labels.pop()
+            if len(labels) < 4:
+                raise bad(
+                    "a trailing dot (an absolute DNS name) needs the full form name.namespace.svc.<cluster domain>."
+                )
+        if "" in labels:
+            raise bad(
+                "an empty label (two dots in a row, or a leading or trailing dot)"
+                if host
+                else "the name is missing"
+            )
         name, namespace, domain = labels[0], None, None
         if len(labels) >= 2:
             namespace = labels[1]
@@ -128,13 +151,48 @@ class ServiceRef:
 
     @property
     def hosts(self) -> frozenset[str]:
-        """Every host name a request to this Service may use (for matching requests)."""
+        """Every host name that names this Service in a request (for matching requests).
+
+        ``name.ns``, ``name.ns.svc`` and ``name.ns.svc.<cluster domain>``, each also with a
+        trailing dot; the bare ``name`` (and ``name.``) only when ``ns`` is the client's own
+        namespace (see :func:`client_namespace`), because a pod's DNS search path resolves a
+        bare name in the pod's namespace: from another namespace ``web`` is a different Service.
+        """
         short = f"{self.name}.{self.namespace}"
-        return frozenset({short, f"{short}.svc", self.host})
+        names = [short, f"{short}.svc", self.host]
+        if self.namespace == client_namespace():
+            names.append(self.name)
+        return frozenset(names + [f"{n}." for n in names])
 
     def __str__(self) -> str:
         host = f"{self.name}.{self.namespace}"
         if self.cluster_domain:
             host = f"{host}.svc.{self.cluster_domain}"
         prefix = f"{self.scheme}://" if self.scheme else ""
-        return f"{prefix}{host}:{self.port}"
+        return f"{prefix}{host}" if self.port is None else f"{prefix}{host}:{self.port}"
+
+
+def client_namespace() -> str:
+    """The namespace this client runs in, as a bare Service name is resolved: the in-cluster
+    namespace file, else the kubeconfig context's namespace, else ``default`` (the namespace a
+    ``name:port`` reference gets)."""
+    return _default_namespace()
+
+
+def _refuse_ip_address(text: str, bad: Callable[[str], ConfigurationError]) -> None:
+    """An IP address (with or without a port) is not a Service: say so, and what to use instead."""
+    host = text
+    if text.startswith("["):
+        host = text[1:].partition("]")[0]
+    elif text.count(":") > 1:
+        host = text  # an IPv6 address without brackets
+    else:
+        host = text.partition(":")[0]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return
+    raise bad(
+        f"{host} is an IP address, not a Service; to send to fixed addresses use "
+        "source=StaticSource(['ip:port', ...]) (or fallback='ip:port'), and name the Service here"
+    )

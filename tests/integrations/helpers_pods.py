@@ -40,8 +40,9 @@ pod_slice = _example_pod_slice()
 class Pod:
     """One aiohttp server on its own ephemeral port; ``gate`` holds /stream until the test allows."""
 
-    def __init__(self, name: str, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, name: str, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
         self.name = name
+        self.host = host  # "::1" for an IPv6 pod
         self.ssl_context = ssl_context
         self.hits = 0
         self.status = 200  # what / answers; set to 503 to make this pod fail
@@ -53,7 +54,7 @@ class Pod:
 
     @property
     def key(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def _app(self) -> web.Application:
         app = web.Application()
@@ -111,7 +112,7 @@ class Pod:
     async def start(self) -> Pod:
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.25)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None

@@ -51,13 +51,22 @@ async def test_no_retry_with_one_attempt(rng: random.Random) -> None:
 
 
 async def test_only_dead_endpoints_raise_after_trying_each_once(rng: random.Random) -> None:
-    """All endpoints dead: the request tries distinct endpoints up to max_attempts, then raises."""
-    source = StaticSource([f"127.0.0.1:{dead_port()}" for _ in range(3)])
-    transport = BalancedTransport("web.shop:http", source=source, algorithm="round_robin", rng=rng)
+    """All endpoints dead: distinct endpoints up to max_attempts, then an httpx.ConnectError naming them."""
+    dead = [f"127.0.0.1:{dead_port()}" for _ in range(3)]
+    transport = BalancedTransport(
+        "web.shop:http", source=StaticSource(dead), algorithm="round_robin", rng=rng
+    )
     async with httpx.AsyncClient(transport=transport) as client, asyncio.timeout(10):
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx.ConnectError) as info:
             await client.get(f"{URL}/")
     assert transport.dispatcher.retries == 2
+    message = str(info.value)
+    assert message.startswith("service web.shop:http: 3 attempts failed, on ")
+    assert sorted(message.partition(" on ")[2].partition(";")[0].split(", ")) == sorted(dead)
+    assert "last error: ConnectError" in message
+    # The same httpx class, raised from the original, with the caller's request.
+    assert type(info.value) is httpx.ConnectError and isinstance(info.value.__cause__, httpx.ConnectError)
+    assert info.value.request.url.host == SERVICE_HOST
     assert transport.balancer.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
 
 
@@ -103,6 +112,26 @@ async def test_gateway_errors_retried_for_idempotent_methods_only(rng: random.Ra
             posts = Counter([(await client.post(f"{URL}/")).status_code for _ in range(10)])
         assert gets == {200: 10}
         assert posts == {200: 5, 503: 5}
+        assert transport.balancer.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
+
+
+async def test_any_listed_status_is_retried_429_included(rng: random.Random) -> None:
+    """retry_statuses=[429] retries a 429 GET on another pod (it was accepted and ignored before)."""
+    async with running_pods(2) as pods:
+        pods[0].status = 429
+        transport = BalancedTransport(
+            "web.shop:http",
+            source=StaticSource([p.key for p in pods]),
+            algorithm="round_robin",
+            retry=RetryPolicy(retry_statuses=[429]),
+            rng=rng,
+        )
+        async with httpx.AsyncClient(transport=transport) as client, asyncio.timeout(10):
+            gets = Counter([(await client.get(f"{URL}/")).json()["pod"] for _ in range(10)])
+            posts = Counter([(await client.post(f"{URL}/")).status_code for _ in range(10)])
+        assert gets == {"pod-1": 10}
+        assert posts == {200: 5, 429: 5}  # not idempotent: never retried
+        assert transport.dispatcher.retries == pods[0].hits - 5 > 0  # each GET that met pod-0 went on
         assert transport.balancer.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
 
 

@@ -31,7 +31,7 @@ class SliceMerger:
     """One Service's parsed slices and their merged endpoints, updated in place."""
 
     def __init__(
-        self, port: str | int, *, address_family: AddressFamily = "auto", service: str | None = None
+        self, port: str | int | None, *, address_family: AddressFamily = "auto", service: str | None = None
     ) -> None:
         self.port = port
         self.service = service
@@ -123,6 +123,13 @@ class SliceMerger:
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The merged endpoints, for a snapshot."""
         return tuple(self._merged.values())
+
+    def port_choices(self) -> tuple[str, ...]:
+        """For a reference without a port: the ports (``name=number``) of slices that have several."""
+        seen: dict[str, None] = {}
+        for ps in self._slices.values():
+            seen.update(dict.fromkeys(ps.choices))
+        return tuple(seen)
 
     def take_changed(self) -> bool:
         """Has the merged set changed since the last call? (Clears the flag.)"""

@@ -9,6 +9,8 @@ The semantics follow kube-proxy's ``EndpointSliceCache`` and the EndpointSlice A
   preferring a ready copy, else the one in the slice whose name sorts first (deterministic);
 - conditions take Kubernetes' nil defaults: ready nil = true, serving nil = true, terminating nil = false;
 - ports are per slice and are the pods' *target* ports, looked up by name (or number) in each slice;
+  a reference without a port (``None``) takes the slice's only TCP port; a slice with several
+  records them in ``ParsedSlice.choices`` (the source reports the ambiguity, listing them);
 - one address family at a time by default (IPv4 when the Service has any IPv4 endpoint);
   FQDN slices (deprecated) are skipped with a warning; ``endpoints: null`` is an empty slice.
 """
@@ -58,13 +60,28 @@ class ParsedSlice:
     # first address -> (raw entry, port, Endpoint): the next version of this slice reuses the
     # Endpoint of every entry that did not change, so an update costs the entries that changed.
     memo: Mapping[Any, tuple[Any, int, Endpoint]] = field(default_factory=dict)
+    # for a reference without a port, a slice with several TCP ports: "name=number" of each
+    choices: tuple[str, ...] = ()
 
 
-def _pick_port(ports: Any, want: str | int) -> int | None:
-    """The slice's port number for ``want``: by name, or by number (else the slice's only port)."""
+def _tcp_ports(ports: Any) -> list[Mapping[str, Any]]:
     if not isinstance(ports, list):
-        return None
-    tcp = [p for p in ports if isinstance(p, Mapping) and p.get("protocol", "TCP") == "TCP"]
+        return []
+    return [p for p in ports if isinstance(p, Mapping) and p.get("protocol", "TCP") == "TCP"]
+
+
+def port_choices(ports: Any) -> tuple[str, ...]:
+    """``name=number`` of each TCP port (``""`` for an unnamed one), to list in an error."""
+    return tuple(f"{p.get('name') or ''}={p.get('port')}" for p in _tcp_ports(ports))
+
+
+def _pick_port(ports: Any, want: str | int | None) -> int | None:
+    """The slice's port number for ``want``: by name, or by number (else the slice's only port);
+    ``None`` (no port in the reference): the slice's only TCP port."""
+    tcp = _tcp_ports(ports)
+    if want is None:
+        number = tcp[0].get("port") if len(tcp) == 1 else None
+        return number if isinstance(number, int) else None
     for p in tcp:
         if (isinstance(want, str) and (p.get("name") or "") == want) or (
             isinstance(want, int) and p.get("port") == want
@@ -99,7 +116,10 @@ def _endpoint(entry: Any, port: int) -> Endpoint:
 
 
 def parse_slice(
-    obj: Mapping[str, Any], port: str | int, service: str | None = None, previous: ParsedSlice | None = None
+    obj: Mapping[str, Any],
+    port: str | int | None,
+    service: str | None = None,
+    previous: ParsedSlice | None = None,
 ) -> ParsedSlice:
     """Parse one EndpointSlice dict; bad entries are logged and skipped, never raised.
 
@@ -128,7 +148,7 @@ def slice_identity(obj: object) -> tuple[str, str | None]:
 
 
 def _parse_slice(
-    obj: Mapping[str, Any], port: str | int, service: str | None, previous: ParsedSlice | None
+    obj: Mapping[str, Any], port: str | int | None, service: str | None, previous: ParsedSlice | None
 ) -> ParsedSlice:
     meta = obj.get("metadata") or {}
     name, rv = str(meta.get("name", "")), meta.get("resourceVersion")
@@ -145,11 +165,12 @@ def _parse_slice(
     number = _pick_port(obj.get("ports"), port)
     entries = obj.get("endpoints") or ()  # null in an empty slice
     if number is None:
-        if entries:
+        choices = port_choices(obj.get("ports")) if port is None else ()
+        if entries and len(choices) < 2:  # several ports: the source reports it, once
             logger.warning(
                 "EndpointSlice %s has no TCP port matching %r; its endpoints are skipped", name, port
             )
-        return ParsedSlice(name, rv, family, {})
+        return ParsedSlice(name, rv, family, {}, choices=choices)
     endpoints: dict[str, Endpoint] = {}
     memo: dict[Any, tuple[Any, int, Endpoint]] = {}
     seen = previous.memo if previous is not None else {}
@@ -218,7 +239,7 @@ def union(slices: Mapping[str, ParsedSlice], family: int) -> dict[str, Endpoint]
 
 def merge_slices(
     slices: Iterable[Mapping[str, Any]],
-    port: str | int,
+    port: str | int | None,
     *,
     address_family: AddressFamily = "auto",
     service: str | None = None,
@@ -227,7 +248,8 @@ def merge_slices(
     """Merge a Service's EndpointSlice dicts (as the API returns them) into one snapshot.
 
     ``port`` is a port name (matched against each slice's port names; ``""`` for an unnamed
-    port) or a number (matched against the slices' target ports, else a slice's only port).
+    port), a number (matched against the slices' target ports, else a slice's only port), or
+    None (each slice's only TCP port; a slice with several contributes nothing).
     ``address_family`` is ``"auto"`` (IPv4 if the Service has any IPv4 endpoint, else IPv6),
     4, 6 or 0 for both. With ``service``, slices not labelled for it are left out. Pure: no
     event loop, no I/O; malformed entries are logged and skipped.

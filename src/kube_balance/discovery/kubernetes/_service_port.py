@@ -9,21 +9,54 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
 
-from ..._errors import DiscoveryError, DiscoveryUnavailable
+from ..._errors import ConfigurationError, DiscoveryError, DiscoveryUnavailable
 from ..._service import ServiceRef
 from ._status import SERVICES, http_error
 
 logger = logging.getLogger("kube_balance.discovery")
 
 
-def pick_service_port(service: Mapping[str, Any], port: str | int) -> int:
-    """The ``spec.ports[].port`` matching ``port`` by name, or by port (or targetPort) number."""
+class AmbiguousPort(DiscoveryError, ConfigurationError):
+    """A reference without a port names a Service with several ports: name one of them."""
+
+
+def ambiguous_port(ref: ServiceRef, choices: Iterable[str], where: str) -> AmbiguousPort:
+    """The error for a port-less ``ref`` whose Service has several ports (``choices``: ``name=number``;
+    ``where``: what carries them, e.g. ``"Service shop/web has several ports"``)."""
+    choices = tuple(choices)
+    listed = ", ".join(choices)
+    example = next((c.partition("=")[0] for c in choices if c.partition("=")[0]), None)
+    hint = f", e.g. '{ref.name}.{ref.namespace}:{example}'" if example else ""
+    return AmbiguousPort(
+        f"service {ref}: the reference has no port, which means the Service's only port, but "
+        f"{where} ({listed}); name one in the reference{hint}"
+    )
+
+
+def pick_service_port(
+    service: Mapping[str, Any], port: str | int | None, ref: ServiceRef | None = None
+) -> int:
+    """The ``spec.ports[].port`` matching ``port`` by name, or by port (or targetPort) number;
+    ``None``: the Service's only TCP port (several: :class:`AmbiguousPort` listing them)."""
     ports = (service.get("spec") or {}).get("ports") or []
+    if port is None:
+        tcp = [p for p in ports if isinstance(p, Mapping) and p.get("protocol", "TCP") == "TCP"]
+        if len(tcp) == 1:
+            return int(tcp[0]["port"])
+        meta = service.get("metadata") or {}
+        where = f"Service {meta.get('namespace')}/{meta.get('name')}"
+        if not tcp:
+            raise DiscoveryError(f"{where} has no TCP port")
+        where += " has several ports"
+        choices = [f"{p.get('name') or ''}={p.get('port')}" for p in tcp]
+        raise ambiguous_port(
+            ref or ServiceRef(str(meta.get("name")), str(meta.get("namespace")), None), choices, where
+        )
     for p in ports:
         if isinstance(port, str) and (p.get("name") or "") == port:
             return int(p["port"])
@@ -61,17 +94,18 @@ async def get_service(client: Any, ref: ServiceRef, request_timeout: float | Non
 
 async def resolve_service_port(client: Any, ref: ServiceRef, request_timeout: float | None = None) -> int:
     """The Service's own port for ``ref`` (for the DNS fallback)."""
-    return pick_service_port(await get_service(client, ref, request_timeout), ref.port)
+    return pick_service_port(await get_service(client, ref, request_timeout), ref.port, ref)
 
 
-async def slice_port(client: Any, ref: ServiceRef, request_timeout: float | None = None) -> str | int:
+async def slice_port(client: Any, ref: ServiceRef, request_timeout: float | None = None) -> str | int | None:
     """What to look for in slices: a port name as is; a Service port number becomes that port's name.
 
     Slices name their ports after the Service's ports but carry the target numbers, so ``web:80``
     must become ``http`` to find 8080. Best effort: without RBAC to get Services (or no such
-    port) the number is kept, and the merge matches it against slice port numbers.
+    port) the number is kept, and the merge matches it against slice port numbers. No port
+    (``None``) stays None: each slice's only port, found without an API call.
     """
-    if isinstance(ref.port, str):
+    if ref.port is None or isinstance(ref.port, str):
         return ref.port
     try:
         obj = await get_service(client, ref, request_timeout)

@@ -17,7 +17,7 @@ from .._source import SourceSink
 from ._config import ClientConfig
 from ._incremental import SliceMerger
 from ._merge import AddressFamily, normalize_family
-from ._service_port import resolve_service_port, slice_port
+from ._service_port import ambiguous_port, resolve_service_port, slice_port
 from ._shared import subscribe
 from ._watcher import PAGE_SIZE, WATCH_TIMEOUT, SliceWatch
 
@@ -27,9 +27,10 @@ logger = logging.getLogger("kube_balance.discovery")
 class _Subscription:
     """One source's view of a (possibly shared) watch: its own port, family and merged set."""
 
-    def __init__(self, merger: SliceMerger, sink: SourceSink) -> None:
-        self.merger, self.sink = merger, sink
+    def __init__(self, merger: SliceMerger, sink: SourceSink, service: ServiceRef) -> None:
+        self.merger, self.sink, self.service = merger, sink, service
         self.pushed = False
+        self.port_choices: tuple[str, ...] = ()  # a port-less reference's choices, once reported
 
     def on_change(self, watch: SliceWatch, changed: set[str] | None) -> None:
         if changed is None:
@@ -46,6 +47,20 @@ class _Subscription:
         if self.merger.take_changed() or not self.pushed:
             self.pushed = True
             self.sink.on_endpoints(EndpointSet(self.merger.endpoints(), watch.resource_version))
+        if self.merger.port is None:
+            self._check_port_choices()
+
+    def _check_port_choices(self) -> None:
+        """A reference without a port and slices with several: report it (once per set of choices)."""
+        choices = self.merger.port_choices()
+        if choices and choices != self.port_choices:
+            error = ambiguous_port(
+                self.service,
+                choices,
+                f"the EndpointSlices of {self.service.namespace}/{self.service.name} carry several ports",
+            )
+            self.sink.on_error(error)  # the sink logs it
+        self.port_choices = choices
 
     def on_error(self, error: DiscoveryError) -> None:
         self.sink.on_error(error)
@@ -161,7 +176,7 @@ class KubernetesSource:
             self._request_timeout,
             self._page_size,
         )
-        async with subscribe(key, _Subscription(merger, sink), factory) as watch:
+        async with subscribe(key, _Subscription(merger, sink, ref), factory) as watch:
             self._watch = watch  # kept after we leave, so resource_version and last_error stay readable
             if watch.config is not config:  # joined a running watch: ours is not needed
                 await config.aclose()
