@@ -24,7 +24,8 @@ from ._errors import ConfigurationError, DiscoveryError, NoEndpointsAvailable
 from ._fallback import Fallback, FallbackTarget
 from ._policy import EndpointPolicy
 from ._service import ServiceRef
-from .algorithms import Algorithm, Clock, create
+from ._validate import check_callable, check_instance, check_mapping, check_number, check_rng, invalid
+from .algorithms import Algorithm, Clock, available, create
 
 if TYPE_CHECKING:  # importing kube_balance.discovery loads the Kubernetes client: only when used
     from .discovery._source import EndpointSource
@@ -84,18 +85,37 @@ class LoadBalancer:
         clock: Clock | None = None,
     ) -> None:
         self.service = service if isinstance(service, ServiceRef) else ServiceRef.parse(service)
+        # Every option is checked before anything is built, so a bad one never half-starts a source.
+        check_rng("LoadBalancer rng", rng)
+        if clock is not None:
+            check_callable("LoadBalancer clock", clock, "a callable returning monotonic seconds, or None")
+        if algorithm_options is not None:
+            check_mapping("LoadBalancer algorithm_options", algorithm_options, forbidden=("rng", "clock"))
+        if source is not None and not callable(getattr(source, "run", None)):
+            raise invalid(
+                "LoadBalancer source",
+                source,
+                "expected an endpoint source (KubernetesSource, StaticSource, DnsSource or any object "
+                "with async run(sink)), or None for the Service's EndpointSlices",
+            )
+        check_instance(
+            "LoadBalancer policy", policy, (EndpointPolicy, type(None)), "expected an EndpointPolicy or None"
+        )
+        startup_timeout = check_number("LoadBalancer startup_timeout", startup_timeout, low=0, unit="seconds")
         if isinstance(algorithm, str):
             algorithm = create(algorithm, rng=rng, clock=clock, **dict(algorithm_options or {}))
         elif not isinstance(algorithm, Algorithm):
-            raise ConfigurationError(f"algorithm must be a name or an Algorithm, not {algorithm!r}")
+            raise invalid(
+                "LoadBalancer algorithm",
+                algorithm,
+                f"expected a name ({', '.join(available())}) or an Algorithm",
+            )
         elif algorithm_options:
             raise ConfigurationError("algorithm_options only apply to an algorithm given by name")
         self.algorithm: Algorithm = algorithm
         self.source: EndpointSource = source if source is not None else _kubernetes_source(self.service)
         self.policy = policy if policy is not None else EndpointPolicy()
         self._fallback = Fallback(fallback, self.service, self.source)
-        if startup_timeout < 0:
-            raise ConfigurationError(f"startup_timeout must be >= 0, not {startup_timeout!r}")
         self.startup_timeout = startup_timeout
         self._snapshot = EndpointSet()
         self._eligible: tuple[Endpoint, ...] = ()

@@ -26,10 +26,11 @@ catches up) draws about 1/n of all requests, more than any budget of 20% allows 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from ._errors import ConfigurationError
+from ._validate import check_bool, check_int, check_number, invalid
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "IDEMPOTENT_METHODS", "Failure", "RetryBudget", "RetryPolicy"]
 
@@ -61,12 +62,8 @@ class RetryBudget:
     """
 
     def __init__(self, percent: float = 0.2, min_concurrency: int = 3) -> None:
-        if not 0.0 <= percent <= 1.0:
-            raise ConfigurationError(f"retry budget percent must be in [0, 1], not {percent!r}")
-        if isinstance(min_concurrency, bool) or not isinstance(min_concurrency, int) or min_concurrency < 0:
-            raise ConfigurationError(
-                f"retry budget min_concurrency must be an int >= 0, not {min_concurrency!r}"
-            )
+        percent = check_number("RetryBudget percent", percent, low=0.0, high=1.0)
+        check_int("RetryBudget min_concurrency", min_concurrency, low=0)
         self.percent = percent
         self.min_concurrency = min_concurrency
         self.active = 0
@@ -119,12 +116,20 @@ class RetryPolicy:
     statuses: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
+        check_int("RetryPolicy max_attempts", self.max_attempts, low=1)
+        check_number("RetryPolicy budget_percent", self.budget_percent, low=0.0, high=1.0)
+        check_int("RetryPolicy budget_min_concurrency", self.budget_min_concurrency, low=0)
+        check_bool("RetryPolicy budget_not_sent", self.budget_not_sent)
+        if not isinstance(self.retry_statuses, bool) and (
+            isinstance(self.retry_statuses, (str, bytes))
+            or not isinstance(self.retry_statuses, Collection)
+            or any(isinstance(s, bool) or not isinstance(s, int) for s in self.retry_statuses)
         ):
-            raise ConfigurationError(f"max_attempts must be an int >= 1, not {self.max_attempts!r}")
+            raise invalid(
+                "RetryPolicy retry_statuses",
+                self.retry_statuses,
+                "expected True (502, 503, 504), False, or a collection of HTTP status codes",
+            )
         rs = self.retry_statuses
         statuses = DEFAULT_RETRY_STATUSES if rs is True else frozenset() if rs is False else frozenset(rs)
         if not all(isinstance(s, int) and 100 <= s <= 599 for s in statuses):

@@ -70,10 +70,14 @@ class Maglev(HashAlgorithm):
         clock: Clock | None = None,
     ) -> None:
         if table_size is not None and (
-            isinstance(table_size, bool) or not isinstance(table_size, int) or not _is_prime(table_size)
+            isinstance(table_size, bool)
+            or not isinstance(table_size, int)
+            or table_size < 100  # below 100 x 1 endpoint: the table could never hold one
+            or not _is_prime(table_size)
         ):
             raise ConfigurationError(
-                f"table_size {table_size!r} must be a prime (default 65537; for example 100003 or 655373)"
+                f"table_size {table_size!r} must be a prime >= 100 x the largest endpoint count "
+                "(default 65537; for example 101 for one endpoint, 100003 or 655373)"
             )
         self._fixed = table_size is not None
         self._size = table_size if table_size is not None else DEFAULT_TABLE_SIZE

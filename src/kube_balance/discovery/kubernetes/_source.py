@@ -13,6 +13,7 @@ from ..._backoff import Backoff, Sleep
 from ..._endpoint import EndpointSet
 from ..._errors import ConfigurationError, DiscoveryError
 from ..._service import ServiceRef
+from ..._validate import check_callable, check_int, check_number, check_rng, invalid
 from .._source import SourceSink
 from ._config import ClientConfig
 from ._incremental import SliceMerger
@@ -81,6 +82,19 @@ class KubernetesSource:
         self.service = service if isinstance(service, ServiceRef) else ServiceRef.parse(service)
         self.address_family = address_family
         normalize_family(address_family)  # fail fast on a bad value
+        check_callable("KubernetesSource clock", clock, "a callable returning monotonic seconds")
+        check_rng("KubernetesSource rng", rng)
+        check_callable("KubernetesSource sleep", sleep, "an async callable taking seconds (asyncio.sleep)")
+        watch_timeout = _check_watch_timeout(watch_timeout)
+        if request_timeout is not None:
+            check_number(
+                "KubernetesSource request_timeout",
+                request_timeout,
+                low=0,
+                low_inclusive=False,
+                unit="seconds",
+            )
+        check_int("KubernetesSource page_size", page_size, low=1)
         self._config_args: dict[str, Any] = {
             "api_client": api_client,
             "kubeconfig": kubeconfig,
@@ -182,3 +196,19 @@ class KubernetesSource:
 
     def __repr__(self) -> str:
         return f"KubernetesSource({str(self.service)!r}, resource_version={self.resource_version!r})"
+
+
+def _check_watch_timeout(value: Any) -> tuple[int, int]:
+    """``(low, high)`` whole seconds, ``1 <= low <= high``: the range ``timeoutSeconds`` is drawn from."""
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+        or not 1 <= value[0] <= value[1]
+    ):
+        raise invalid(
+            "KubernetesSource watch_timeout",
+            value,
+            f"expected a (low, high) tuple of whole seconds with 1 <= low <= high, as the default {WATCH_TIMEOUT}",
+        )
+    return value
