@@ -127,6 +127,7 @@ class LoadBalancer:
         self._startup_done = False  # the first request's startup wait is over (for this run)
         self._closed = False  # aclose() ran: lazy paths must not start a watcher nobody closes
         self._task: asyncio.Task[None] | None = None
+        self._started_at: float | None = None  # loop time of the last start(), for "not answered for N s"
         self._restart_backoff = Backoff(rng=rng)
         self._listeners: list[Listener] = []
         self.unclosed_responses = 0
@@ -140,6 +141,7 @@ class LoadBalancer:
         self._closed = False
         self._startup_done = False
         self._first_event.clear()
+        self._started_at = loop.time()
         self._task = loop.create_task(self._watch(), name=f"kube-balance watch {self.service}")
 
     async def _watch(self) -> None:
@@ -150,6 +152,7 @@ class LoadBalancer:
             try:
                 await self.source.run(self)
                 error = DiscoveryError(f"endpoint source for {self.service} stopped")
+                logger.warning("%s; restarting it", error)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -232,9 +235,14 @@ class LoadBalancer:
         self._first_event.set()
 
     def on_error(self, error: DiscoveryError) -> None:
-        """Record a discovery failure; the last good snapshot keeps serving."""
+        """Record a discovery failure; the last good snapshot keeps serving.
+
+        Not logged here (only at debug level): the source that failed logs it once, with what
+        it knows (API server, resource, retry); a shared watch would otherwise log it once per
+        balancer, and twice each.
+        """
         self._last_error = error
-        logger.warning("discovery for %s failed: %s", self.service, error)
+        logger.debug("discovery for %s failed: %s", self.service, error)
         self._first_event.set()
 
     def refresh(self) -> None:
@@ -252,6 +260,7 @@ class LoadBalancer:
         except Exception as exc:
             error = DiscoveryError(f"service {self.service}: the algorithm refused the update: {exc}")
             error.__cause__ = exc
+            logger.warning("%s", error)
             self.on_error(error)
             return
         self._eligible = eligible
@@ -295,9 +304,27 @@ class LoadBalancer:
         """A :class:`NoEndpointsAvailable` naming the Service, the counts and the last error."""
         counts = self._snapshot.counts()
         msg = f"service {self.service}: {why} ({_fmt_counts(counts)})"
+        hint = self._empty_hint() if not self._snapshot.endpoints else None
+        if hint:
+            msg += f"; {hint}"
         if self._last_error is not None:
             msg += f"; last discovery error: {self._last_error}"
         return NoEndpointsAvailable(msg)
+
+    def _empty_hint(self) -> str | None:
+        """Why the set is empty, when the source can tell (no such Service, an API that is silent)."""
+        waited = None
+        if self._started_at is not None and not self._first_event.is_set() and self.running:
+            with contextlib.suppress(RuntimeError):  # no running loop: no elapsed time to report
+                waited = asyncio.get_running_loop().time() - self._started_at
+        explain = getattr(self.source, "explain_empty", None)
+        if callable(explain):
+            hint = explain(waited)
+            if hint is None or isinstance(hint, str):
+                return hint
+        if waited is not None:
+            return f"the endpoint source has sent nothing in {waited:.1f} s"
+        return None
 
     async def fallback_target(self) -> FallbackTarget:
         """Where to send a request when no endpoint is usable; raises NoEndpointsAvailable if nowhere."""

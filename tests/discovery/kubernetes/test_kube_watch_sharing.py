@@ -117,4 +117,8 @@ async def test_three_default_balancers_share_one_watch(
         for lb in balancers:
             await stack.enter_async_context(lb)
             await lb.wait_ready(5)
+        await until(lambda: len(requests(api, "watch")) >= 1)
+        api.apply(endpoint_slice("web", "shop", endpoints=["10.0.0.2"]))
+        for lb in balancers:
+            await until(lambda lb=lb: [ep.key for ep in lb.eligible] == ["10.0.0.2:8080"])  # type: ignore[misc]
         assert (len(requests(api, "list")), len(requests(api, "watch"))) == (1, 1)

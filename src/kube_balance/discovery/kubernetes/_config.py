@@ -105,9 +105,34 @@ class ClientConfig:
             from kubernetes_asyncio.client import ApiClient, Configuration
 
             configuration = Configuration()
+            self._check_kubeconfig_exists()
             await self._load(configuration)
             self._client = ApiClient(configuration=configuration)
         return self._client
+
+    def _check_kubeconfig_exists(self) -> None:
+        """Say plainly that there is no configuration at all, before the Kubernetes client reads a
+        missing file (it logs "Config not found" and then reports an invalid kube-config)."""
+        if self.mode != "kubeconfig":
+            return
+        paths = self._kubeconfig or default_kubeconfig(self._environ)
+        if any(os.path.exists(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p):
+            return
+        origin = "from $KUBECONFIG" if self._kubeconfig is None and self._environ.get("KUBECONFIG") else ""
+        if self._kubeconfig is None and not origin:
+            origin = "the default, $KUBECONFIG is not set"
+        if self._in_cluster is False:
+            cluster = "in_cluster=False rules out the in-cluster configuration"
+        elif not self._environ.get("KUBERNETES_SERVICE_HOST"):
+            cluster = "no in-cluster environment either (KUBERNETES_SERVICE_HOST is not set)"
+        else:
+            cluster = f"no in-cluster environment either (no service-account token at {self._token_file})"
+        raise DiscoveryError(
+            f"no Kubernetes configuration: no kubeconfig at {paths}{f' ({origin})' if origin else ''}, "
+            f"and {cluster}. To fix: set KUBECONFIG or pass kubeconfig= (and context= to pick a "
+            "context), run inside a pod, or pass api_client=; for local development without a "
+            'cluster, use source=StaticSource(["127.0.0.1:8080"])'
+        )
 
     async def reload(self) -> bool:
         """Re-read the credentials (a rotated token) into the client; False if there is nothing to re-read."""

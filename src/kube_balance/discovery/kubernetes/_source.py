@@ -17,7 +17,7 @@ from ..._validate import check_callable, check_int, check_number, check_rng, inv
 from .._source import SourceSink
 from ._config import ClientConfig
 from ._incremental import SliceMerger
-from ._merge import AddressFamily, normalize_family
+from ._merge import SERVICE_NAME_LABEL, AddressFamily, normalize_family
 from ._service_port import resolve_service_port, slice_port
 from ._shared import subscribe
 from ._watcher import PAGE_SIZE, WATCH_TIMEOUT, SliceWatch
@@ -110,6 +110,7 @@ class KubernetesSource:
         )
         self._watch: SliceWatch | None = None
         self._error: DiscoveryError | None = None
+        self._host: str | None = None  # the API server URL, once the config has loaded
 
     @property
     def resource_version(self) -> str | None:
@@ -143,6 +144,7 @@ class KubernetesSource:
         """Push snapshots to ``sink`` until cancelled; errors go to ``sink.on_error``."""
         backoff = self._backoff()
         config = await self._connect(backoff, sink)
+        self._host = config.host
         ref = self.service
         try:
             port = await slice_port(await config.client(), ref, self._request_timeout)
@@ -180,6 +182,27 @@ class KubernetesSource:
             if watch.config is not config:  # joined a running watch: ours is not needed
                 await config.aclose()
             await asyncio.Event().wait()  # the shared watch pushes; we only keep our seat
+
+    def explain_empty(self, waited: float | None) -> str | None:
+        """Why there is no endpoint at all, for :class:`NoEndpointsAvailable`: the list found no
+        slice (a Service that does not exist, or a typo), or the API has not answered for
+        ``waited`` seconds (None: the source did answer, or reported an error of its own)."""
+        ref, watch = self.service, self._watch
+        if watch is not None and watch.synced:
+            if watch.slices:
+                return None  # slices exist: the counts say which conditions their endpoints have
+            what = (
+                f"no Endpoints object named {ref.name}"
+                if watch.legacy
+                else f"no EndpointSlice labelled {SERVICE_NAME_LABEL}={ref.name}"
+            )
+            return f"{what} in namespace {ref.namespace} at {watch.config.host}: does the Service exist?"
+        if waited is not None:
+            return (
+                f"the API at {self._host or 'the configured API server'} has not answered for {waited:.1f} s "
+                f"(listing EndpointSlices {SERVICE_NAME_LABEL}={ref.name} in namespace {ref.namespace})"
+            )
+        return None
 
     async def service_port(self) -> int:
         """The Service's port for this reference (name or number), read from the Service object.
