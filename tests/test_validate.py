@@ -108,7 +108,7 @@ CONSTRUCTORS: dict[str, tuple[Callable[..., object], tuple[str, ...]]] = {
             "rng",
             "clock",
         ),
-    ),  # fmt: skip
+    ),
     "KubernetesSource": (
         _kube,
         (
@@ -125,7 +125,7 @@ CONSTRUCTORS: dict[str, tuple[Callable[..., object], tuple[str, ...]]] = {
             "request_timeout",
             "page_size",
         ),
-    ),  # fmt: skip
+    ),
     "ClientConfig": (
         ClientConfig,
         ("api_client", "kubeconfig", "context", "in_cluster", "token_file", "ca_file", "environ"),
@@ -163,10 +163,13 @@ def test_any_value_constructs_or_is_a_configuration_error(constructor: str, opti
     try:
         build(**{option: value})
     except ConfigurationError as exc:
-        # The message names the option; a service reference, an algorithm's name or its options
-        # are named by what they are ("invalid service reference ...", "algorithm 'maglev' ...").
-        names = {option, *NAMED_AS.get(option, ())}
-        assert any(n.replace("_", " ") in str(exc).replace("_", " ") for n in names), exc
+        message = str(exc)
+    else:
+        return
+    # The message names the option; a service reference, an algorithm's name or its options are
+    # named by what they are ("invalid service reference ...", "algorithm 'maglev' ...").
+    names = {option, *NAMED_AS.get(option, ())}
+    assert any(n.replace("_", " ") in message.replace("_", " ") for n in names), message
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def check_instance(name: str, value: Any, types: type[T] | tuple[type, ...], all
     """``value`` if it is an instance of ``types``."""
     if not isinstance(value, types):
         raise invalid(name, value, allowed)
-    return value  # type: ignore[no-any-return]
+    return value  # type: ignore[return-value]
 
 
 def check_bool(name: str, value: Any) -> bool:
