@@ -12,8 +12,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from ..._errors import DiscoveryError, DiscoveryUnavailable
 from ..._service import ServiceRef
 from ._status import SERVICES, http_error
@@ -38,6 +36,7 @@ def pick_service_port(service: Mapping[str, Any], port: str | int) -> int:
 
 async def get_service(client: Any, ref: ServiceRef, request_timeout: float | None = None) -> dict[str, Any]:
     """GET the Service object as a dict; typed errors name the RBAC rule on 403."""
+    import aiohttp  # loaded with the Kubernetes client, when a source first runs
     from kubernetes_asyncio.client import CoreV1Api
 
     timeout = aiohttp.ClientTimeout(total=request_timeout or 30.0)
