@@ -13,7 +13,9 @@ import pytest
 
 from kube_balance import ConfigurationError, Endpoint
 from kube_balance.discovery import merge_slices
-from kube_balance.discovery.kubernetes import SliceMerger, endpoints_to_slices, parse_slice
+from kube_balance.discovery.kubernetes._incremental import SliceMerger
+from kube_balance.discovery.kubernetes._legacy import endpoints_to_slices
+from kube_balance.discovery.kubernetes._merge import parse_slice
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "fixtures" / "k8s"
 
