@@ -218,7 +218,7 @@ class LoadBalancer:
             self.start()
         try:
             await asyncio.wait_for(self._until_eligible(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise self.no_endpoints(f"no eligible endpoint after {timeout} s") from None
 
     async def _until_eligible(self) -> None:

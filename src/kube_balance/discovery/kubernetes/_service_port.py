@@ -6,7 +6,6 @@ name, so it needs the Service port (``spec.ports[].port``) instead.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -51,7 +50,7 @@ async def get_service(client: Any, ref: ServiceRef, request_timeout: float | Non
         finally:
             resp.release()
         obj = json.loads(body)
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
         raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name} failed: {exc!r}") from exc
     if not isinstance(obj, dict):
         raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name}: the body is not a JSON object")

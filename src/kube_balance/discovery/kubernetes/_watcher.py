@@ -126,8 +126,8 @@ class SliceWatch:
                     need_list = True
             except DiscoveryError as exc:
                 await self._fail(exc)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                stalled = isinstance(exc, asyncio.TimeoutError)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                stalled = isinstance(exc, TimeoutError)
                 what = "stalled (no end of stream in time)" if stalled else "failed"
                 await self._fail(DiscoveryUnavailable(f"{self._what()} {what}: {exc!r}"))
             except Exception as exc:  # a bug or a surprise must not end discovery: log, back off, retry
