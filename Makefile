@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-min lint bench clean
+.PHONY: demo test test-pythons test-min lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,13 +19,36 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-pythons
+
+# pytest on every supported CPython found on this machine (scripts/find_python.sh looks on PATH,
+# through pyenv and in common locations), each in its own .venv-X.Y; versions not found are
+# skipped and named; fails if any run fails or none was found. PYTEST_ARGS passes options.
+SUPPORTED_PYTHONS ?= 3.11 3.12 3.13
+PYTEST_ARGS ?=
+
+test-pythons:
+	@ran=; skipped=; failed=; \
+	for v in $(SUPPORTED_PYTHONS); do \
+	  py=$$(sh scripts/find_python.sh $$v) || { skipped="$$skipped $$v"; echo "== Python $$v: not found, skipped"; continue; }; \
+	  venv=.venv-$$v; \
+	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+	    echo "== Python $$v: installing into $$venv"; \
+	    "$$py" -m venv $$venv && $$venv/bin/python -m pip install -q --upgrade pip \
+	      && $$venv/bin/python -m pip install -q -e '.[all]' --group test && touch $$venv/.installed \
+	      || { failed="$$failed $$v(install)"; continue; }; \
+	  fi; \
+	  echo "== Python $$v ($$py): pytest"; \
+	  if $$venv/bin/python -m pytest $(PYTEST_ARGS); then ran="$$ran $$v"; else failed="$$failed $$v"; fi; \
+	done; \
+	echo "== pytest passed on:$${ran:- none}; not found:$${skipped:- none}; failed:$${failed:- none}"; \
+	[ -z "$$failed" ] && [ -n "$$ran" ]
 
 # The suite on the lowest release of every runtime dependency and extra that pyproject.toml
 # allows (tools/lowest_pins.py reads the bounds; test tools stay latest), so no bound is a guess.
 # Its own venv, rebuilt when pyproject.toml changes; the lowest supported Python.
 MIN_VENV ?= .venv-min
-MIN_PYTHON ?= python3.11
+MIN_PYTHON ?= $$(sh scripts/find_python.sh 3.11)
 MIN_STAMP := $(MIN_VENV)/.installed
 
 $(MIN_STAMP): pyproject.toml tools/lowest_pins.py
@@ -45,4 +68,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(MIN_VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache .hypothesis

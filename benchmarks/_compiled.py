@@ -24,6 +24,7 @@ def _fingerprint() -> str:
     for path in sorted((ROOT / "src" / "kube_balance").rglob("*.py")):
         digest.update(path.read_bytes())
     digest.update((ROOT / "pyproject.toml").read_bytes())
+    digest.update(sys.version.encode())  # compiled modules are per interpreter (ABI tag)
     return digest.hexdigest()[:16]
 
 

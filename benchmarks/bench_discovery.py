@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import machine, table
 from kube_balance import DiscoveryError, EndpointSet, create
 from kube_balance.discovery import KubernetesSource, merge_slices
-from kube_balance.discovery.kubernetes import SliceMerger
+from kube_balance.discovery.kubernetes._incremental import SliceMerger
 from kube_balance.discovery.kubernetes._source import _Subscription
 from kube_balance.testing import FakeApiServer, endpoint_slice, slice_endpoint
 

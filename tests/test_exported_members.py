@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -30,9 +31,8 @@ def test_import_without_optional_extras() -> None:
         "import kube_balance, kube_balance.algorithms, kube_balance.testing\n"
         "heavy = {'httpx', 'aiohttp', 'fastapi', 'prometheus_client', 'kubernetes_asyncio'}\n"
         "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
-        "import kube_balance.discovery\n"
-        "extras = {'httpx', 'fastapi', 'prometheus_client'}\n"  # aiohttp comes with kubernetes_asyncio
-        "assert not extras & set(sys.modules), extras & set(sys.modules)\n"
+        "import kube_balance.discovery\n"  # the Kubernetes client loads when a source runs
+        "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -45,3 +45,35 @@ def test_error_tree() -> None:
             assert issubclass(obj, kube_balance.KubeBalanceError)
     assert issubclass(kube_balance.ConfigurationError, ValueError)
     assert issubclass(kube_balance.AffinityKeyRequired, kube_balance.ConfigurationError)
+
+
+def test_errors_that_reach_users_are_public() -> None:
+    """Every error class the Kubernetes watch raises (hence status().last_error) is a public name."""
+    from kube_balance.discovery.kubernetes import _status
+
+    raised = {v for v in vars(_status).values() if isinstance(v, type) and issubclass(v, Exception)}
+    assert raised, "the watch's error classes moved"
+    for cls in raised:
+        assert getattr(kube_balance, cls.__name__, None) is cls, cls
+        assert cls.__name__ in kube_balance.__all__
+
+
+def test_discovery_kubernetes_exports_only_what_users_need() -> None:
+    """The Kubernetes discovery package exports the source, its config and the pure merge, no internals."""
+    import kube_balance.discovery.kubernetes as kubernetes
+
+    assert kubernetes.__all__ == ["ClientConfig", "KubernetesSource", "merge_slices"]
+
+
+def test_lazy_names_have_their_real_type_for_type_checkers(tmp_path: pathlib.Path) -> None:
+    """mypy sees kube_balance.BalancedTransport as the httpx transport class, not Any."""
+    script = tmp_path / "use.py"
+    script.write_text("import kube_balance\nreveal_type(kube_balance.BalancedTransport)\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert "kube_balance.integrations.httpx.BalancedTransport" in proc.stdout, proc.stdout + proc.stderr

@@ -13,7 +13,7 @@ integrations import their HTTP client on first use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._affinity import AffinityKey
 from ._balancer import BalancerStatus, FallbackTarget, LoadBalancer
@@ -23,6 +23,9 @@ from ._errors import (
     ConfigurationError,
     DiscoveryAuthError,
     DiscoveryError,
+    DiscoveryExpired,
+    DiscoveryNotServed,
+    DiscoveryUnauthorized,
     DiscoveryUnavailable,
     KubeBalanceError,
     NoEndpointsAvailable,
@@ -40,6 +43,9 @@ __all__ = [
     "ConfigurationError",
     "DiscoveryAuthError",
     "DiscoveryError",
+    "DiscoveryExpired",
+    "DiscoveryNotServed",
+    "DiscoveryUnauthorized",
     "DiscoveryUnavailable",
     "Endpoint",
     "EndpointPolicy",
@@ -55,6 +61,9 @@ __all__ = [
     "create",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for mypy, pyright and IDEs
+    from .integrations.httpx import BalancedTransport as BalancedTransport
 
 _LAZY = {
     "BalancedTransport": "kube_balance.integrations.httpx",

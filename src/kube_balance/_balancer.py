@@ -24,7 +24,8 @@ from ._errors import ConfigurationError, DiscoveryError, NoEndpointsAvailable
 from ._fallback import Fallback, FallbackTarget
 from ._policy import EndpointPolicy
 from ._service import ServiceRef
-from .algorithms import Algorithm, Clock, create
+from ._validate import check_callable, check_instance, check_mapping, check_number, check_rng, invalid
+from .algorithms import Algorithm, Clock, available, create
 
 if TYPE_CHECKING:  # importing kube_balance.discovery loads the Kubernetes client: only when used
     from .discovery._source import EndpointSource
@@ -86,10 +87,31 @@ class LoadBalancer:
         clock: Clock | None = None,
     ) -> None:
         self.service = service if isinstance(service, ServiceRef) else ServiceRef.parse(service)
+        # Every option is checked before anything is built, so a bad one never half-starts a source.
+        check_rng("LoadBalancer rng", rng)
+        if clock is not None:
+            check_callable("LoadBalancer clock", clock, "a callable returning monotonic seconds, or None")
+        if algorithm_options is not None:
+            check_mapping("LoadBalancer algorithm_options", algorithm_options, forbidden=("rng", "clock"))
+        if source is not None and not callable(getattr(source, "run", None)):
+            raise invalid(
+                "LoadBalancer source",
+                source,
+                "expected an endpoint source (KubernetesSource, StaticSource, DnsSource or any object "
+                "with async run(sink)), or None for the Service's EndpointSlices",
+            )
+        check_instance(
+            "LoadBalancer policy", policy, (EndpointPolicy, type(None)), "expected an EndpointPolicy or None"
+        )
+        startup_timeout = check_number("LoadBalancer startup_timeout", startup_timeout, low=0, unit="seconds")
         if isinstance(algorithm, str):
             algorithm = create(algorithm, rng=rng, clock=clock, **dict(algorithm_options or {}))
         elif not isinstance(algorithm, Algorithm):
-            raise ConfigurationError(f"algorithm must be a name or an Algorithm, not {algorithm!r}")
+            raise invalid(
+                "LoadBalancer algorithm",
+                algorithm,
+                f"expected a name ({', '.join(available())}) or an Algorithm",
+            )
         elif algorithm_options:
             raise ConfigurationError("algorithm_options only apply to an algorithm given by name")
         self.algorithm: Algorithm = algorithm
@@ -98,8 +120,6 @@ class LoadBalancer:
         self._fallback = Fallback(
             fallback, self.service, self.source, on_error=self.on_error, rng=rng, clock=clock
         )
-        if startup_timeout < 0:
-            raise ConfigurationError(f"startup_timeout must be >= 0, not {startup_timeout!r}")
         self.startup_timeout = startup_timeout
         self._snapshot = EndpointSet()
         self._eligible: tuple[Endpoint, ...] = ()
@@ -111,6 +131,7 @@ class LoadBalancer:
         self._startup_done = False  # the first request's startup wait is over (for this run)
         self._closed = False  # aclose() ran: lazy paths must not start a watcher nobody closes
         self._task: asyncio.Task[None] | None = None
+        self._started_at: float | None = None  # loop time of the last start(), for "not answered for N s"
         self._restart_backoff = Backoff(rng=rng)
         self._listeners: list[Listener] = []
         self.unclosed_responses = 0
@@ -124,6 +145,7 @@ class LoadBalancer:
         self._closed = False
         self._startup_done = False
         self._first_event.clear()
+        self._started_at = loop.time()
         self._task = loop.create_task(self._watch(), name=f"kube-balance watch {self.service}")
 
     async def _watch(self) -> None:
@@ -134,6 +156,7 @@ class LoadBalancer:
             try:
                 await self.source.run(self)
                 error = DiscoveryError(f"endpoint source for {self.service} stopped")
+                logger.warning("%s; restarting it", error)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -200,7 +223,7 @@ class LoadBalancer:
             self.start()
         try:
             await asyncio.wait_for(self._until_eligible(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise self.no_endpoints(f"no eligible endpoint after {timeout} s") from None
 
     async def _until_eligible(self) -> None:
@@ -217,9 +240,14 @@ class LoadBalancer:
         self._first_event.set()
 
     def on_error(self, error: DiscoveryError) -> None:
-        """Record a discovery failure; the last good snapshot keeps serving."""
+        """Record a discovery failure; the last good snapshot keeps serving.
+
+        Not logged here (only at debug level): the source that failed logs it once, with what
+        it knows (API server, resource, retry); a shared watch would otherwise log it once per
+        balancer, and twice each.
+        """
         self._last_error = error
-        logger.warning("discovery for %s failed: %s", self.service, error)
+        logger.debug("discovery for %s failed: %s", self.service, error)
         self._first_event.set()
 
     def refresh(self) -> None:
@@ -237,6 +265,7 @@ class LoadBalancer:
         except Exception as exc:
             error = DiscoveryError(f"service {self.service}: the algorithm refused the update: {exc}")
             error.__cause__ = exc
+            logger.warning("%s", error)
             self.on_error(error)
             return
         self._eligible = eligible
@@ -280,9 +309,27 @@ class LoadBalancer:
         """A :class:`NoEndpointsAvailable` naming the Service, the counts and the last error."""
         counts = self._snapshot.counts()
         msg = f"service {self.service}: {why} ({_fmt_counts(counts)})"
+        hint = self._empty_hint() if not self._snapshot.endpoints else None
+        if hint:
+            msg += f"; {hint}"
         if self._last_error is not None and str(self._last_error) not in why:
             msg += f"; last discovery error: {self._last_error}"
         return NoEndpointsAvailable(msg)
+
+    def _empty_hint(self) -> str | None:
+        """Why the set is empty, when the source can tell (no such Service, an API that is silent)."""
+        waited = None
+        if self._started_at is not None and not self._first_event.is_set() and self.running:
+            with contextlib.suppress(RuntimeError):  # no running loop: no elapsed time to report
+                waited = asyncio.get_running_loop().time() - self._started_at
+        explain = getattr(self.source, "explain_empty", None)
+        if callable(explain):
+            hint = explain(waited)
+            if hint is None or isinstance(hint, str):
+                return hint
+        if waited is not None:
+            return f"the endpoint source has sent nothing in {waited:.1f} s"
+        return None
 
     async def fallback_target(self, timeout: float | None = None) -> FallbackTarget:
         """Where to send a request when no endpoint is usable; raises NoEndpointsAvailable if nowhere.

@@ -6,8 +6,11 @@ Every error the library raises on purpose derives from :class:`KubeBalanceError`
     ├── ConfigurationError (also ValueError)   bad service reference, option or algorithm parameter
     │   └── AffinityKeyRequired                 a hash algorithm's get() called without a key
     ├── DiscoveryError                          the endpoint source failed (API, auth, RBAC, DNS)
-    │   ├── DiscoveryAuthError                  401 that re-reading credentials did not fix, or 403
-    │   └── DiscoveryUnavailable                the source cannot be reached (retried with backoff)
+    │   ├── DiscoveryAuthError                  403: RBAC does not allow it (the message names the rule)
+    │   │   └── DiscoveryUnauthorized           401 that re-reading the credentials did not fix
+    │   ├── DiscoveryUnavailable                unreachable, 429 or 5xx (retried with backoff; retry_after)
+    │   ├── DiscoveryExpired                    410 Gone again right after a relist
+    │   └── DiscoveryNotServed                  the cluster serves neither EndpointSlices nor Endpoints
     └── NoEndpointsAvailable                    no usable endpoint and no fallback
 
 Integrations translate these at their boundary into the HTTP client's own tree (for example
@@ -38,8 +41,29 @@ class DiscoveryAuthError(DiscoveryError):
     """The API refused our credentials (401 after a re-read) or our permissions (403)."""
 
 
+class DiscoveryUnauthorized(DiscoveryAuthError):
+    """401: the API server rejected our credentials, and re-reading them (a rotated token) did not help."""
+
+
 class DiscoveryUnavailable(DiscoveryError):
-    """The endpoint source could not be reached or answered with a server error."""
+    """The endpoint source could not be reached or answered with a server error.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds (429, 503) when it sent one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DiscoveryExpired(DiscoveryError):
+    """410 Gone: the resourceVersion or list continue token is too old. The watch relists at once;
+    this reaches ``last_error`` only when the relist expires again before any event."""
+
+
+class DiscoveryNotServed(DiscoveryError):
+    """404 on the collection: the cluster serves neither ``discovery.k8s.io/v1`` EndpointSlices nor
+    (the fallback) core/v1 Endpoints at that path."""
 
 
 class NoEndpointsAvailable(KubeBalanceError):

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ._endpoint import Endpoint, EndpointSet
+from ._validate import invalid
 
 __all__ = ["EndpointFilter", "EndpointPolicy", "ready_else_serving_terminating"]
 
@@ -46,9 +47,14 @@ class EndpointPolicy:
     """
 
     def __init__(self, filters: Iterable[EndpointFilter] | None = None) -> None:
+        allowed = "expected a list of callables (snapshot, candidates) -> endpoints, or None for the default"
+        if filters is not None and (isinstance(filters, (str, bytes)) or not isinstance(filters, Iterable)):
+            raise invalid("EndpointPolicy filters", filters, allowed)
         self._filters: tuple[EndpointFilter, ...] = (
             (ready_else_serving_terminating,) if filters is None else tuple(filters)
         )
+        if not all(callable(f) for f in self._filters):
+            raise invalid("EndpointPolicy filters", filters, allowed)
 
     @property
     def filters(self) -> Sequence[EndpointFilter]:

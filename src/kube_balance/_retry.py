@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ._errors import ConfigurationError
+from ._validate import check_bool, check_int, check_number
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "IDEMPOTENT_METHODS", "Failure", "RetryBudget", "RetryPolicy"]
 
@@ -62,12 +63,8 @@ class RetryBudget:
     """
 
     def __init__(self, percent: float = 0.2, min_concurrency: int = 3) -> None:
-        if not 0.0 <= percent <= 1.0:
-            raise ConfigurationError(f"retry budget percent must be in [0, 1], not {percent!r}")
-        if isinstance(min_concurrency, bool) or not isinstance(min_concurrency, int) or min_concurrency < 0:
-            raise ConfigurationError(
-                f"retry budget min_concurrency must be an int >= 0, not {min_concurrency!r}"
-            )
+        percent = check_number("RetryBudget percent", percent, low=0.0, high=1.0)
+        check_int("RetryBudget min_concurrency", min_concurrency, low=0)
         self.percent = percent
         self.min_concurrency = min_concurrency
         self.active = 0
@@ -121,12 +118,10 @@ class RetryPolicy:
     statuses: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ConfigurationError(f"max_attempts must be an int >= 1, not {self.max_attempts!r}")
+        check_int("RetryPolicy max_attempts", self.max_attempts, low=1)
+        check_number("RetryPolicy budget_percent", self.budget_percent, low=0.0, high=1.0)
+        check_int("RetryPolicy budget_min_concurrency", self.budget_min_concurrency, low=0)
+        check_bool("RetryPolicy budget_not_sent", self.budget_not_sent)
         object.__setattr__(self, "statuses", _statuses(self.retry_statuses))
 
     def uses_budget(self, failure: Failure) -> bool:

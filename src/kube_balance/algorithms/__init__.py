@@ -5,7 +5,7 @@ name                   policy
 =====================  =======================================================================
 round_robin            each endpoint in turn, from a random offset
 random                 uniform random
-weighted_round_robin   smooth weighted round robin over ``Endpoint.weight`` (nginx's algorithm)
+weighted_round_robin   earliest-deadline-first over ``Endpoint.weight`` (plain RR when equal)
 weighted_random        random in proportion to ``Endpoint.weight``
 least_request          power of two choices over in-flight counts (the default)
 peak_ewma              power of two choices over peak-EWMA latency x (in-flight + 1)
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import ConfigurationError
+from .._validate import check_callable, check_rng, invalid
 from ._base import BaseAlgorithm, Clock, Slot
 from ._protocol import Algorithm
 
@@ -68,7 +69,15 @@ def _factory(name: str) -> Callable[..., Algorithm]:
 
 def create(name: str, **options: Any) -> Algorithm:
     """Create an algorithm by name; options go to its constructor (``rng``, ``clock``, ...)."""
+    if not isinstance(name, str):
+        raise invalid("algorithm", name, f"expected a name: one of {', '.join(available())}")
     factory = _factory(name)
+    # rng and clock are stored, not used, at construction: check them here or they fail at get().
+    check_rng(f"algorithm {name!r} rng", options.get("rng"))
+    if options.get("clock") is not None:
+        check_callable(
+            f"algorithm {name!r} clock", options["clock"], "a callable returning monotonic seconds"
+        )
     # No inspect.signature() pre-check: mypyc-compiled classes do not expose their real one.
     try:
         return factory(**options)

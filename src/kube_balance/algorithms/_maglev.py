@@ -31,6 +31,10 @@ _MASK = 0xFFFFFFFF
 _mmh3 = mmh3.hash
 
 
+MAX_TABLE_SIZE = 5_000_011
+"""Envoy's upper bound on ``table_size`` (a prime): 5 million slots, 50,000 endpoints."""
+
+
 def _is_prime(m: int) -> bool:
     if m < 2:
         return False
@@ -70,10 +74,14 @@ class Maglev(HashAlgorithm):
         clock: Clock | None = None,
     ) -> None:
         if table_size is not None and (
-            isinstance(table_size, bool) or not isinstance(table_size, int) or not _is_prime(table_size)
+            isinstance(table_size, bool)
+            or not isinstance(table_size, int)
+            or not 100 < table_size <= MAX_TABLE_SIZE  # below 101 the table could never hold one endpoint
+            or not _is_prime(table_size)
         ):
             raise ConfigurationError(
-                f"table_size {table_size!r} must be a prime (default 65537; for example 100003 or 655373)"
+                f"table_size {table_size!r} must be a prime in 101..{MAX_TABLE_SIZE}, at least 100 x the "
+                "largest endpoint count (default 65537; for example 101 for one endpoint, 100003 or 655373)"
             )
         self._fixed = table_size is not None
         self._size = table_size if table_size is not None else DEFAULT_TABLE_SIZE

@@ -21,7 +21,10 @@ class SourceSink(Protocol):
         ...
 
     def on_error(self, error: DiscoveryError) -> None:
-        """The source failed; it keeps retrying, and the last good snapshot keeps serving."""
+        """The source failed; it keeps retrying, and the last good snapshot keeps serving.
+
+        The source logs the failure itself (once); the sink only records it.
+        """
         ...
 
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from .._endpoint import Endpoint, EndpointSet
 from .._errors import ConfigurationError, DiscoveryUnavailable
 from .._service import ServiceRef
+from .._validate import check_callable, check_number, invalid
 from ._source import SourceSink
 from .kubernetes._merge import AddressFamily, effective_family, normalize_family
 
@@ -50,6 +51,8 @@ class DnsSource:
         resolver: Resolver | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
+        if not isinstance(service, (ServiceRef, str)) or not service:
+            raise invalid("DnsSource service", service, "expected a ServiceRef or a host name")
         if isinstance(service, ServiceRef):
             self.host = service.host
             if port is None and isinstance(service.port, int):
@@ -62,8 +65,12 @@ class DnsSource:
             )
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigurationError(f"DnsSource port {port!r} is not in 1..65535")
-        if not interval > 0:
-            raise ConfigurationError(f"DnsSource interval {interval!r} must be > 0 seconds")
+        interval = check_number("DnsSource interval", interval, low=0, low_inclusive=False, unit="seconds")
+        if resolver is not None:
+            check_callable(
+                "DnsSource resolver", resolver, "an async callable (host, port) -> addresses, or None"
+            )
+        check_callable("DnsSource sleep", sleep, "an async callable taking seconds (asyncio.sleep)")
         self.port, self.interval = port, interval
         self.family = normalize_family(address_family)
         self._resolve = resolver or getaddrinfo_resolver

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterable
 
 from .._endpoint import Endpoint, EndpointSet
+from .._validate import invalid
 from ._source import SourceSink
 
 
@@ -17,7 +18,7 @@ class StaticSource:
     """
 
     def __init__(self, endpoints: Iterable[Endpoint | str] = ()) -> None:
-        self._snapshot = EndpointSet.of(endpoints)
+        self._snapshot = _endpoint_set(endpoints)
         self._sinks: list[SourceSink] = []
 
     @property
@@ -27,7 +28,7 @@ class StaticSource:
 
     def set(self, endpoints: Iterable[Endpoint | str]) -> None:
         """Replace the endpoint set; running sinks receive the new snapshot at once."""
-        self._snapshot = EndpointSet.of(endpoints)
+        self._snapshot = _endpoint_set(endpoints)
         for sink in self._sinks:
             sink.on_endpoints(self._snapshot)
 
@@ -42,3 +43,17 @@ class StaticSource:
 
     def __repr__(self) -> str:
         return f"StaticSource({[ep.key for ep in self._snapshot]!r})"
+
+
+def _endpoint_set(endpoints: object) -> EndpointSet:
+    """The set of ``endpoints``: a list (or any iterable but a string) of Endpoints or "host:port"."""
+    allowed = 'expected a list of Endpoint objects or "address:port" strings, e.g. ["10.0.0.1:8080"]'
+    if isinstance(endpoints, (str, bytes)) or not isinstance(endpoints, Iterable):
+        raise invalid("StaticSource endpoints", endpoints, allowed)
+    items = list(endpoints)
+    for item in items:
+        if not isinstance(item, (Endpoint, str)):
+            raise invalid(
+                "StaticSource endpoints", endpoints, f"{item!r} is not an Endpoint or a str; {allowed}"
+            )
+    return EndpointSet.of(items)

@@ -23,7 +23,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import httpx
@@ -36,8 +36,11 @@ from .._balancer import LoadBalancer
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
 from .._retry import Failure, RetryPolicy
 from .._service import ServiceRef
+from .._validate import check_bool, check_callable, check_instance, check_int, check_optional_str, invalid
 from ..algorithms import Algorithm, Clock
-from ..discovery._source import EndpointSource
+
+if TYPE_CHECKING:  # kube_balance.discovery loads on first use, not with the transport
+    from ..discovery._source import EndpointSource
 
 __all__ = ["BalancedTransport", "NoEndpointsAvailable"]
 
@@ -149,7 +152,35 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         rng: _random.Random | None = None,
         clock: Clock | None = None,
     ) -> None:
+        _check_transport_options(
+            retry=retry,
+            verify=verify,
+            cert=cert,
+            trust_env=trust_env,
+            http1=http1,
+            http2=http2,
+            limits=limits,
+            retries=retries,
+            socket_options=socket_options,
+            local_address=local_address,
+            clock=clock,
+        )
         if isinstance(service, LoadBalancer):
+            # The balancer was built with its own algorithm, source, fallback and rng: a different
+            # value here would be silently ignored, so it is refused instead.
+            ignored = {
+                "algorithm": algorithm != "least_request",
+                "source": source is not None,
+                "fallback": fallback != "service",
+                "algorithm_options": algorithm_options is not None,
+                "rng": rng is not None,
+            }
+            if any(ignored.values()):
+                names = ", ".join(name for name, given in ignored.items() if given)
+                raise _errors.ConfigurationError(
+                    f"BalancedTransport was given a LoadBalancer and {names}: these belong to the "
+                    "LoadBalancer; pass them to LoadBalancer(...) instead, or pass the service name here"
+                )
             self.balancer, self._owns_balancer = service, False
         else:
             self.balancer = LoadBalancer(
@@ -349,6 +380,63 @@ def _explain(exc: Exception, attempts: Attempts, request: httpx.Request) -> Base
         return type(exc)(message, request=request)
     except TypeError:  # a subclass with another constructor: keep the original
         return None
+
+
+def _check_transport_options(
+    *,
+    retry: object,
+    verify: object,
+    cert: object,
+    trust_env: object,
+    http1: object,
+    http2: object,
+    limits: object,
+    retries: object,
+    socket_options: object,
+    local_address: object,
+    clock: object,
+) -> None:
+    """Refuse a wrong option now, with its name, rather than at the first request from httpx."""
+    check_instance(
+        "BalancedTransport retry", retry, (RetryPolicy, type(None)), "expected a RetryPolicy or None"
+    )
+    check_instance(
+        "BalancedTransport verify",
+        verify,
+        (ssl.SSLContext, str, bool),
+        "expected True, False, a CA bundle path or an ssl.SSLContext",
+    )
+    if cert is not None and not (
+        isinstance(cert, str)
+        or (
+            isinstance(cert, tuple)
+            and 2 <= len(cert) <= 3
+            and all(isinstance(c, (str, type(None))) for c in cert)
+        )
+    ):
+        raise invalid(
+            "BalancedTransport cert",
+            cert,
+            "expected a certificate file path, a (cert file, key file[, password]) tuple, or None",
+        )
+    check_bool("BalancedTransport trust_env", trust_env)
+    check_bool("BalancedTransport http1", http1)
+    check_bool("BalancedTransport http2", http2)
+    if not (http1 or http2):
+        raise _errors.ConfigurationError("BalancedTransport needs http1=True or http2=True (both are False)")
+    check_instance("BalancedTransport limits", limits, httpx.Limits, "expected an httpx.Limits")
+    check_int("BalancedTransport retries", retries, low=0)
+    if socket_options is not None and (
+        isinstance(socket_options, (str, bytes)) or not isinstance(socket_options, Iterable)
+    ):
+        raise invalid(
+            "BalancedTransport socket_options",
+            socket_options,
+            "expected a list of socket option tuples, or None",
+        )
+    check_optional_str("BalancedTransport local_address", local_address, "a local IP address")
+    if clock is not None:
+        check_callable("BalancedTransport clock", clock, "a callable returning monotonic seconds, or None")
 
 
 def _status(response: httpx.Response) -> int:

@@ -18,7 +18,7 @@ Endpoints (``/api/v1``) -- namespaced and all-namespace lists, named gets, and w
 (``?watch=1``) -- plus the discovery documents ``/version``, ``/api``, ``/api/v1``, ``/apis``,
 ``/apis/discovery.k8s.io[/v1]`` (404 when ``serve_discovery_v1=False``, an old cluster).
 
-Behaviour a client must cope with, as the real apiserver has it (see ``shared/k8s-examples``):
+Behaviour a client must cope with, as the real apiserver has it:
 
 - one global resourceVersion for all kinds, with random gaps (seeded), always a string;
 - lists: ``<Kind>List`` with ``metadata.resourceVersion``, items without kind/apiVersion,

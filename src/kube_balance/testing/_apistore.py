@@ -21,7 +21,7 @@ import random
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .._errors import ConfigurationError
@@ -125,7 +125,7 @@ class ObjectStore:
             return copy.deepcopy(old)  # a no-op update: no new RV, no event
         if old is None:
             meta["uid"] = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-            meta["creationTimestamp"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             meta["generation"] = 1
         else:
             for name in ("uid", "creationTimestamp"):

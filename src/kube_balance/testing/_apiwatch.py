@@ -157,7 +157,7 @@ async def _pump(
             try:
                 timeout = None if wake is None else max(0.0, wake - loop.time())
                 item = await asyncio.wait_for(sub.queue.get(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 now = loop.time()
                 if deadline is not None and now >= deadline:
                     return resp  # timeoutSeconds: a clean end of the stream

@@ -1,4 +1,4 @@
-"""Builders for API objects shaped exactly like the real apiserver's (see ``shared/k8s-examples``).
+"""Builders for API objects shaped exactly like the real apiserver's (discovery.k8s.io/v1, core/v1).
 
 They return plain ``dict`` objects with ``kind``/``apiVersion`` set, ready for
 :meth:`FakeApiServer.apply`. A condition given as ``None`` is *omitted*, so tests can exercise the

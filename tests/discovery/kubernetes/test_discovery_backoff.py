@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from kube_balance.discovery.kubernetes import Backoff
+from kube_balance._backoff import Backoff
 from kube_balance.testing import FakeClock
 
 

@@ -14,6 +14,12 @@ from kube_balance.discovery import ClientConfig, KubernetesSource
 from kube_balance.testing import FakeApiServer, endpoint_slice
 
 
+class FakeApiClient:
+    """Enough of an ApiClient for construction-time checks (they look for ``configuration``)."""
+
+    configuration = None
+
+
 async def list_names(client: Any) -> list[str]:
     from kubernetes_asyncio.client import DiscoveryV1Api
 
@@ -92,7 +98,7 @@ async def test_unloadable_config_is_reported_and_retried(
     sink = Sink()
     async with running(make_source("web.shop:http", sleeper), sink):
         await sink.wait_for(lambda: len(sink.errors) >= 3)
-    assert "cannot load Kubernetes configuration" in str(sink.errors[0])
+    assert "no Kubernetes configuration: no kubeconfig at" in str(sink.errors[0])
     assert sleeper.delays[0] >= 0.8 and sleeper.delays[1] >= 1.6
 
 
@@ -104,13 +110,13 @@ def test_auto_mode_detection(tmp_path: Any) -> None:
     assert ClientConfig(token_file=str(token), environ=env).mode == "in-cluster"
     assert ClientConfig(token_file=str(tmp_path / "none"), environ=env).mode == "kubeconfig"
     assert ClientConfig(token_file=str(token), environ={}).mode == "kubeconfig"
-    assert ClientConfig(api_client=object()).mode == "injected"
+    assert ClientConfig(api_client=FakeApiClient()).mode == "injected"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"api_client": object(), "kubeconfig": "x"}, "either api_client"),
+        ({"api_client": FakeApiClient(), "kubeconfig": "x"}, "either api_client"),
         ({"in_cluster": True, "context": "c"}, "in_cluster=True"),
         ({"kubeconfig": "/no/such/kubeconfig"}, "does not exist"),
     ],

@@ -15,9 +15,7 @@ from kube_balance import DiscoveryUnavailable
 from kube_balance.discovery.kubernetes._slicestore import SliceStore
 from kube_balance.discovery.kubernetes._status import ENDPOINT_SLICES, ENDPOINTS, Expired
 
-EXAMPLES = pathlib.Path("/work/shared/k8s-examples")
-if not EXAMPLES.exists():
-    EXAMPLES = pathlib.Path(__file__).resolve().parents[4] / "shared" / "k8s-examples"
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "fixtures" / "k8s"
 
 
 def listed() -> SliceStore:

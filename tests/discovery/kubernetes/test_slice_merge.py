@@ -1,4 +1,4 @@
-"""The pure slice merge, from the shapes in shared/k8s-examples and hand-made edge cases."""
+"""The pure slice merge, from the shapes in tests/fixtures/k8s and hand-made edge cases."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 
 from kube_balance import ConfigurationError, Endpoint
 from kube_balance.discovery import merge_slices
-from kube_balance.discovery.kubernetes import SliceMerger, endpoints_to_slices, parse_slice
+from kube_balance.discovery.kubernetes._incremental import SliceMerger
+from kube_balance.discovery.kubernetes._legacy import endpoints_to_slices
+from kube_balance.discovery.kubernetes._merge import parse_slice
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[4] / "shared" / "k8s-examples"
-if not EXAMPLES.exists():  # the repository may sit elsewhere; fall back to the shared checkout
-    EXAMPLES = pathlib.Path("/work/shared/k8s-examples")
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "fixtures" / "k8s"
 
 
 def load(name: str) -> Any:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kube_balance.discovery import merge_slices
-from kube_balance.discovery.kubernetes import SliceMerger
+from kube_balance.discovery.kubernetes._incremental import SliceMerger
 
 V4 = [f"10.0.0.{i}" for i in range(1, 7)]
 V6 = [f"fd00::{i}" for i in range(1, 4)]

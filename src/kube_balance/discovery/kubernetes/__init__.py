@@ -1,20 +1,17 @@
-"""Kubernetes discovery: EndpointSlice list+watch, the pure slice merge and the client config."""
+"""Kubernetes discovery: the EndpointSlice source, its client configuration and the pure slice merge.
+
+The list+watch loop, the incremental merger and the backoff behind them are internals
+(``_watcher``, ``_incremental``, ``_backoff``): use :class:`KubernetesSource`.
+"""
 
 from __future__ import annotations
 
-from ..._backoff import Backoff
 from ._config import ClientConfig
-from ._incremental import SliceMerger
-from ._legacy import endpoints_to_slices
-from ._merge import merge_slices, parse_slice
+from ._merge import merge_slices
 from ._source import KubernetesSource
 
 __all__ = [
-    "Backoff",
     "ClientConfig",
     "KubernetesSource",
-    "SliceMerger",
-    "endpoints_to_slices",
     "merge_slices",
-    "parse_slice",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..._errors import ConfigurationError, DiscoveryError
+from ..._validate import check_bool, check_instance, check_optional_str, invalid
 
 SERVICE_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 SERVICE_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -41,6 +42,16 @@ class ClientConfig:
         ca_file: str = SERVICE_CA_FILE,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        if api_client is not None and not hasattr(api_client, "configuration"):
+            raise invalid("api_client", api_client, "expected a kubernetes_asyncio ApiClient, or None")
+        check_optional_str("kubeconfig", kubeconfig, "a path (several joined by os.pathsep)")
+        check_optional_str("context", context, "a context name from the kubeconfig")
+        if in_cluster is not None:
+            check_bool("in_cluster", in_cluster)
+        check_instance("token_file", token_file, str, "expected a path")
+        check_instance("ca_file", ca_file, str, "expected a path")
+        if environ is not None:
+            check_instance("environ", environ, Mapping, "expected a mapping like os.environ, or None")
         if api_client is not None and (kubeconfig or context or in_cluster):
             raise ConfigurationError("pass either api_client or kubeconfig/context/in_cluster, not both")
         if in_cluster and (kubeconfig or context):
@@ -65,7 +76,9 @@ class ClientConfig:
     @property
     def identity(self) -> tuple[object, ...]:
         """What tells one set of credentials from another: sources share a watch only when equal."""
-        if self._client is not None:
+        # By mode, not by whether a client exists yet: client() builds one for every config, and
+        # keying on that fresh object's id made every kubeconfig or in-cluster source unique.
+        if self.mode == "injected":
             return ("injected", id(self._client))  # the running watch keeps the client alive
         if self.mode == "in-cluster":
             return ("in-cluster", self._token_file, self._ca_file)
@@ -92,9 +105,34 @@ class ClientConfig:
             from kubernetes_asyncio.client import ApiClient, Configuration
 
             configuration = Configuration()
+            self._check_kubeconfig_exists()
             await self._load(configuration)
             self._client = ApiClient(configuration=configuration)
         return self._client
+
+    def _check_kubeconfig_exists(self) -> None:
+        """Say plainly that there is no configuration at all, before the Kubernetes client reads a
+        missing file (it logs "Config not found" and then reports an invalid kube-config)."""
+        if self.mode != "kubeconfig":
+            return
+        paths = self._kubeconfig or default_kubeconfig(self._environ)
+        if any(os.path.exists(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p):
+            return
+        origin = "from $KUBECONFIG" if self._kubeconfig is None and self._environ.get("KUBECONFIG") else ""
+        if self._kubeconfig is None and not origin:
+            origin = "the default, $KUBECONFIG is not set"
+        if self._in_cluster is False:
+            cluster = "in_cluster=False rules out the in-cluster configuration"
+        elif not self._environ.get("KUBERNETES_SERVICE_HOST"):
+            cluster = "no in-cluster environment either (KUBERNETES_SERVICE_HOST is not set)"
+        else:
+            cluster = f"no in-cluster environment either (no service-account token at {self._token_file})"
+        raise DiscoveryError(
+            f"no Kubernetes configuration: no kubeconfig at {paths}{f' ({origin})' if origin else ''}, "
+            f"and {cluster}. To fix: set KUBECONFIG or pass kubeconfig= (and context= to pick a "
+            "context), run inside a pod, or pass api_client=; for local development without a "
+            'cluster, use source=StaticSource(["127.0.0.1:8080"])'
+        )
 
     async def reload(self) -> bool:
         """Re-read the credentials (a rotated token) into the client; False if there is nothing to re-read."""

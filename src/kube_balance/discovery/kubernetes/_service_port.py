@@ -6,13 +6,10 @@ name, so it needs the Service port (``spec.ports[].port``) instead.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-import aiohttp
 
 from ..._errors import ConfigurationError, DiscoveryError, DiscoveryUnavailable
 from ..._service import ServiceRef
@@ -71,6 +68,7 @@ def pick_service_port(
 
 async def get_service(client: Any, ref: ServiceRef, request_timeout: float | None = None) -> dict[str, Any]:
     """GET the Service object as a dict; typed errors name the RBAC rule on 403."""
+    import aiohttp  # loaded with the Kubernetes client, when a source first runs
     from kubernetes_asyncio.client import CoreV1Api
 
     timeout = aiohttp.ClientTimeout(total=request_timeout or 30.0)
@@ -85,7 +83,7 @@ async def get_service(client: Any, ref: ServiceRef, request_timeout: float | Non
         finally:
             resp.release()
         obj = json.loads(body)
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
         raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name} failed: {exc!r}") from exc
     if not isinstance(obj, dict):
         raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name}: the body is not a JSON object")

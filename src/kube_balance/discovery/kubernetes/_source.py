@@ -13,10 +13,11 @@ from ..._backoff import Backoff, Sleep
 from ..._endpoint import EndpointSet
 from ..._errors import ConfigurationError, DiscoveryError
 from ..._service import ServiceRef
+from ..._validate import check_callable, check_int, check_number, check_rng, invalid
 from .._source import SourceSink
 from ._config import ClientConfig
 from ._incremental import SliceMerger
-from ._merge import AddressFamily, normalize_family
+from ._merge import SERVICE_NAME_LABEL, AddressFamily, normalize_family
 from ._service_port import ambiguous_port, resolve_service_port, slice_port
 from ._shared import subscribe
 from ._watcher import PAGE_SIZE, WATCH_TIMEOUT, SliceWatch
@@ -96,6 +97,19 @@ class KubernetesSource:
         self.service = service if isinstance(service, ServiceRef) else ServiceRef.parse(service)
         self.address_family = address_family
         normalize_family(address_family)  # fail fast on a bad value
+        check_callable("KubernetesSource clock", clock, "a callable returning monotonic seconds")
+        check_rng("KubernetesSource rng", rng)
+        check_callable("KubernetesSource sleep", sleep, "an async callable taking seconds (asyncio.sleep)")
+        watch_timeout = _check_watch_timeout(watch_timeout)
+        if request_timeout is not None:
+            check_number(
+                "KubernetesSource request_timeout",
+                request_timeout,
+                low=0,
+                low_inclusive=False,
+                unit="seconds",
+            )
+        check_int("KubernetesSource page_size", page_size, low=1)
         self._config_args: dict[str, Any] = {
             "api_client": api_client,
             "kubeconfig": kubeconfig,
@@ -111,6 +125,7 @@ class KubernetesSource:
         )
         self._watch: SliceWatch | None = None
         self._error: DiscoveryError | None = None
+        self._host: str | None = None  # the API server URL, once the config has loaded
 
     @property
     def resource_version(self) -> str | None:
@@ -144,6 +159,7 @@ class KubernetesSource:
         """Push snapshots to ``sink`` until cancelled; errors go to ``sink.on_error``."""
         backoff = self._backoff()
         config = await self._connect(backoff, sink)
+        self._host = config.host
         ref = self.service
         try:
             port = await slice_port(await config.client(), ref, self._request_timeout)
@@ -182,6 +198,27 @@ class KubernetesSource:
                 await config.aclose()
             await asyncio.Event().wait()  # the shared watch pushes; we only keep our seat
 
+    def explain_empty(self, waited: float | None) -> str | None:
+        """Why there is no endpoint at all, for :class:`NoEndpointsAvailable`: the list found no
+        slice (a Service that does not exist, or a typo), or the API has not answered for
+        ``waited`` seconds (None: the source did answer, or reported an error of its own)."""
+        ref, watch = self.service, self._watch
+        if watch is not None and watch.synced:
+            if watch.slices:
+                return None  # slices exist: the counts say which conditions their endpoints have
+            what = (
+                f"no Endpoints object named {ref.name}"
+                if watch.legacy
+                else f"no EndpointSlice labelled {SERVICE_NAME_LABEL}={ref.name}"
+            )
+            return f"{what} in namespace {ref.namespace} at {watch.config.host}: does the Service exist?"
+        if waited is not None:
+            return (
+                f"the API at {self._host or 'the configured API server'} has not answered for {waited:.1f} s "
+                f"(listing EndpointSlices {SERVICE_NAME_LABEL}={ref.name} in namespace {ref.namespace})"
+            )
+        return None
+
     async def service_port(self) -> int:
         """The Service's port for this reference (name or number), read from the Service object.
 
@@ -197,3 +234,19 @@ class KubernetesSource:
 
     def __repr__(self) -> str:
         return f"KubernetesSource({str(self.service)!r}, resource_version={self.resource_version!r})"
+
+
+def _check_watch_timeout(value: Any) -> tuple[int, int]:
+    """``(low, high)`` whole seconds, ``1 <= low <= high``: the range ``timeoutSeconds`` is drawn from."""
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+        or not 1 <= value[0] <= value[1]
+    ):
+        raise invalid(
+            "KubernetesSource watch_timeout",
+            value,
+            f"expected a (low, high) tuple of whole seconds with 1 <= low <= high, as the default {WATCH_TIMEOUT}",
+        )
+    return value

@@ -10,7 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ..._errors import DiscoveryAuthError, DiscoveryError, DiscoveryUnavailable
+from ..._errors import (
+    DiscoveryAuthError,
+    DiscoveryError,
+    DiscoveryExpired,
+    DiscoveryNotServed,
+    DiscoveryUnauthorized,
+    DiscoveryUnavailable,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,24 +37,16 @@ ENDPOINTS = Resource("endpoints", "")
 SERVICES = Resource("services", "")
 
 
-class Expired(DiscoveryError):
-    """410 Gone: the resourceVersion or continue token is too old; relist."""
-
-
-class Unauthorized(DiscoveryAuthError):
-    """401: re-read the credentials and retry."""
-
-
-class NotServed(DiscoveryError):
-    """404 on the collection: the API group/version is not served by this cluster."""
-
-
-class Retryable(DiscoveryUnavailable):
-    """429 or 5xx: retry after backoff, or after the server's Retry-After when it says so."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+# The watch loop's names for the public errors it raises and catches (see kube_balance._errors):
+# what reaches status().last_error is always a documented class.
+Expired = DiscoveryExpired
+"""410 Gone: the resourceVersion or continue token is too old; relist."""
+Unauthorized = DiscoveryUnauthorized
+"""401: re-read the credentials and retry."""
+NotServed = DiscoveryNotServed
+"""404 on the collection: the API group/version is not served by this cluster."""
+Retryable = DiscoveryUnavailable
+"""429 or 5xx: retry after backoff, or after the server's Retry-After when it says so."""
 
 
 def status_message(body: bytes) -> str:

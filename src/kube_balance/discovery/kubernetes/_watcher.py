@@ -16,14 +16,11 @@ Nothing raises out of :meth:`SliceWatch.run` except cancellation.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
-
-import aiohttp
 
 from ..._backoff import Backoff
 from ..._errors import DiscoveryError, DiscoveryUnavailable
@@ -100,6 +97,8 @@ class SliceWatch:
 
     async def run(self) -> None:
         """List, then watch, forever; every failure is reported to listeners and retried."""
+        import aiohttp  # here, not at module level: importing kube_balance must not load the HTTP stack
+
         need_list = True
         while True:
             try:
@@ -126,8 +125,8 @@ class SliceWatch:
                     need_list = True
             except DiscoveryError as exc:
                 await self._fail(exc)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                stalled = isinstance(exc, asyncio.TimeoutError)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                stalled = isinstance(exc, TimeoutError)
                 what = "stalled (no end of stream in time)" if stalled else "failed"
                 await self._fail(DiscoveryUnavailable(f"{self._what()} {what}: {exc!r}"))
             except Exception as exc:  # a bug or a surprise must not end discovery: log, back off, retry
@@ -193,6 +192,8 @@ class SliceWatch:
         """Read every page, then replace the slices and tell listeners once."""
         items: list[Any] = []
         cont: str | None = None
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=self._request_timeout or LIST_TIMEOUT)
         meta: Mapping[str, Any] = {}
         for _ in range(MAX_PAGES):
@@ -224,6 +225,8 @@ class SliceWatch:
     async def _watch(self, client: Any) -> None:
         """One watch request; returns on a clean end of stream, raises otherwise."""
         seconds = self._rng.randint(*self._watch_timeout)
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=self._request_timeout or seconds + STALL_GRACE)
         started, events = self._clock(), 0
         params = {"resource_version": self.resource_version, "allow_watch_bookmarks": True}
