@@ -15,8 +15,9 @@ from typing import Any
 import aiohttp
 
 from ..._errors import DiscoveryError, DiscoveryUnavailable
+from ..._redact import describe_error
 from ..._service import ServiceRef
-from ._status import SERVICES, http_error
+from ._status import SERVICES, client_secrets, http_error
 
 logger = logging.getLogger("kube_balance.discovery")
 
@@ -41,6 +42,7 @@ async def get_service(client: Any, ref: ServiceRef, request_timeout: float | Non
     from kubernetes_asyncio.client import CoreV1Api
 
     timeout = aiohttp.ClientTimeout(total=request_timeout or 30.0)
+    failure: DiscoveryUnavailable | None = None
     try:
         resp: Any = await CoreV1Api(client).read_namespaced_service(
             ref.name, ref.namespace, _preload_content=False, _request_timeout=timeout
@@ -53,7 +55,12 @@ async def get_service(client: Any, ref: ServiceRef, request_timeout: float | Non
             resp.release()
         obj = json.loads(body)
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
-        raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name} failed: {exc!r}") from exc
+        # Built from safe fields and raised outside the except block: an aiohttp error (its repr,
+        # or a traceback printing it as __cause__/__context__) carries our Authorization header.
+        detail = describe_error(exc, client_secrets(client))
+        failure = DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name} failed: {detail}")
+    if failure is not None:
+        raise failure
     if not isinstance(obj, dict):
         raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name}: the body is not a JSON object")
     return obj
