@@ -94,3 +94,19 @@ def test_key_from_a_request_drives_a_hash_algorithm() -> None:
     key = AffinityKey().from_request(None, httpx.Headers({"X-Affinity": "customer-31"}))
     assert key is not None
     assert ring.get(key) == ring.get("customer-31")
+
+
+def test_raw_headers_give_the_key_byte_for_byte() -> None:
+    """From raw header pairs: any case of the name, the bytes as sent, repeated headers joined as httpx does."""
+    key = AffinityKey()
+    latin = httpx.Headers([(b"X-Affinity", "ключ".encode()), (b"X-Other", b"\xff")])
+    assert latin.encoding == "iso-8859-1"  # the decoded view would give a different key
+    assert key.from_request(None, latin, latin.raw) == "ключ".encode()
+    assert key.from_request(None, {}, [(b"x-AFFINITY", b"a"), (b"X-Affinity", b"b")]) == b"a, b"
+    assert key.from_request(None, {"X-Affinity": "ignored"}, [(b"X-Other", b"v")]) is None
+
+
+def test_str_key_with_a_lone_surrogate_is_encoded_surrogatepass() -> None:
+    """A func returning a str with a lone surrogate gives its surrogatepass bytes, not UnicodeEncodeError."""
+    key = AffinityKey(func=lambda request: request)
+    assert key.from_request("\udcff", {}) == b"\xed\xb3\xbf"

@@ -12,7 +12,7 @@ This module imports no HTTP client: integrations pass their request object and i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,21 +65,43 @@ class AffinityKey:
             f"affinity {value!r} must be a header name, a callable on the request or an AffinityKey"
         )
 
-    def from_request(self, request: Any, headers: Mapping[str, str]) -> bytes | None:
-        """The request's key as bytes (str is encoded UTF-8), or None when it has none."""
+    def from_request(
+        self, request: Any, headers: Mapping[str, str], raw: Iterable[tuple[bytes, bytes]] | None = None
+    ) -> bytes | None:
+        """The request's key as bytes (str is encoded UTF-8), or None when it has none.
+
+        ``raw`` is the header block as sent, ``(name, value)`` byte pairs: when given, the header
+        value is taken from it byte for byte. Decoded headers are not stable: httpx decodes the
+        whole block as Latin-1 once any header has a byte that is not UTF-8, so a UTF-8 key read
+        from them would change (and move to another pod) with an unrelated header. A str key
+        (from ``func`` or decoded headers) is encoded UTF-8 with ``surrogatepass``, as the hash
+        algorithms do.
+
+        >>> AffinityKey().from_request(None, {}, [(b"X-Affinity", "ключ".encode()), (b"X-B", b"\\xff")])
+        b'\\xd0\\xba\\xd0\\xbb\\xd1\\x8e\\xd1\\x87'
+        """
         if self.func is not None:
             value = self.func(request)
         elif self.header is not None:
-            value = _header(headers, self.header)
+            value = _header(headers, self.header) if raw is None else _raw_header(raw, self.header)
         else:  # pragma: no cover - __post_init__ requires a header or a func
             value = None
         if value is None or value == "" or value == b"":
             return None
         if isinstance(value, str):
-            return value.encode()
+            return value.encode("utf-8", "surrogatepass")
         if isinstance(value, bytes):
             return value
         raise ConfigurationError(f"affinity func returned {type(value).__name__}, not str, bytes or None")
+
+
+def _raw_header(raw: Iterable[tuple[bytes, bytes]], name: str) -> bytes | None:
+    """The value of header ``name`` in a raw block, several joined by ``, `` as httpx does."""
+    wanted = name.lower().encode("ascii")  # a token: ASCII by __post_init__
+    values = [value for key, value in raw if key.lower() == wanted]
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else b", ".join(values)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

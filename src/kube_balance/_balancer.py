@@ -23,6 +23,7 @@ from ._endpoint import Endpoint, EndpointSet
 from ._errors import ConfigurationError, DiscoveryError, NoEndpointsAvailable
 from ._fallback import Fallback, FallbackTarget
 from ._policy import EndpointPolicy
+from ._redact import describe_error, format_exception
 from ._service import ServiceRef
 from ._validate import check_callable, check_instance, check_mapping, check_number, check_rng, invalid
 from .algorithms import Algorithm, Clock, available, create
@@ -160,9 +161,9 @@ class LoadBalancer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.exception("endpoint source for %s failed", self.service)
-                error = DiscoveryError(f"endpoint source for {self.service} failed: {exc!r}")
-                error.__cause__ = exc
+                # Redacted text, no chained exception: a source's error may carry credentials.
+                logger.error("endpoint source for %s failed:\n%s", self.service, format_exception(exc))
+                error = DiscoveryError(f"endpoint source for {self.service} failed: {describe_error(exc)}")
             self.on_error(error)
             await self._restart_backoff.wait()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -92,3 +93,74 @@ def test_bad_options(option: str, bad: object) -> None:
     """Durations must be finite numbers of seconds > 0."""
     with pytest.raises(ConfigurationError, match=option):
         create("peak_ewma", **{option: bad})
+
+
+@pytest.mark.parametrize("bad", [math.nan, -0.5, -1e-9, math.inf])
+def test_invalid_elapsed_is_dropped(bad: float, rng: random.Random, clock: FakeClock) -> None:
+    """A NaN, negative or infinite elapsed releases the request but leaves the estimate as it was."""
+    algo = create("peak_ewma", rng=rng, clock=clock)
+    pool = eps(2)
+    algo.update(pool)
+    ep = algo.get()
+    algo.put(ep, elapsed=0.050)
+    ep = algo.get()
+    before = algo.ewma(ep)
+    clock.advance(5.0)  # half a decay period: a sample would weigh 39%
+    algo.put(ep, elapsed=bad)
+    assert algo.ewma(ep) == before
+    assert algo.total_inflight() == 0
+    clock.advance(1.0)
+    ep = algo.get()
+    algo.put(ep, elapsed=0.200)  # valid samples still count
+    assert algo.ewma(ep) == 0.200
+
+
+def test_negative_sample_does_not_draw_traffic_to_a_dead_pod(rng: random.Random, clock: FakeClock) -> None:
+    """One negative sample, then the pod stops answering: it gets a handful of 1,000 requests, not a third."""
+    algo = create("peak_ewma", rng=rng, clock=clock)
+    pool = eps(5)
+    algo.update(pool)
+    dead = pool[0]
+    for _ in pool:
+        algo.get()
+    clock.advance(5.0)
+    for ep in pool:  # every pod measured once, the dead one with a clock that stepped back
+        algo.put(ep, elapsed=-0.5 if ep == dead else 0.010)
+    picks: Counter[str] = Counter()
+    for _ in range(1_000):
+        ep = algo.get()
+        picks[ep.key] += 1
+        clock.advance(0.001)
+        if ep != dead:  # the dead pod never answers: its requests stay in flight
+            algo.put(ep, elapsed=0.010)
+    assert picks[dead.key] <= 10, picks
+
+
+class SteppingClock:
+    """A clock set by hand to any value, backwards or NaN included (a broken ``clock=``)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_clock_stepping_back_or_nan_does_not_freeze_decay(rng: random.Random) -> None:
+    """A NaN or backward clock reading in put() never moves the stamp: the estimate still decays later."""
+    clock = SteppingClock(1000.0)
+    algo = create("peak_ewma", rng=rng, clock=clock)
+    pool = eps(2)
+    algo.update(pool)
+    for now in (math.nan, 900.0):
+        ep = algo.get()
+        clock.now = now
+        algo.put(ep, elapsed=0.500)  # a peak, recorded at a broken time
+        assert algo.ewma(ep) == 0.500
+        clock.now = 1000.0 + DEFAULT_DECAY
+        held = algo.get()  # both endpoints decayed (two candidates of two)
+        assert algo.ewma(ep) == pytest.approx(0.500 * math.exp(-1.0))
+        algo.put(held)
+        clock.now = 1000.0
+        algo.update([])
+        algo.update(pool)

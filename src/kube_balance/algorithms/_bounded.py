@@ -17,6 +17,7 @@ import math
 import random as _random
 from collections.abc import Iterable
 
+import mmh3
 from mypy_extensions import mypyc_attr
 
 from .._endpoint import Endpoint
@@ -28,6 +29,29 @@ MISSING_KEY_POLICIES = ("error", "random")
 
 SCALE = 1000
 """The load factor is applied to 1/1000 (Envoy's ``hash_balance_factor`` takes whole percents)."""
+
+KEY_ERRORS = "surrogatepass"
+"""How a ``str`` affinity key becomes bytes: UTF-8, with lone surrogates (``json.loads('"\\udcff"')``,
+``os.fsdecode``) written as their 3-byte form, so every str has one defined encoding."""
+
+_mmh3 = mmh3.hash
+
+
+def encode_key(key: str) -> bytes:
+    """The bytes a ``str`` affinity key hashes as: UTF-8, ``surrogatepass`` (see :data:`KEY_ERRORS`)."""
+    return key.encode("utf-8", KEY_ERRORS)
+
+
+def hash_key(key: str | bytes) -> int:
+    """MurmurHash3 x86 32-bit, seed 0, signed, of an affinity key (a str as :func:`encode_key`).
+
+    mmh3 must never see a str it cannot encode: a lone surrogate segfaults mmh3 5.x (4.x raises
+    UnicodeEncodeError). ASCII keys, the common case, go to mmh3 as they are (no encode on the
+    hot path; same hash); other keys are encoded here, which gives valid UTF-8 the same hash too.
+    """
+    if isinstance(key, str) and not key.isascii():
+        return _mmh3(encode_key(key))
+    return _mmh3(key)
 
 
 def scaled(load_factor: float) -> int:

@@ -24,7 +24,7 @@ import mmh3
 from .._endpoint import Endpoint
 from .._errors import ConfigurationError
 from ._base import Clock, Slot
-from ._bounded import SCALE, HashAlgorithm
+from ._bounded import SCALE, HashAlgorithm, hash_key
 
 DEFAULT_TABLE_SIZE = 65_537  # Envoy's default; the paper's smallest example
 _MASK = 0xFFFFFFFF
@@ -58,7 +58,8 @@ class Maglev(HashAlgorithm):
       first choice walks on along the table, as Envoy does. None (default) turns it off.
     - ``missing_key``: ``"error"`` (default) or ``"random"``, as for ``ring_hash``.
 
-    Keys (str as UTF-8, or bytes) hash with MurmurHash3 x86 32-bit, seed 0. Endpoint
+    Keys (bytes, or str as UTF-8 with lone surrogates kept by ``surrogatepass``) hash with
+    MurmurHash3 x86 32-bit, seed 0. Endpoint
     weights are ignored. ``overflowed`` counts requests that left their first choice.
     """
 
@@ -98,7 +99,7 @@ class Maglev(HashAlgorithm):
         """The endpoint at ``table[hash(key) % M]`` (or, with bounded loads, the next one with room)."""
         table, size, n, scaled = self._table
         # The signed hash: Python's % is never negative, and skipping the mask saves ~10 ns.
-        h = _mmh3(key) if key is not None else self._keyless()
+        h = hash_key(key) if key is not None else self._keyless()
         try:
             slot = table[h % size]
         except IndexError:  # empty table

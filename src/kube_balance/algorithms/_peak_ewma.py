@@ -11,6 +11,11 @@ tried again after a few decay periods and, if it has recovered, wins its traffic
 Defaults, from Linkerd (``linkerd2-proxy``): decay 10 s; endpoints never measured start at 30 ms.
 A failed request counts as ``failure_penalty`` seconds (default 1 s, our choice: far above a
 healthy RTT, so failing pods lose traffic fast, yet recoverable within a few decay periods).
+
+Invalid samples are dropped, not clamped: an ``elapsed`` that is NaN, negative (a clock that
+stepped back) or infinite releases the request but leaves the estimate as it was. A clock that
+steps back (or returns NaN) never moves an endpoint's time stamp backwards, so no decay is
+computed over a negative or undefined interval.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ DEFAULT_RTT = 0.030
 """Seconds; Linkerd's default RTT estimate for an endpoint with no measurement yet."""
 DEFAULT_FAILURE_PENALTY = 1.0
 """Seconds counted as the latency of a failed request."""
+_INF = math.inf
 
 
 class EwmaSlot(Slot):
@@ -116,15 +122,19 @@ class PeakEwma(BaseAlgorithm):
             return
         slot.inflight -= 1
         rtt = self._penalty if failed and self._penalty is not None else elapsed
-        if rtt is None or not slot.active:
+        # One chained comparison drops NaN, negative and infinite samples (a clock stepping back
+        # gives a negative elapsed): NaN would stick forever, a negative cost would draw traffic.
+        if rtt is None or not 0.0 <= rtt < _INF or not slot.active:
             return
         now = self._clock()
         if rtt >= slot.ewma:
             slot.ewma = rtt  # the peak: react to a slowdown at once
         else:
-            w = exp(max(now - slot.stamp, 0.0) * self._neg_inv_tau)
+            dt = now - slot.stamp  # <= 0 or NaN from a clock that is not monotonic: no decay
+            w = exp(dt * self._neg_inv_tau) if dt > 0.0 else 1.0
             slot.ewma = slot.ewma * w + rtt * (1.0 - w)
-        slot.stamp = now
+        if now > slot.stamp:  # never move the stamp back (or to NaN): decay resumes from the latest
+            slot.stamp = now
 
     def ewma(self, endpoint: Endpoint | str) -> float | None:
         """The current latency estimate of an endpoint in seconds (None if unknown)."""

@@ -29,7 +29,7 @@ import mmh3
 from .._endpoint import Endpoint
 from .._errors import ConfigurationError
 from ._base import Clock, Slot
-from ._bounded import SCALE, HashAlgorithm
+from ._bounded import SCALE, HashAlgorithm, encode_key, hash_key
 
 HashFunction = Callable[[bytes], int]
 """A hash from bytes to a 32-bit int; wider results are truncated to their low 32 bits."""
@@ -57,7 +57,8 @@ class RingHash(HashAlgorithm):
 
     - ``replicas``: virtual nodes per endpoint, default 256 (the seed's).
     - ``hash_function``: ``Callable[[bytes], int]`` for keys and points; default MurmurHash3
-      x86 32-bit, seed 0, unsigned (``mmh3``). Tests pass a predictable one.
+      x86 32-bit, seed 0, unsigned (``mmh3``). Tests pass a predictable one. A str key is
+      hashed as UTF-8 with ``surrogatepass`` (a lone surrogate is a key like any other).
     - ``load_factor``: ``c > 1.0`` caps every endpoint at ``ceil(c * (in flight + 1) / n)``
       (arXiv 1608.01350; Envoy's ``hash_balance_factor`` / 100); None (default) turns it off.
     - ``missing_key``: ``"error"`` (default) makes ``get()`` without a key raise
@@ -89,11 +90,11 @@ class RingHash(HashAlgorithm):
         self._suffixes = tuple(f"-{i}" for i in range(replicas))
         self._hash_key: Callable[[str | bytes], int]
         if hash_function is None:
-            self._hash_key = _mmh3  # hashes str as UTF-8 in C
-            self._hash_str: Callable[[str], int] = _mmh3
+            self._hash_key = hash_key  # a str as UTF-8, surrogatepass (mmh3 crashes on a lone surrogate)
+            self._hash_str: Callable[[str], int] = _mmh3  # endpoint keys: host:port, ASCII
         else:
             fn = hash_function
-            self._hash_key = lambda key: fn(key.encode() if isinstance(key, str) else key)
+            self._hash_key = lambda key: fn(encode_key(key) if isinstance(key, str) else key)
             self._hash_str = lambda text: fn(text.encode())
         self._index: dict[str, int] = {}  # endpoint key -> slot index in the table
         self._table = (array("I"), array("H"), _NO_STARTS, (), 0, 0, self._hash_key)

@@ -250,7 +250,9 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         try:
             response, lease = await self.dispatcher.send(
                 attempt,
-                key=self._key.from_request(request, request.headers) if self._key is not None else None,
+                key=self._key.from_request(request, request.headers, request.headers.raw)
+                if self._key is not None
+                else None,
                 method=request.method,
                 replayable=isinstance(request.stream, httpx.ByteStream),
                 classify=_classify,

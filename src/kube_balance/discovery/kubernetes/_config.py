@@ -7,15 +7,19 @@ source starts, else ``~/.kube/config``) with an optional context, as kubectl res
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..._errors import ConfigurationError, DiscoveryError
+from ..._errors import ConfigurationError, DiscoveryError, DiscoveryUnavailable
 from ..._validate import check_bool, check_instance, check_optional_str, invalid
 
 SERVICE_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 SERVICE_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+LOAD_TIMEOUT = 60.0
+"""Seconds to load (or re-read) the credentials: an exec credential plugin that hangs (a login
+prompt, a stuck cloud CLI) must surface as an error and be retried, not freeze discovery."""
 
 
 def default_kubeconfig(environ: Mapping[str, str] = os.environ) -> str:
@@ -41,6 +45,7 @@ class ClientConfig:
         token_file: str = SERVICE_TOKEN_FILE,
         ca_file: str = SERVICE_CA_FILE,
         environ: Mapping[str, str] | None = None,
+        load_timeout: float = LOAD_TIMEOUT,
     ) -> None:
         if api_client is not None and not hasattr(api_client, "configuration"):
             raise invalid("api_client", api_client, "expected a kubernetes_asyncio ApiClient, or None")
@@ -52,6 +57,12 @@ class ClientConfig:
         check_instance("ca_file", ca_file, str, "expected a path")
         if environ is not None:
             check_instance("environ", environ, Mapping, "expected a mapping like os.environ, or None")
+        if (
+            isinstance(load_timeout, bool)
+            or not isinstance(load_timeout, (int, float))
+            or not load_timeout > 0
+        ):
+            raise ConfigurationError(f"load_timeout must be a number of seconds > 0, not {load_timeout!r}")
         if api_client is not None and (kubeconfig or context or in_cluster):
             raise ConfigurationError("pass either api_client or kubeconfig/context/in_cluster, not both")
         if in_cluster and (kubeconfig or context):
@@ -63,6 +74,7 @@ class ClientConfig:
         self._kubeconfig, self._context, self._in_cluster = kubeconfig, context, in_cluster
         self._token_file, self._ca_file = token_file, ca_file
         self._environ = environ if environ is not None else os.environ
+        self._load_timeout = float(load_timeout)
         self.mode = "injected" if api_client is not None else self._pick_mode()
 
     def _pick_mode(self) -> str:
@@ -106,7 +118,7 @@ class ClientConfig:
 
             configuration = Configuration()
             self._check_kubeconfig_exists()
-            await self._load(configuration)
+            await self._bounded_load(configuration)
             self._client = ApiClient(configuration=configuration)
         return self._client
 
@@ -135,11 +147,29 @@ class ClientConfig:
         )
 
     async def reload(self) -> bool:
-        """Re-read the credentials (a rotated token) into the client; False if there is nothing to re-read."""
+        """Re-read the credentials (a rotated token) into the client; False if there is nothing to re-read.
+
+        Bounded by ``load_timeout``: past it, :class:`DiscoveryUnavailable` and the client keeps
+        its previous credentials (the loader sets them only once all are read).
+        """
         if self._client is None or self.mode == "injected":
             return False  # an injected client refreshes through its own refresh_api_key_hook
-        await self._load(self._client.configuration)
+        await self._bounded_load(self._client.configuration)
         return True
+
+    async def _bounded_load(self, configuration: Any) -> None:
+        # On timeout the load is cancelled, but the plugin process it started keeps running:
+        # kubernetes_asyncio's ExecProvider does not kill it, and gives us no handle to.
+        try:
+            await asyncio.wait_for(self._load(configuration), self._load_timeout)
+        except TimeoutError:
+            error = DiscoveryUnavailable(
+                f"loading Kubernetes credentials from {self.describe()} did not finish within "
+                f"{self._load_timeout:g} s (an exec credential plugin that hangs?); retrying with backoff"
+            )
+        else:
+            return
+        raise error
 
     async def _load(self, configuration: Any) -> None:
         from kubernetes_asyncio import config

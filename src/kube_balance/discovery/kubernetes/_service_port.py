@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..._errors import ConfigurationError, DiscoveryError, DiscoveryUnavailable
+from ..._redact import describe_error
 from ..._service import ServiceRef
-from ._status import SERVICES, http_error
+from ._status import SERVICES, client_secrets, http_error
 
 logger = logging.getLogger("kube_balance.discovery")
 
@@ -72,6 +73,7 @@ async def get_service(client: Any, ref: ServiceRef, request_timeout: float | Non
     from kubernetes_asyncio.client import CoreV1Api
 
     timeout = aiohttp.ClientTimeout(total=request_timeout or 30.0)
+    failure: DiscoveryUnavailable | None = None
     try:
         resp: Any = await CoreV1Api(client).read_namespaced_service(
             ref.name, ref.namespace, _preload_content=False, _request_timeout=timeout
@@ -84,7 +86,12 @@ async def get_service(client: Any, ref: ServiceRef, request_timeout: float | Non
             resp.release()
         obj = json.loads(body)
     except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-        raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name} failed: {exc!r}") from exc
+        # Built from safe fields and raised outside the except block: an aiohttp error (its repr,
+        # or a traceback printing it as __cause__/__context__) carries our Authorization header.
+        detail = describe_error(exc, client_secrets(client))
+        failure = DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name} failed: {detail}")
+    if failure is not None:
+        raise failure
     if not isinstance(obj, dict):
         raise DiscoveryUnavailable(f"get Service {ref.namespace}/{ref.name}: the body is not a JSON object")
     return obj

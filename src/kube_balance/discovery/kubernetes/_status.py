@@ -7,8 +7,12 @@ the missing RBAC rule. Every error the sink sees is a :class:`DiscoveryError`.
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from ..._errors import (
     DiscoveryAuthError,
@@ -92,6 +96,39 @@ def http_error(
     if status == 429 or status >= 500:
         return Retryable(f"{what}: HTTP {status} ({detail})", parse_retry_after(retry_after))
     return DiscoveryError(f"{what}: HTTP {status} ({detail})")
+
+
+def client_secrets(client: Any) -> tuple[str, ...]:
+    """The credential values a kubernetes_asyncio ``ApiClient`` sends, to redact from messages.
+
+    Bearer tokens and API keys (with and without their prefix), a basic-auth password, the
+    proxy URL's password and ``Proxy-Authorization`` (as aiohttp derives it from that URL), and
+    any configured proxy header value.
+    """
+    conf = getattr(client, "configuration", None)
+    if conf is None:
+        return ()
+    found: list[str] = []
+    keys = getattr(conf, "api_key", None)
+    for value in keys.values() if isinstance(keys, Mapping) else ():
+        if isinstance(value, str):
+            found += [value, value.split(" ", 1)[-1]]
+    found.append(getattr(conf, "password", None) or "")
+    proxy = getattr(conf, "proxy", None)
+    if isinstance(proxy, str) and proxy:
+        parts = urlsplit(proxy)
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        if password:
+            found += [
+                password,
+                parts.password or "",
+                base64.b64encode(f"{user}:{password}".encode()).decode(),
+            ]
+    headers = getattr(conf, "proxy_headers", None)
+    for value in headers.values() if isinstance(headers, Mapping) else ():
+        if isinstance(value, str):
+            found += [value, value.split(" ", 1)[-1]]
+    return tuple(s for s in found if s)
 
 
 def watch_error(obj: object, *, resource: Resource, namespace: str) -> DiscoveryError:

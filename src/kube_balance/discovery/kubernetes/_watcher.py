@@ -24,10 +24,20 @@ from typing import Any, Protocol
 
 from ..._backoff import Backoff
 from ..._errors import DiscoveryError, DiscoveryUnavailable
+from ..._redact import describe_error, format_exception
 from ._config import ClientConfig
 from ._requests import collection, json_object
 from ._slicestore import SliceStore
-from ._status import ENDPOINT_SLICES, ENDPOINTS, Expired, NotServed, Resource, Retryable, Unauthorized
+from ._status import (
+    ENDPOINT_SLICES,
+    ENDPOINTS,
+    Expired,
+    NotServed,
+    Resource,
+    Retryable,
+    Unauthorized,
+    client_secrets,
+)
 
 logger = logging.getLogger("kube_balance.discovery")
 
@@ -75,6 +85,7 @@ class SliceWatch:
         self.synced = False
         self.listeners: list[Listener] = []
         self._401_in_row = self._410_in_row = 0
+        self._client: Any = None  # the ApiClient in use, for the credentials to redact from errors
 
     @property
     def slices(self) -> Mapping[str, Mapping[str, Any]]:
@@ -102,7 +113,7 @@ class SliceWatch:
         need_list = True
         while True:
             try:
-                client = await self.config.client()
+                client = self._client = await self.config.client()
                 if need_list:
                     await self._list(client)
                     need_list = False
@@ -126,12 +137,21 @@ class SliceWatch:
             except DiscoveryError as exc:
                 await self._fail(exc)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                # Never repr(exc): an aiohttp error's repr carries our Authorization header.
                 stalled = isinstance(exc, TimeoutError)
                 what = "stalled (no end of stream in time)" if stalled else "failed"
-                await self._fail(DiscoveryUnavailable(f"{self._what()} {what}: {exc!r}"))
+                detail = describe_error(exc, self._secrets())
+                await self._fail(DiscoveryUnavailable(f"{self._what()} {what}: {detail}"))
             except Exception as exc:  # a bug or a surprise must not end discovery: log, back off, retry
-                logger.exception("unexpected error in %s", self._what())
-                await self._fail(DiscoveryError(f"{self._what()}: unexpected {exc!r}"))
+                logger.error(
+                    "unexpected error in %s:\n%s", self._what(), format_exception(exc, self._secrets())
+                )
+                await self._fail(
+                    DiscoveryError(f"{self._what()}: unexpected {describe_error(exc, self._secrets())}")
+                )
+
+    def _secrets(self) -> tuple[str, ...]:
+        return client_secrets(self._client)
 
     def _what(self) -> str:
         return f"list/watch {self.resource.kind} {self.namespace}/{self.service} at {self.config.host}"
