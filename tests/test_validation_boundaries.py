@@ -182,3 +182,18 @@ def test_normalize_family_refuses_bools_floats_and_unknown_values(bad: object) -
 def test_normalize_family_accepts_the_documented_values(value: object, family: int | None) -> None:
     """The accepted spellings and what they mean (None: chosen per Service)."""
     assert normalize_family(value) == family
+
+
+def test_retry_policy_repr_shows_the_effective_statuses() -> None:
+    """The repr lists the statuses the policy retries, as derived from retry_statuses."""
+    assert f"statuses={DEFAULT_RETRY_STATUSES!r}" in repr(RetryPolicy(retry_statuses=True))
+    assert "statuses=frozenset()" in repr(RetryPolicy())
+
+
+def test_should_retry_answers_a_bool() -> None:
+    """should_retry is True or False (never a falsy stand-in) on each path."""
+    policy = RetryPolicy(max_attempts=2)
+    assert policy.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=2) is False
+    assert policy.should_retry(Failure.NOT_SENT, method="POST", replayable=False, attempt=1) is True
+    assert policy.should_retry(Failure.NO_RESPONSE, method="POST", replayable=True, attempt=1) is False
+    assert policy.should_retry(Failure.NO_RESPONSE, method="get", replayable=True, attempt=1) is True
