@@ -218,3 +218,59 @@ def test_finalizer_release_after_the_loop_closed_releases_at_once(rng: random.Ra
     loop.close()
     lease.release_from_finalizer(failed=False)
     assert lease.released and d.inflight(A) == 0 and lb.unclosed_responses == 1
+
+
+async def test_a_second_release_does_not_free_another_leases_count(rng: random.Random) -> None:
+    """Releasing one lease twice leaves the other lease on the same endpoint counted (pool and algorithm)."""
+    d, lb, source = make([A], rng)
+    async with asyncio.timeout(1):
+        first = await d.acquire()
+        second = await d.acquire()
+    source.set([B])
+    first.release()
+    first.release()
+    async with asyncio.timeout(1):
+        await d.drained()
+    assert d.inflight(A) == 1 and lb.algorithm.inflight(A) == 1  # type: ignore[attr-defined]
+    assert second.pool.closes == 0 and A in d.pools
+    second.release()
+    await shut(d, lb)
+    assert second.pool.closes == 1
+
+
+async def test_release_reports_failed_only_when_asked(rng: random.Random) -> None:
+    """put() sees failed=False from a plain release(), True from release(failed=True) and from a finalizer's."""
+    d, lb, _ = make([A], rng)
+    puts: list[bool] = []
+    put = lb.algorithm.put
+
+    def recording_put(endpoint: Any, elapsed: float | None = None, failed: bool = False) -> None:
+        puts.append(failed)
+        put(endpoint, elapsed, failed)
+
+    lb.algorithm.put = recording_put  # type: ignore[method-assign]  # a spy on the real algorithm
+    async with asyncio.timeout(1):
+        plain, failing, collected = await d.acquire(), await d.acquire(), await d.acquire()
+    plain.release()
+    failing.release(failed=True)
+    collected.release_from_finalizer(failed=True)
+    await asyncio.sleep(0)
+    assert puts == [False, True, True]
+    await shut(d, lb)
+
+
+async def test_aclose_forgets_retired_endpoints(rng: random.Random) -> None:
+    """aclose() closes a retired endpoint's pool once and forgets it: a late release closes nothing more."""
+    d, lb, source = make([A], rng)
+    async with asyncio.timeout(1):
+        lease = await d.acquire()
+    source.set([B])
+    assert "retired=1" in repr(d)
+    async with asyncio.timeout(1):
+        await d.aclose()
+    assert "retired=0" in repr(d) and lease.pool.closes == 1
+    lease.release()
+    async with asyncio.timeout(1):
+        await d.drained()
+        await lb.aclose()
+    assert lease.pool.closes == 1

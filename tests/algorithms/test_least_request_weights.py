@@ -137,3 +137,8 @@ def test_weighted_general_path_compares_exactly_choice_count_candidates() -> Non
         counts[rank[ep.key]] += 1
         algo.put(ep)
     assert set(counts) == set(range(8))
+
+
+def test_registered_name() -> None:
+    """The algorithm is registered and reports itself as least_request."""
+    assert create("least_request").name == "least_request"
