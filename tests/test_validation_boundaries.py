@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from pathlib import Path
 
@@ -197,3 +198,28 @@ def test_should_retry_answers_a_bool() -> None:
     assert policy.should_retry(Failure.NOT_SENT, method="POST", replayable=False, attempt=1) is True
     assert policy.should_retry(Failure.NO_RESPONSE, method="POST", replayable=True, attempt=1) is False
     assert policy.should_retry(Failure.NO_RESPONSE, method="get", replayable=True, attempt=1) is True
+
+
+def test_first_kubeconfig_of_a_list_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KUBECONFIG with several paths: the namespace comes from the first file, as kubectl merges."""
+    monkeypatch.setattr(_service, "NAMESPACE_FILE", str(tmp_path / "missing"))
+    first = tmp_path / "first"
+    first.mkdir()
+    second = tmp_path / "second"
+    second.mkdir()
+    one = _kubeconfig(first, "cluster: k, user: u, namespace: from-first")
+    two = _kubeconfig(second, "cluster: k, user: u, namespace: from-second")
+    monkeypatch.setenv("KUBECONFIG", f"{one}{os.pathsep}{two}")
+    assert ServiceRef.parse("web:80").namespace == "from-first"
+
+
+def test_without_kubeconfig_variable_the_home_config_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KUBECONFIG unset: ~/.kube/config gives the namespace."""
+    monkeypatch.setattr(_service, "NAMESPACE_FILE", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".kube").mkdir()
+    _kubeconfig(tmp_path / ".kube", "cluster: k, user: u, namespace: from-home")
+    assert ServiceRef.parse("web:80").namespace == "from-home"
