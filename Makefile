@@ -69,3 +69,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Mutation testing (slow, so not part of `make test`): each module's mutants against its own tests
+# (tools/mutate.py maps modules to test files). make mutation MODULES="src/kube_balance/_retry.py"
+MODULES ?= src/kube_balance/_policy.py src/kube_balance/_retry.py src/kube_balance/_service.py \
+	src/kube_balance/_pools.py src/kube_balance/algorithms/_least_request.py \
+	src/kube_balance/algorithms/_bounded.py src/kube_balance/discovery/kubernetes/_merge.py
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: mutation
+mutation: $(STAMP)
+	nice -n 10 $(PY) tools/mutate.py --jobs $(JOBS) $(MODULES)

@@ -14,6 +14,8 @@ from kube_balance.testing import FakeClock
 # Run with HYPOTHESIS_PROFILE=explore locally to search new examples.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("explore", deadline=None, max_examples=2000)
+# tools/mutate.py runs the tests once per mutant: fewer examples, still the same ones every run.
+settings.register_profile("mutation", derandomize=True, deadline=None, max_examples=20)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -1,0 +1,31 @@
+"""EndpointPolicy.filters: the list a policy runs, as given or the default."""
+
+from __future__ import annotations
+
+from kube_balance import Endpoint, EndpointSet
+from kube_balance._policy import EndpointFilter, EndpointPolicy, ready_else_serving_terminating
+
+
+def drop_first(snapshot: EndpointSet, candidates: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+    return candidates[1:]
+
+
+def keep_all(snapshot: EndpointSet, candidates: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+    return candidates
+
+
+def test_default_filters_are_kube_proxys_rule() -> None:
+    """The default policy runs exactly one filter: ready, else serving-and-terminating."""
+    assert tuple(EndpointPolicy().filters) == (ready_else_serving_terminating,)
+    assert repr(EndpointPolicy()) == "EndpointPolicy([ready_else_serving_terminating])"
+
+
+def test_filters_are_the_given_ones_in_order() -> None:
+    """filters returns what was passed, in the order it runs; an empty list stays empty."""
+    given: list[EndpointFilter] = [keep_all, drop_first]
+    policy = EndpointPolicy(given)
+    assert tuple(policy.filters) == (keep_all, drop_first)
+    given.append(drop_first)  # the policy took a copy
+    assert len(policy.filters) == 2
+    assert tuple(EndpointPolicy([]).filters) == ()
+    assert isinstance(drop_first, EndpointFilter)
