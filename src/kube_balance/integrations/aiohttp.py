@@ -1,0 +1,346 @@
+"""``BalancedConnector``: an aiohttp connector that balances every request across a Service's pods.
+
+::
+
+    session = aiohttp.ClientSession(connector=BalancedConnector("web.shop:http"))
+    await session.get("http://web.shop/items")
+
+A resolver would only spread *new connections*: with keep-alive every request would stay on the
+pod its connection reached. The connector instead picks a pod in :meth:`connect`, which aiohttp
+calls once per request, and hands out a connection from that pod's own keep-alive pool (aiohttp's
+pool, keyed per pod here). The Host header, TLS SNI and certificate verification stay on the
+Service name, and ``response.url`` (so redirects and cookies) keeps the Service URL. Requests to
+other hosts go through aiohttp's own logic untouched.
+
+What the connector can and cannot retry: it sees a request only until the connection is handed
+over, so it retries a connection that could not be made (refused, reset or timed out while
+connecting: nothing was sent) on another pod, for any method, under the same
+:class:`~kube_balance.RetryPolicy` and budget as the httpx transport. It cannot retry once the
+request was sent (a connection lost before the response, a 502/503/504): aiohttp's session does
+that itself for idempotent methods on a reused keep-alive connection (and asks the connector for a
+new pick), and :class:`~kube_balance.integrations.httpx.BalancedTransport` does it in general.
+
+Needs ``pip install kube-balance[aiohttp]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+try:
+    import aiohttp
+    from aiohttp import ClientResponse
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.connector import Connection
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "kube_balance.integrations.aiohttp needs aiohttp: pip install kube-balance[aiohttp]"
+    ) from exc
+
+from .. import _errors
+from .._affinity import AffinityKey, KeyFunction
+from .._balancer import LoadBalancer
+from .._dispatch import Dispatcher, Lease, Verdict
+from .._retry import Failure, RetryPolicy
+from .._service import ServiceRef
+from ..algorithms import Algorithm, Clock
+from ..discovery._source import EndpointSource
+
+__all__ = ["BalancedConnector", "NoEndpointsAvailable"]
+
+ServiceSpec = str | ServiceRef | LoadBalancer
+
+
+class NoEndpointsAvailable(aiohttp.ClientConnectionError, _errors.NoEndpointsAvailable):
+    """No usable endpoint and no fallback: an ``aiohttp.ClientConnectionError`` and a kube-balance error."""
+
+
+def _classify(exc: BaseException) -> Verdict:
+    # Everything raised while connecting happened before a byte of the request was sent.
+    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
+        return Verdict(None)  # a certificate problem is the same on every pod: do not retry
+    if isinstance(exc, (aiohttp.ClientConnectorError, asyncio.TimeoutError, ConnectionError)):
+        return Verdict(Failure.NOT_SENT)
+    return Verdict(None)
+
+
+def _no_status(conn: Connection) -> int:
+    return 0  # a connection has no status: the dispatcher never retries it on one
+
+
+async def _no_discard(conn: Connection) -> None:  # pragma: no cover - only called for statuses
+    conn.close()
+
+
+async def _no_pool(pool: None) -> None:
+    """aiohttp pools connections itself (per pod, through the connection key)."""
+
+
+class _Outcome:
+    """What the response tells about one lease: the time to its headers and whether it failed.
+
+    ``failed`` stays None until the response headers arrive (or the caller cancels): a
+    connection given back before that broke while the request was being sent, a failure.
+    aiohttp releases the connection of a short response from inside ``start()``, before the
+    status is ours to read: a release while ``starting`` waits for the end of ``start()``.
+    """
+
+    __slots__ = ("lease", "failed", "starting", "pending", "_open")
+
+    def __init__(self, lease: Lease[None], open_: set[_Outcome]) -> None:
+        self.lease = lease
+        self.failed: bool | None = None
+        self.starting = False
+        self.pending = False
+        self._open = open_
+        open_.add(self)
+
+    def release(self, *, leaked: bool = False) -> None:  # Connection callbacks: release() and close()
+        if self.starting and not leaked:
+            self.pending = True
+            return
+        self._open.discard(self)
+        self.lease.release(True if self.failed is None else self.failed, leaked=leaked)
+
+
+class _PodRequest:
+    """The caller's request as the connector sees it: addressed to one pod (or the fallback).
+
+    Only what ``BaseConnector.connect`` reads is overridden: the pod's address for the socket and
+    the pool key, the Service name for TLS SNI and verification, and no proxy (pods are dialled
+    directly, as the httpx transport does). Everything else is the caller's request.
+    """
+
+    __slots__ = ("_req", "url", "connection_key")
+
+    def __init__(self, req: ClientRequest, host: str, port: int) -> None:
+        self._req = req
+        self.url = req.url.with_host(host).with_port(port)
+        self.connection_key = req.connection_key._replace(
+            host=host, port=port, proxy=None, proxy_auth=None, proxy_headers_hash=None
+        )
+
+    @property
+    def host(self) -> str:
+        return str(self.url.raw_host)
+
+    @property
+    def port(self) -> int | None:
+        return self.url.port
+
+    @property
+    def server_hostname(self) -> str | None:
+        # The Service name the caller wrote: SNI and the certificate check stay on it.
+        return getattr(self._req, "server_hostname", None) or self._req.url.raw_host
+
+    proxy = None
+    proxy_auth = None
+    proxy_headers = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._req, name)
+
+
+class _Route:
+    """One Service: its balancer, dispatcher and affinity key reader."""
+
+    __slots__ = ("balancer", "dispatcher", "key", "owns", "open")
+
+    def __init__(
+        self, balancer: LoadBalancer, owns: bool, key: AffinityKey | None, retry: RetryPolicy | None
+    ) -> None:
+        self.balancer, self.owns, self.key = balancer, owns, key
+        self.open: set[_Outcome] = set()  # leases whose connection is still out
+        self.dispatcher: Dispatcher[None] = Dispatcher(
+            balancer, open_pool=lambda: None, close_pool=_no_pool, retry=retry
+        )
+
+
+class BalancedConnector(aiohttp.TCPConnector):
+    """Balances requests to one or several Kubernetes Services per request.
+
+    ``services`` is ``"name.ns:port"``, a :class:`ServiceRef`, a running :class:`LoadBalancer`
+    (which the connector uses and does not close), or a list of them: each Service's hosts are
+    balanced by its own balancer, other hosts pass through. ``algorithm``, ``source``,
+    ``fallback``, ``algorithm_options``, ``rng`` and ``clock`` configure the balancers the
+    connector creates (``source`` only with one Service). ``affinity`` gives hash algorithms their
+    key (default: the ``X-Affinity`` header when the algorithm needs a key); ``retry`` is the
+    :class:`RetryPolicy` for connection failures. Every other keyword goes to
+    ``aiohttp.TCPConnector``: ``limit`` (whole connector), ``limit_per_host`` (per pod), ``ssl``,
+    ``keepalive_timeout``, ``ttl_dns_cache`` (the fallback's DNS name), ``force_close``, ...
+
+    ``put()`` runs exactly once per pick: when the response is released or closed, when the
+    request fails, and (a safety net, counted in ``LoadBalancer.status().unclosed_responses``)
+    when a response nobody released is garbage-collected. A 5xx response counts as a failure.
+    """
+
+    def __init__(
+        self,
+        services: ServiceSpec | Sequence[ServiceSpec],
+        *,
+        algorithm: str | Algorithm = "least_request",
+        source: EndpointSource | None = None,
+        fallback: str | None = "service",
+        affinity: AffinityKey | str | KeyFunction | None = None,
+        retry: RetryPolicy | None = None,
+        algorithm_options: Mapping[str, Any] | None = None,
+        rng: _random.Random | None = None,
+        clock: Clock | None = None,
+        **connector_options: Any,
+    ) -> None:
+        specs = _as_list(services)
+        if source is not None and len(specs) > 1:
+            raise _errors.ConfigurationError(
+                f"source= applies to one Service, not {len(specs)}: pass a LoadBalancer per Service instead"
+            )
+        super().__init__(**connector_options)
+        self._routes: dict[str, _Route] = {}
+        key = AffinityKey.parse(affinity)
+        for spec in specs:
+            if isinstance(spec, LoadBalancer):
+                balancer, owns = spec, False
+            else:
+                balancer = LoadBalancer(
+                    spec,
+                    algorithm=algorithm,
+                    source=source,
+                    fallback=fallback,
+                    algorithm_options=algorithm_options,
+                    rng=rng,
+                    clock=clock,
+                )
+                owns = True
+            route_key = key
+            if route_key is None and getattr(balancer.algorithm, "requires_key", False):
+                route_key = AffinityKey()  # the seed's X-Affinity header
+            route = _Route(balancer, owns, route_key, retry)
+            for host in balancer.service.hosts:
+                if host in self._routes:
+                    raise _errors.ConfigurationError(
+                        f"service {balancer.service} is given twice (host {host!r})"
+                    )
+                self._routes[host] = route
+
+    @property
+    def balancers(self) -> list[LoadBalancer]:
+        """The balancers of the Services this connector balances, in the order given."""
+        return list({id(r.balancer): r.balancer for r in self._routes.values()}.values())
+
+    def balancer(self, host: str) -> LoadBalancer:
+        """The balancer for requests to ``host`` (a KeyError if the host is not balanced)."""
+        return self._routes[host.rstrip(".").lower()].balancer
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        """A connection to the pod the algorithm picks for this request (other hosts: aiohttp's own)."""
+        host = req.url.raw_host
+        route = self._routes.get(host.rstrip(".").lower()) if host else None
+        if route is None:
+            return await super().connect(req, traces, timeout)
+        key = route.key.from_request(req, req.headers) if route.key is not None else None
+        connect = super().connect
+
+        async def attempt(lease: Lease[None]) -> Connection:
+            return await connect(_PodRequest(req, lease.host, lease.port), traces, timeout)  # type: ignore[arg-type]
+
+        try:
+            conn, lease = await route.dispatcher.send(
+                attempt,
+                key=key,
+                method=req.method,
+                replayable=True,  # nothing has been sent yet
+                classify=_classify,
+                status=_no_status,
+                discard=_no_discard,
+            )
+        except _errors.NoEndpointsAvailable as exc:
+            raise NoEndpointsAvailable(str(exc)) from exc
+        outcome = _Outcome(lease, route.open)
+        conn.add_callback(outcome.release)
+        conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _watch_response
+        _watch_response(req)
+        return conn
+
+    async def close(self, *args: Any, **kwargs: Any) -> None:
+        """Close every connection, stop the balancers the connector created, leave no task behind."""
+        routes = {id(r): r for r in self._routes.values()}.values()
+        for route in routes:
+            # The safety net: a response never released keeps its connection (and so itself:
+            # the connection's protocol holds it) alive until here, in aiohttp as without us.
+            for outcome in list(route.open):
+                outcome.release(leaked=True)
+        await super().close(*args, **kwargs)
+        for route in routes:
+            await route.dispatcher.aclose()
+            if route.owns:
+                await route.balancer.aclose()
+
+    def __repr__(self) -> str:
+        return f"<BalancedConnector {' '.join(repr(b) for b in self.balancers)}>"
+
+
+_response_classes: dict[type[ClientResponse], type[ClientResponse]] = {}
+
+
+def _watch_response(req: ClientRequest) -> None:
+    """Make the request's response report its status and time to headers to the lease.
+
+    ``response_class`` is the session's public hook for its response type; ours (one subclass per
+    user class, made once) calls the original ``start()`` and then records the outcome.
+    """
+    cls = req.response_class
+    if getattr(cls, "_kube_balance", False):
+        return
+    sub = _response_classes.get(cls)
+    if sub is None:
+        sub = _response_classes[cls] = _reporting(cls)
+    req.response_class = sub
+
+
+def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
+    """A subclass of ``base`` whose ``start()`` (which reads the status line and headers) reports
+    the outcome: the time to headers, and failed for a 5xx or an error (not for a cancellation)."""
+    start = base.start
+
+    async def reporting_start(self: ClientResponse, connection: Connection) -> ClientResponse:
+        outcome: _Outcome | None = getattr(connection, "_kube_balance_outcome", None)
+        if outcome is None:
+            return await start(self, connection)
+        outcome.starting = True
+        try:
+            result = await start(self, connection)
+        except asyncio.CancelledError:
+            outcome.failed = False  # the caller gave up: not the pod's fault
+            raise
+        except BaseException:
+            outcome.failed = True
+            raise
+        else:
+            outcome.lease.headers_received()
+            outcome.failed = self.status >= 500
+        finally:
+            outcome.starting = False
+            if outcome.pending:
+                outcome.release()
+        return result
+
+    return type(f"Balanced{base.__name__}", (base,), {"start": reporting_start, "_kube_balance": True})
+
+
+def _as_list(services: ServiceSpec | Sequence[ServiceSpec] | Iterable[ServiceSpec]) -> list[ServiceSpec]:
+    if isinstance(services, (str, ServiceRef, LoadBalancer)):
+        return [services]
+    try:
+        specs = list(services)
+    except TypeError:
+        raise _errors.ConfigurationError(
+            f"services must be a Service reference, a LoadBalancer or a list of them, not {services!r}"
+        ) from None
+    if not specs:
+        raise _errors.ConfigurationError("services is empty: give at least one Service reference")
+    return specs
