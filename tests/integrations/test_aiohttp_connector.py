@@ -157,7 +157,7 @@ async def test_pod_killed_during_load_fails_no_request(rng: random.Random) -> No
             for _ in range(2000):  # bounded: until a third of the requests are done
                 if done >= 200:
                     break
-                await asyncio.sleep(0.005)  # noqa: ASYNC110 - polling a counter, bounded
+                await asyncio.sleep(0.005)
             await pods[2].kill()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
