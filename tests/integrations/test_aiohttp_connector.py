@@ -300,3 +300,41 @@ async def test_retry_policy_is_honoured() -> None:
     connector = BalancedConnector(["web.shop:http", "cart.shop:http"], retry=policy)
     assert {id(r.dispatcher.retry) for r in connector._routes.values()} == {id(policy)}
     await connector.close()
+
+
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_an_ipv6_pod_is_reached_with_the_service_host(rng: random.Random) -> None:
+    """A pod on [::1] is dialled by address while Host stays the Service name."""
+    from aiohttp import web
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"host": request.host})
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "::1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        connector = BalancedConnector("web.shop:http", source=StaticSource([f"[::1]:{port}"]), rng=rng)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            asyncio.timeout(10),
+            session.get("http://web.shop/") as r,
+        ):
+            assert await r.json() == {"host": "web.shop"}
+    finally:
+        await runner.cleanup()

@@ -112,25 +112,32 @@ class _PodRequest:
 
     Only what ``BaseConnector.connect`` reads is overridden: the pod's address for the socket and
     the pool key, the Service name for TLS SNI and verification, and no proxy (pods are dialled
-    directly, as the httpx transport does). Everything else is the caller's request.
+    directly, as the httpx transport does). Everything else is the caller's request. The pod URL
+    is built only when a new connection is opened: a pooled one needs the key alone.
     """
 
-    __slots__ = ("_req", "url", "connection_key")
+    __slots__ = ("_req", "_host", "_port", "_url", "connection_key")
 
     def __init__(self, req: ClientRequest, host: str, port: int) -> None:
-        self._req = req
-        self.url = req.url.with_host(host).with_port(port)
+        self._req, self._host, self._port = req, host, port
+        self._url: Any = None
         self.connection_key = req.connection_key._replace(
             host=host, port=port, proxy=None, proxy_auth=None, proxy_headers_hash=None
         )
 
     @property
-    def host(self) -> str:
-        return str(self.url.raw_host)
+    def url(self) -> Any:
+        if self._url is None:
+            self._url = self._req.url.with_host(self._host).with_port(self._port)
+        return self._url
 
     @property
-    def port(self) -> int | None:
-        return self.url.port
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
 
     @property
     def server_hostname(self) -> str | None:
