@@ -64,6 +64,8 @@ class Pod:
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/status/{code}", self._status)
         app.router.add_post("/echo", self._echo)
+        app.router.add_get("/reset", self._reset)
+        app.router.add_get("/busy/{seconds}", self._busy)
         return app
 
     def _seen(self, request: web.Request) -> dict[str, Any]:
@@ -107,6 +109,20 @@ class Pod:
     async def _echo(self, request: web.Request) -> web.Response:
         body = await request.read()
         return web.json_response({**self._seen(request), "length": len(body)})
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        """Drop the connection without answering (a pod crashing mid-request)."""
+        self._seen(request)
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError
+
+    async def _busy(self, request: web.Request) -> web.Response:
+        """429 Too Many Requests with ``Retry-After: <seconds>``."""
+        self._seen(request)
+        return web.json_response(
+            {"pod": self.name}, status=429, headers={"Retry-After": request.match_info["seconds"]}
+        )
 
     async def start(self) -> Pod:
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.25)

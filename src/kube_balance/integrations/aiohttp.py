@@ -45,6 +45,7 @@ from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
 from .._dispatch import Dispatcher, Lease, Verdict
+from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
 from .._service import ServiceRef
 from ..algorithms import Algorithm, Clock
@@ -60,40 +61,79 @@ class NoEndpointsAvailable(aiohttp.ClientConnectionError, _errors.NoEndpointsAva
 
 
 def _classify(exc: BaseException) -> Verdict:
-    # Everything raised while connecting happened before a byte of the request was sent.
+    """An error while connecting: nothing of the request was sent yet."""
     if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
-        return Verdict(None)  # a certificate problem is the same on every pod: do not retry
+        return Verdict(None, Outcome.ERROR)  # a certificate problem is the same on every pod
     if isinstance(exc, (aiohttp.ClientConnectorError, asyncio.TimeoutError, ConnectionError)):
-        return Verdict(Failure.NOT_SENT)
-    return Verdict(None)
+        return Verdict(Failure.NOT_SENT, Outcome.CONNECT_FAILED)
+    return Verdict(None, Outcome.ERROR)
 
 
-def _no_status(conn: Connection) -> int:
-    return 0  # a connection has no status: the dispatcher never retries it on one
+def _response_outcome(exc: BaseException) -> Outcome:
+    """An error while sending the request or reading the response headers."""
+    if isinstance(exc, asyncio.CancelledError):
+        return Outcome.CANCELLED  # the caller gave up: not the pod's fault
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's ServerTimeoutError is one
+        return Outcome.TIMEOUT
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
+        return Outcome.RESET
+    return Outcome.ERROR
 
 
-async def _no_discard(conn: Connection) -> None:  # pragma: no cover - only called for statuses
-    conn.close()
+_Attempt = tuple[ClientRequest, list[Any], aiohttp.ClientTimeout]
+"""What ``connect()`` was called with: the request, its traces and its timeout."""
 
 
-async def _no_pool(pool: None) -> None:
-    """aiohttp pools connections itself (per pod, through the connection key)."""
+class _Adapter:
+    """One attempt is one ``TCPConnector.connect()`` to a pod (see ``_dispatch.Adapter``).
+
+    aiohttp pools connections itself (the pod's address is in the connection key), so there is no
+    pool of ours: ``open_pool`` returns None.
+    """
+
+    __slots__ = ("_connect",)
+
+    def __init__(self, connect: Any) -> None:
+        self._connect = connect  # aiohttp.TCPConnector.connect bound to the BalancedConnector
+
+    def open_pool(self) -> None:
+        return None
+
+    async def close_pool(self, pool: None) -> None:
+        return None
+
+    async def attempt(self, lease: Lease[None], request: _Attempt) -> Connection:
+        req, traces, timeout = request
+        conn: Connection = await self._connect(_PodRequest(req, lease.host, lease.port), traces, timeout)
+        return conn
+
+    def classify(self, exc: BaseException) -> Verdict:
+        return _classify(exc)
+
+    def status(self, result: Connection) -> int:
+        return 0  # a connection has no status yet: the response reports it (_reporting)
+
+    def retry_after(self, result: Connection) -> float | None:
+        return None
+
+    async def discard(self, result: Connection) -> None:  # pragma: no cover - never asked: status 0
+        result.close()
 
 
 class _Outcome:
-    """What the response tells about one lease: the time to its headers and whether it failed.
+    """Holds one lease until aiohttp gives its connection back, and what the response said.
 
-    ``failed`` stays None until the response headers arrive (or the caller cancels): a
-    connection given back before that broke while the request was being sent, a failure.
-    aiohttp releases the connection of a short response from inside ``start()``, before the
-    status is ours to read: a release while ``starting`` waits for the end of ``start()``.
+    ``outcome`` stays None until the response headers arrive (or fail): a connection given back
+    before that broke while the request was being sent (``RESET``). aiohttp releases the
+    connection of a short response from inside ``start()``, before the status is ours to read: a
+    release while ``starting`` waits for the end of ``start()``.
     """
 
-    __slots__ = ("lease", "failed", "starting", "pending", "_open")
+    __slots__ = ("lease", "outcome", "starting", "pending", "_open")
 
     def __init__(self, lease: Lease[None], open_: set[_Outcome]) -> None:
         self.lease = lease
-        self.failed: bool | None = None
+        self.outcome: Outcome | None = None
         self.starting = False
         self.pending = False
         self._open = open_
@@ -104,7 +144,7 @@ class _Outcome:
             self.pending = True
             return
         self._open.discard(self)
-        self.lease.release(True if self.failed is None else self.failed, leaked=leaked)
+        self.lease.release(self.outcome or Outcome.RESET, leaked=leaked)
 
 
 class _PodRequest:
@@ -158,13 +198,16 @@ class _Route:
     __slots__ = ("balancer", "dispatcher", "key", "owns", "open")
 
     def __init__(
-        self, balancer: LoadBalancer, owns: bool, key: AffinityKey | None, retry: RetryPolicy | None
+        self,
+        balancer: LoadBalancer,
+        owns: bool,
+        key: AffinityKey | None,
+        adapter: _Adapter,
+        retry: RetryPolicy | None,
     ) -> None:
         self.balancer, self.owns, self.key = balancer, owns, key
         self.open: set[_Outcome] = set()  # leases whose connection is still out
-        self.dispatcher: Dispatcher[None] = Dispatcher(
-            balancer, open_pool=lambda: None, close_pool=_no_pool, retry=retry
-        )
+        self.dispatcher: Dispatcher[None, _Attempt, Connection] = Dispatcher(balancer, adapter, retry=retry)
 
 
 class BalancedConnector(aiohttp.TCPConnector):
@@ -224,7 +267,7 @@ class BalancedConnector(aiohttp.TCPConnector):
             route_key = key
             if route_key is None and getattr(balancer.algorithm, "requires_key", False):
                 route_key = AffinityKey()  # the seed's X-Affinity header
-            route = _Route(balancer, owns, route_key, retry)
+            route = _Route(balancer, owns, route_key, _Adapter(self._connect_pod), retry)
             for host in balancer.service.hosts:
                 if host in self._routes:
                     raise _errors.ConfigurationError(
@@ -250,20 +293,12 @@ class BalancedConnector(aiohttp.TCPConnector):
         if route is None:
             return await super().connect(req, traces, timeout)
         key = route.key.from_request(req, req.headers) if route.key is not None else None
-        connect = super().connect
-
-        async def attempt(lease: Lease[None]) -> Connection:
-            return await connect(_PodRequest(req, lease.host, lease.port), traces, timeout)  # type: ignore[arg-type]
-
         try:
             conn, lease = await route.dispatcher.send(
-                attempt,
+                (req, traces, timeout),
                 key=key,
                 method=req.method,
                 replayable=True,  # nothing has been sent yet
-                classify=_classify,
-                status=_no_status,
-                discard=_no_discard,
             )
         except _errors.NoEndpointsAvailable as exc:
             raise NoEndpointsAvailable(str(exc)) from exc
@@ -272,6 +307,10 @@ class BalancedConnector(aiohttp.TCPConnector):
         conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _watch_response
         _watch_response(req)
         return conn
+
+    async def _connect_pod(self, req: Any, traces: list[Any], timeout: aiohttp.ClientTimeout) -> Connection:
+        """aiohttp's own ``connect()``, for a request already addressed to a pod."""
+        return await super().connect(req, traces, timeout)
 
     async def close(self, *args: Any, **kwargs: Any) -> None:
         """Close every connection, stop the balancers the connector created, leave no task behind."""
@@ -321,15 +360,13 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
         outcome.starting = True
         try:
             result = await start(self, connection)
-        except asyncio.CancelledError:
-            outcome.failed = False  # the caller gave up: not the pod's fault
-            raise
-        except BaseException:
-            outcome.failed = True
+        except BaseException as exc:
+            outcome.outcome = _response_outcome(exc)
             raise
         else:
-            outcome.lease.headers_received()
-            outcome.failed = self.status >= 500
+            retry_after = self.headers.get("Retry-After") if self.status in (429, 503) else None
+            outcome.lease.headers_received(self.status, parse_retry_after(retry_after))
+            outcome.outcome = outcome.lease.outcome()
         finally:
             outcome.starting = False
             if outcome.pending:
