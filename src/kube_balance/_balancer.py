@@ -64,7 +64,7 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self.outcomes: list[int] = [0] * (len(Outcome) + 1)  # indexed by Outcome (an IntEnum from 1)
         self.retries = 0  # attempts sent again on another endpoint
         self.retry_budget_exhausted = 0  # retries the budget refused
         self.fallback_requests = 0  # attempts sent to the fallback target
@@ -90,7 +90,7 @@ class BalancerStatus:
     requests: int = 0
     """Requests completed (each attempt on an endpoint counts once; the fallback's are apart)."""
     outcomes: Mapping[str, int] = field(default_factory=dict)
-    """Completed requests by :class:`Outcome` value (``ok``, ``connect_failed``, ``server_error``...)."""
+    """Completed requests by :class:`Outcome` label (``ok``, ``connect_failed``, ``server_error``...)."""
     retries: int = 0
     retry_budget_exhausted: int = 0
     fallback_requests: int = 0
@@ -383,8 +383,8 @@ class LoadBalancer:
             fallback=self._fallback.describe(),
             unclosed_responses=c.unclosed_responses,
             inflight=int(total_inflight()) if callable(total_inflight) else 0,
-            requests=sum(c.outcomes.values()),
-            outcomes={o.value: n for o, n in c.outcomes.items() if n},
+            requests=sum(c.outcomes),
+            outcomes={o.label: c.outcomes[o] for o in Outcome if c.outcomes[o]},
             retries=c.retries,
             retry_budget_exhausted=c.retry_budget_exhausted,
             fallback_requests=c.fallback_requests,

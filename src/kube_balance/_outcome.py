@@ -19,27 +19,37 @@ MAX_RETRY_AFTER = 300.0
 """Seconds: a longer Retry-After is capped (a pod asking for a day off is not taken at its word)."""
 
 
-class Outcome(enum.Enum):
-    """How one attempt on one endpoint ended."""
+class Outcome(enum.IntEnum):
+    """How one attempt on one endpoint ended; ``label`` is its name for status and metrics.
 
-    OK = "ok"
+    An ``IntEnum`` so that counting one (a list indexed by it, on every request's path) costs no
+    Python-level ``__hash__``, as a plain ``Enum`` member's would. Values start at 1, so that no
+    member is falsy.
+    """
+
+    OK = 1
     """A response below 500 (other than a 429)."""
-    CONNECT_FAILED = "connect_failed"
+    CONNECT_FAILED = 2
     """No connection: refused, reset or timed out while connecting. Nothing was sent."""
-    RESET = "reset"
+    RESET = 3
     """The connection broke after the request may have been sent, before the response ended."""
-    TIMEOUT = "timeout"
+    TIMEOUT = 4
     """No (complete) response in time."""
-    SERVER_ERROR = "server_error"
+    SERVER_ERROR = 5
     """A 5xx response."""
-    OVERLOADED = "overloaded"
+    OVERLOADED = 6
     """A 429 (the endpoint asks for less traffic, not to be ejected)."""
-    CANCELLED = "cancelled"
+    CANCELLED = 7
     """The caller gave up: says nothing about the endpoint."""
-    LOCAL = "local"
+    LOCAL = 8
     """Our own side failed (a full local pool, a request the client refused to send)."""
-    ERROR = "error"
+    ERROR = 9
     """Any other failure the endpoint caused (a protocol error, a TLS failure)."""
+
+    @property
+    def label(self) -> str:
+        """``ok``, ``connect_failed``, ``server_error``, ...: the name used in status and metrics."""
+        return self.name.lower()
 
     @property
     def failed(self) -> bool:

@@ -93,7 +93,7 @@ async def test_each_outcome_is_observed_once(kind: str, rng: random.Random) -> N
             (key, Outcome.CANCELLED, None, None),
         ]
         assert status.requests == 5 + resets and status.inflight == 0
-        assert status.outcomes == {o.value: (resets if o is Outcome.RESET else 1) for _, o, _, _ in seen}
+        assert status.outcomes == {o.label: (resets if o is Outcome.RESET else 1) for _, o, _, _ in seen}
 
 
 @pytest.mark.parametrize("kind", ["httpx", "aiohttp"])
@@ -124,11 +124,14 @@ async def test_full_local_pool_is_local_not_the_pods_failure(rng: random.Random)
         lb = LoadBalancer("web.shop:http", source=StaticSource([pods[0].key]), rng=rng)
         seen = observe(lb)
         limits = httpx.Limits(max_connections=1)
-        async with lb, httpx.AsyncClient(transport=BalancedTransport(lb, limits=limits)) as client:
-            async with client.stream("GET", f"{URL}/stream"):
-                with pytest.raises(httpx.PoolTimeout):
-                    await client.get(f"{URL}/", timeout=httpx.Timeout(5, pool=0.1))
-                pods[0].gate.set()
+        async with (
+            lb,
+            httpx.AsyncClient(transport=BalancedTransport(lb, limits=limits)) as client,
+            client.stream("GET", f"{URL}/stream"),
+        ):
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get(f"{URL}/", timeout=httpx.Timeout(5, pool=0.1))
+            pods[0].gate.set()
         assert (pods[0].key, Outcome.LOCAL, None, None) in seen
         assert not Outcome.LOCAL.failed
 

@@ -144,7 +144,7 @@ class _Outcome:
             self.pending = True
             return
         self._open.discard(self)
-        self.lease.release(self.outcome or Outcome.RESET, leaked=leaked)
+        self.lease.release(Outcome.RESET if self.outcome is None else self.outcome, leaked=leaked)
 
 
 class _PodRequest:
