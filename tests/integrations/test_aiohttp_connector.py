@@ -338,3 +338,27 @@ async def test_an_ipv6_pod_is_reached_with_the_service_host(rng: random.Random) 
             assert await r.json() == {"host": "web.shop"}
     finally:
         await runner.cleanup()
+
+
+async def test_limit_per_host_applies_per_pod(rng: random.Random) -> None:
+    """limit_per_host=1 allows one connection per pod: two held streams use both pods, a third
+    request waits for a free one (aiohttp's own limit, per pod through the connection key)."""
+    async with running_pods(2) as pods:
+        connector = BalancedConnector(
+            "web.shop:http", source=StaticSource([p.key for p in pods]), rng=rng, limit_per_host=1
+        )
+        async with aiohttp.ClientSession(connector=connector) as session, asyncio.timeout(10):
+            first = await session.get(f"{URL}/stream")
+            second = await session.get(f"{URL}/stream")
+            assert {p.hits for p in pods} == {1}  # least_request: one stream on each pod
+            third = asyncio.create_task(session.get(f"{URL}/"))
+            await asyncio.sleep(0.1)
+            assert not third.done()  # both pods' single connections are busy
+            for pod in pods:
+                pod.gate.set()
+            for r in (first, second):
+                await r.read()
+                r.release()
+            async with await third as r:
+                assert r.status == 200
+        assert inflight(connector) == 0
