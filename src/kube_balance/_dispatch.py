@@ -150,6 +150,10 @@ class Dispatcher(Generic[P, Q, R]):
             return self._lease(None, FALLBACK_KEY, target)
         return self._lease(endpoint, endpoint.key, FallbackTarget(endpoint.address, endpoint.port))
 
+    def has_other(self, tried: set[str]) -> bool:
+        """Whether an eligible endpoint is left outside ``tried`` (for a retry from outside)."""
+        return any(ep.key not in tried for ep in self.balancer.eligible)
+
     def _lease(self, endpoint: Endpoint | None, key: str, target: FallbackTarget) -> Lease[P]:
         pool = self._pools.take(key)
         self.budget.request_started()
@@ -193,16 +197,31 @@ class Dispatcher(Generic[P, Q, R]):
 
     # -- sending with retries ------------------------------------------------------------
     async def send(
-        self, request: Q, *, key: str | bytes | None, method: str, replayable: bool
+        self,
+        request: Q,
+        *,
+        key: str | bytes | None,
+        method: str,
+        replayable: bool,
+        exclude: set[str] | None = None,
+        retry_slot: bool = False,
     ) -> tuple[R, Lease[P]]:
         """Send ``request`` on a leased endpoint, retrying on other endpoints when the policy allows.
 
         Returns the result with the lease still held: the caller releases it when the response
-        body is closed. On an exception every lease taken has been released.
+        body is closed. On an exception every lease taken has been released. ``exclude``: endpoint
+        keys an outer retry (aiohttp's ``BalancedMiddleware``) already tried, avoided when another
+        endpoint is left; ``retry_slot``: that retry holds a budget slot, released with the lease.
         """
         adapter = self.adapter
-        lease = await self.acquire(key)
-        tried: set[str] = set()
+        try:
+            lease = (exclude and self._pick_other(key, exclude)) or await self.acquire(key)
+        except BaseException:
+            if retry_slot:
+                self.budget.release()
+            raise
+        lease.retry = retry_slot
+        tried: set[str] = set(exclude or ())
         number = 1
         while True:
             try:

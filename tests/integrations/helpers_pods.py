@@ -44,7 +44,7 @@ class Pod:
         self.name = name
         self.ssl_context = ssl_context
         self.hits = 0
-        self.status = 200  # what / answers; set to 503 to make this pod fail
+        self.status = 200  # what / answers; 503 makes this pod fail, 0 drops the connection
         self.hosts: list[str] = []
         self.gate = asyncio.Event()
         self.stream_started = asyncio.Event()
@@ -74,6 +74,8 @@ class Pod:
         return {"pod": self.name, "host": request.host, "cookie": request.cookies.get("session")}
 
     async def _hello(self, request: web.Request) -> web.Response:
+        if self.status == 0:
+            return await self._reset(request)
         return web.json_response(self._seen(request), status=self.status)
 
     async def _slow(self, request: web.Request) -> web.Response:

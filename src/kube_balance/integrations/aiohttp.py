@@ -29,7 +29,7 @@ import asyncio
 import random as _random
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 try:
     import aiohttp
@@ -51,7 +51,7 @@ from .._service import ServiceRef
 from ..algorithms import Algorithm, Clock
 from ..discovery._source import EndpointSource
 
-__all__ = ["BalancedConnector", "NoEndpointsAvailable"]
+__all__ = ["BalancedConnector", "BalancedMiddleware", "NoEndpointsAvailable"]
 
 ServiceSpec = str | ServiceRef | LoadBalancer
 
@@ -284,24 +284,32 @@ class BalancedConnector(aiohttp.TCPConnector):
         """The balancer for requests to ``host`` (a KeyError if the host is not balanced)."""
         return self._routes[host.rstrip(".").lower()].balancer
 
+    def _route(self, req: ClientRequest) -> _Route | None:
+        host = req.url.raw_host
+        return self._routes.get(host.rstrip(".").lower()) if host else None
+
     async def connect(
         self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
     ) -> Connection:
         """A connection to the pod the algorithm picks for this request (other hosts: aiohttp's own)."""
-        host = req.url.raw_host
-        route = self._routes.get(host.rstrip(".").lower()) if host else None
+        route = self._route(req)
         if route is None:
             return await super().connect(req, traces, timeout)
         key = route.key.from_request(req, req.headers) if route.key is not None else None
+        retry: _MiddlewareRetry | None = getattr(req, "_kube_balance_retry", None)
         try:
             conn, lease = await route.dispatcher.send(
                 (req, traces, timeout),
                 key=key,
                 method=req.method,
                 replayable=True,  # nothing has been sent yet
+                exclude=retry.tried if retry is not None else None,
+                retry_slot=retry is not None and retry.slot,
             )
         except _errors.NoEndpointsAvailable as exc:
             raise NoEndpointsAvailable(str(exc)) from exc
+        if retry is not None:
+            retry.slot, retry.endpoint = False, lease.key
         outcome = _Outcome(lease, route.open)
         conn.add_callback(outcome.release)
         conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _watch_response
@@ -388,3 +396,99 @@ def _as_list(services: ServiceSpec | Sequence[ServiceSpec] | Iterable[ServiceSpe
     if not specs:
         raise _errors.ConfigurationError("services is empty: give at least one Service reference")
     return specs
+
+
+class _MiddlewareRetry:
+    """What ``BalancedMiddleware`` tells the connector about the next attempt of one request."""
+
+    __slots__ = ("tried", "slot", "endpoint")
+
+    def __init__(self) -> None:
+        self.tried: set[str] = set()  # endpoint keys already tried: the connector avoids them
+        self.slot = False  # the next attempt holds a retry-budget slot (released with its lease)
+        self.endpoint: str | None = None  # the endpoint the last attempt went to
+
+
+class BalancedMiddleware:
+    """aiohttp client middleware (aiohttp >= 3.12) adding the retries a connector cannot do.
+
+    ::
+
+        connector = BalancedConnector("web.shop:http")
+        session = aiohttp.ClientSession(connector=connector, middlewares=(BalancedMiddleware(connector),))
+
+    The connector alone retries connections that could not be made. With this middleware, an
+    idempotent request whose connection broke after it was sent (``Failure.NO_RESPONSE``), or that
+    got a status listed in the policy's ``retry_statuses``, is sent again to *another* pod, under
+    the connector's :class:`RetryPolicy` (``max_attempts`` counts every attempt) and retry budget:
+    the httpx transport's behaviour. A body that cannot be replayed (a consumed stream) is not
+    retried. Requests to hosts the connector does not balance pass through.
+    """
+
+    def __init__(self, connector: BalancedConnector) -> None:
+        if not isinstance(connector, BalancedConnector):
+            raise _errors.ConfigurationError(
+                f"BalancedMiddleware needs the session's BalancedConnector, not {connector!r}"
+            )
+        if not _has_middlewares():
+            raise _errors.ConfigurationError(
+                f"BalancedMiddleware needs aiohttp >= 3.12 (client middlewares); this is aiohttp "
+                f"{aiohttp.__version__}: upgrade it, or use the connector alone"
+            )
+        self._connector = connector
+
+    async def __call__(self, req: ClientRequest, handler: Any) -> ClientResponse:
+        route = self._connector._route(req)
+        if route is None:
+            return cast(ClientResponse, await handler(req))
+        dispatcher = route.dispatcher
+        retry = _MiddlewareRetry()
+        req._kube_balance_retry = retry  # type: ignore[attr-defined]  # read by connect()
+        number = 1
+        while True:
+            try:
+                resp = cast(ClientResponse, await handler(req))
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError) or not self._again(
+                    dispatcher, Failure.NO_RESPONSE, req, retry, number
+                ):
+                    raise
+                number += 1
+                continue
+            if resp.status in dispatcher.retry.statuses and self._again(
+                dispatcher, Failure.STATUS, req, retry, number
+            ):
+                resp.release()
+                number += 1
+                continue
+            return resp
+
+    @staticmethod
+    def _again(
+        dispatcher: Dispatcher[Any, Any, Any],
+        failure: Failure,
+        req: ClientRequest,
+        retry: _MiddlewareRetry,
+        number: int,
+    ) -> bool:
+        """Whether to send ``req`` once more, on another endpoint (taking a budget slot if so)."""
+        replayable = not getattr(req.body, "consumed", False)
+        if retry.endpoint is None or not dispatcher.retry.should_retry(
+            failure, method=req.method, replayable=replayable, attempt=number
+        ):
+            return False
+        retry.tried.add(retry.endpoint)
+        if not dispatcher.has_other(retry.tried):
+            return False
+        if not dispatcher.budget.try_acquire():
+            dispatcher.balancer.counters.retry_budget_exhausted += 1
+            return False
+        dispatcher.balancer.counters.retries += 1
+        retry.slot = True
+        return True
+
+
+def _has_middlewares() -> bool:
+    import inspect
+
+    return "middlewares" in inspect.signature(aiohttp.ClientSession.__init__).parameters
