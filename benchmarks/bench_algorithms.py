@@ -11,6 +11,7 @@ source install are printed too.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import sys
 from pathlib import Path
@@ -75,6 +76,43 @@ def measure(quick: bool) -> None:
         verdict = "" if target is None else ("ok" if worst <= target else "MISSED")
         rows.append([label, *(f"{r:.1f}x" for r in ratios), f"<= {target}x" if target else "-", verdict])
     print(table(["algorithm", *(f"n={n:,}" for n in sizes), "target", ""], rows))
+    asyncio.run(through_balancer(number))
+
+
+SEAM_TARGET_NS = 500.0
+"""Issue 9: routing every pick and outcome through the LoadBalancer adds < 0.5 us per request."""
+
+
+async def through_balancer(number: int) -> None:
+    """What the outcome seam adds: ``lb.put(lb.get())`` (counters, one observer) vs the algorithm's
+    own ``put(get())``, least_request over 100 endpoints, timed interleaved in a running loop
+    (where the balancer's get() finds its watcher started)."""
+    from kube_balance import LoadBalancer
+    from kube_balance.discovery import StaticSource
+
+    eps = endpoints(100, weighted=False)
+    async with LoadBalancer("web.shop:80", source=StaticSource(eps), rng=random.Random(1)) as lb:
+        await lb.wait_ready(5)
+        algo = lb.algorithm
+        rows = []
+        for observers in (0, 1):
+            if observers:
+                lb.add_observer(lambda ep, elapsed, outcome, status, retry_after: None)
+            bare, _ = ratio_to_empty("put(get())", {"get": algo.get, "put": algo.put}, number)
+            seam, _ = ratio_to_empty("put(get())", {"get": lb.get, "put": lb.put}, number)
+            added = seam - bare
+            verdict = "ok" if added < SEAM_TARGET_NS else "MISSED"
+            rows.append(
+                [
+                    f"least_request, n=100, {observers} observer(s)",
+                    f"{bare:.0f}",
+                    f"{seam:.0f}",
+                    f"{added:+.0f}",
+                    verdict,
+                ]
+            )
+    print("\n# The outcome seam: LoadBalancer.get/put vs the algorithm's own (target: < 500 ns added)\n")
+    print(table(["case", "algorithm ns", "through LoadBalancer ns", "added ns", ""], rows))
 
 
 if __name__ == "__main__":

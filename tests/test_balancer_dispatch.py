@@ -14,6 +14,7 @@ import pytest
 from kube_balance import Endpoint, NoEndpointsAvailable
 from kube_balance._balancer import LoadBalancer
 from kube_balance._dispatch import FALLBACK_KEY, Dispatcher, Lease, Verdict
+from kube_balance._outcome import Outcome
 from kube_balance._retry import Failure, RetryPolicy
 from kube_balance.discovery.static import StaticSource
 from kube_balance.testing import FakeClock
@@ -30,15 +31,54 @@ async def close(pool: Pool) -> None:
     pool.closed = True
 
 
-def make(
-    keys: list[str], rng: random.Random, **kwargs: Any
-) -> tuple[Dispatcher[Pool], LoadBalancer, StaticSource]:
+class Adapter:
+    """The dispatcher's view of a client, for int "responses" (the status is the int itself).
+
+    Each test sets what one attempt does (``attempt_fn``), how errors classify and how a response
+    is discarded; pools are :class:`Pool` objects closed by ``close_fn``.
+    """
+
+    def __init__(self, close_fn: Callable[[Pool], Awaitable[None]] = close) -> None:
+        self.close_fn = close_fn
+        self.attempt_fn: Callable[[Lease[Pool]], Awaitable[int]] | None = None
+        self.classify_fn: Callable[[BaseException], Verdict] = lambda e: Verdict(
+            Failure.NOT_SENT, Outcome.CONNECT_FAILED
+        )
+        self.discard_fn: Callable[[int], Awaitable[None]] = ignore
+
+    def open_pool(self) -> Pool:
+        return Pool()
+
+    async def close_pool(self, pool: Pool) -> None:
+        await self.close_fn(pool)
+
+    async def attempt(self, lease: Lease[Pool], request: None) -> int:
+        assert self.attempt_fn is not None
+        return await self.attempt_fn(lease)
+
+    def classify(self, exc: BaseException) -> Verdict:
+        return self.classify_fn(exc)
+
+    def status(self, result: int) -> int:
+        return result
+
+    def retry_after(self, result: int) -> float | None:
+        return None
+
+    async def discard(self, result: int) -> None:
+        await self.discard_fn(result)
+
+
+D = Dispatcher[Pool, None, int]
+
+
+def make(keys: list[str], rng: random.Random, **kwargs: Any) -> tuple[D, LoadBalancer, StaticSource]:
     source = StaticSource(keys)
     lb = LoadBalancer(
         "web.shop:80", source=source, algorithm=str(kwargs.pop("algorithm", "round_robin")), rng=rng
     )
-    kwargs.setdefault("close_pool", close)
-    return Dispatcher(lb, open_pool=Pool, **kwargs), lb, source
+    adapter = Adapter(kwargs.pop("close_pool", close))
+    return Dispatcher(lb, adapter, **kwargs), lb, source
 
 
 async def ignore(result: int) -> None:
@@ -46,28 +86,25 @@ async def ignore(result: int) -> None:
 
 
 async def send(
-    d: Dispatcher[Pool],
+    d: D,
     attempt: Callable[[Lease[Pool]], Awaitable[int]],
     *,
     key: str | bytes | None = None,
     method: str = "GET",
-    classify: Callable[[BaseException], Verdict] = lambda e: Verdict(Failure.NOT_SENT),
+    classify: Callable[[BaseException], Verdict] | None = None,
     discard: Callable[[int], Awaitable[None]] = ignore,
 ) -> tuple[int, Lease[Pool]]:
-    """d.send() for int "responses" (the status is the int itself), under a 1 s timeout."""
+    """d.send() with ``attempt`` as the adapter's one attempt, under a 1 s timeout."""
+    adapter = d.adapter
+    assert isinstance(adapter, Adapter)
+    adapter.attempt_fn, adapter.discard_fn = attempt, discard
+    if classify is not None:
+        adapter.classify_fn = classify
     async with asyncio.timeout(1):
-        return await d.send(
-            attempt,
-            key=key,
-            method=method,
-            replayable=True,
-            classify=classify,
-            status=lambda r: r,
-            discard=discard,
-        )
+        return await d.send(None, key=key, method=method, replayable=True)
 
 
-async def shut(d: Dispatcher[Pool], lb: LoadBalancer) -> None:
+async def shut(d: D, lb: LoadBalancer) -> None:
     """Close the dispatcher and the balancer, bounded."""
     async with asyncio.timeout(1):
         await d.aclose()
@@ -80,7 +117,7 @@ async def test_lease_releases_exactly_once(rng: random.Random) -> None:
     lease = await asyncio.wait_for(d.acquire(), 1)
     assert lb.algorithm.inflight("10.0.0.1:80") == 1 and d.budget.active == 1
     lease.release()
-    lease.release(failed=True)
+    lease.release(Outcome.SERVER_ERROR)
     assert lb.algorithm.inflight("10.0.0.1:80") == 0 and d.budget.active == 0
     assert repr(lease) == "<Lease 10.0.0.1:80 released>"
     await shut(d, lb)
@@ -151,7 +188,7 @@ async def test_local_failure_is_not_put_as_the_endpoint_failing(rng: random.Rand
         raise TimeoutError("our own pool is full")
 
     for at_fault in (False, True):
-        verdict = Verdict(None, endpoint_at_fault=at_fault)
+        verdict = Verdict(None, Outcome.ERROR if at_fault else Outcome.LOCAL)
         with pytest.raises(TimeoutError):
             await send(d, attempt, classify=lambda e: verdict)  # noqa: B023 - used inside the iteration
     assert puts == [False, True]
@@ -287,7 +324,7 @@ async def test_elapsed_follows_the_injected_clock(rng: random.Random, clock: Fak
 async def test_fallback_none_surfaces_no_endpoints(rng: random.Random) -> None:
     """fallback='none' makes acquire() raise the core NoEndpointsAvailable."""
     lb = LoadBalancer("web.shop:80", source=StaticSource([]), fallback="none", rng=rng)
-    d: Dispatcher[Pool] = Dispatcher(lb, open_pool=Pool, close_pool=close)
+    d: D = Dispatcher(lb, Adapter())
     with pytest.raises(NoEndpointsAvailable):
         await asyncio.wait_for(d.acquire(), 1)
     assert d.budget.active == 0

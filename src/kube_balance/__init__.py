@@ -30,6 +30,7 @@ from ._errors import (
     KubeBalanceError,
     NoEndpointsAvailable,
 )
+from ._outcome import Outcome
 from ._policy import EndpointPolicy
 from ._retry import RetryBudget, RetryPolicy
 from ._service import ServiceRef
@@ -54,6 +55,7 @@ __all__ = [
     "KubeBalanceError",
     "LoadBalancer",
     "NoEndpointsAvailable",
+    "Outcome",
     "RetryBudget",
     "RetryPolicy",
     "ServiceRef",

@@ -2,9 +2,15 @@
 
 The balancer is the :class:`~kube_balance.discovery.SourceSink` of its source: each snapshot
 goes through the :class:`~kube_balance._policy.EndpointPolicy`, and ``algorithm.update()`` runs
-only when the eligible endpoints changed. ``get()``/``put()`` pass straight through to the
-algorithm (synchronous, no lock). Listeners registered with :meth:`LoadBalancer.add_listener`
-(the dispatch core's pool lifecycle) hear about every change of the eligible set.
+only when the eligible endpoints changed. Listeners registered with
+:meth:`LoadBalancer.add_listener` (the dispatch core's pool lifecycle) hear about every change of
+the eligible set.
+
+It is also the one place where request outcomes are observed (as grpc-go's ``PickResult.Done``):
+every pick goes through :meth:`LoadBalancer.get` and every outcome through
+:meth:`LoadBalancer.put`, which tells the algorithm, counts it, and tells the observers registered
+with :meth:`LoadBalancer.add_observer` (outlier ejection, penalties, metrics). Both stay
+synchronous and lock-free.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import contextlib
 import logging
 import random as _random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +28,7 @@ from ._backoff import Backoff
 from ._endpoint import Endpoint, EndpointSet
 from ._errors import ConfigurationError, DiscoveryError, NoEndpointsAvailable
 from ._fallback import Fallback, FallbackTarget
+from ._outcome import Outcome
 from ._policy import EndpointPolicy
 from ._redact import describe_error, format_exception
 from ._service import ServiceRef
@@ -41,6 +48,30 @@ STARTUP_TIMEOUT = 5.0
 serves): long enough for an API list round trip, short enough that a dead API is not a hang."""
 
 Listener = Callable[[tuple[Endpoint, ...]], None]
+Observer = Callable[[Endpoint, "float | None", Outcome, "int | None", "float | None"], None]
+"""``observer(endpoint, elapsed, outcome, status, retry_after)``, called on every ``put()``."""
+
+
+class Counters:
+    """The balancer's running counts, written on the request path by plain integer increments
+    (no lock: one event loop) and read by ``status()`` and metrics at scrape time."""
+
+    __slots__ = (
+        "outcomes",
+        "retries",
+        "retry_budget_exhausted",
+        "fallback_requests",
+        "unclosed_responses",
+        "source_restarts",
+    )
+
+    def __init__(self) -> None:
+        self.outcomes: list[int] = [0] * (len(Outcome) + 1)  # indexed by Outcome (an IntEnum from 1)
+        self.retries = 0  # attempts sent again on another endpoint
+        self.retry_budget_exhausted = 0  # retries the budget refused
+        self.fallback_requests = 0  # attempts sent to the fallback target
+        self.unclosed_responses = 0  # leases released by a safety net
+        self.source_restarts = 0  # times the endpoint source was restarted after it stopped
 
 
 @dataclass(frozen=True)
@@ -56,6 +87,18 @@ class BalancerStatus:
     last_error: DiscoveryError | None
     fallback: str
     unclosed_responses: int
+    inflight: int = 0
+    """Requests in flight on the endpoints (removed ones still draining included)."""
+    requests: int = 0
+    """Requests completed (each attempt on an endpoint counts once; the fallback's are apart)."""
+    outcomes: Mapping[str, int] = field(default_factory=dict)
+    """Completed requests by :class:`Outcome` label (``ok``, ``connect_failed``, ``server_error``...)."""
+    retries: int = 0
+    retry_budget_exhausted: int = 0
+    fallback_requests: int = 0
+    overflowed: int = 0
+    """Requests a bounded-load hash algorithm moved off their full first-choice endpoint."""
+    source_restarts: int = 0
 
 
 class LoadBalancer:
@@ -135,7 +178,8 @@ class LoadBalancer:
         self._started_at: float | None = None  # loop time of the last start(), for "not answered for N s"
         self._restart_backoff = Backoff(rng=rng)
         self._listeners: list[Listener] = []
-        self.unclosed_responses = 0
+        self._observers: tuple[Observer, ...] = ()
+        self.counters = Counters()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,6 +210,7 @@ class LoadBalancer:
                 error = DiscoveryError(f"endpoint source for {self.service} failed: {describe_error(exc)}")
             self.on_error(error)
             await self._restart_backoff.wait()
+            self.counters.source_restarts += 1
 
     async def aclose(self) -> None:
         """Stop the watcher and wait for it (the last snapshot stays for late ``put()`` calls).
@@ -287,9 +332,47 @@ class LoadBalancer:
                 self.start()
         return self.algorithm.get(key)
 
-    def put(self, endpoint: Endpoint, elapsed: float | None = None, failed: bool = False) -> None:
-        """Release an endpoint returned by :meth:`get` (exactly once per get)."""
-        self.algorithm.put(endpoint, elapsed, failed)
+    def put(
+        self,
+        endpoint: Endpoint,
+        elapsed: float | None = None,
+        failed: bool = False,
+        outcome: Outcome | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """Release an endpoint returned by :meth:`get` (exactly once per get) with what happened.
+
+        ``outcome`` says how the request ended (default: ``SERVER_ERROR`` if ``failed`` else
+        ``OK``); ``failed`` given alongside is ignored in favour of ``outcome.failed``. ``status``
+        and ``retry_after`` (seconds) are the response's, when there was one. The algorithm,
+        the counters and every observer see it.
+        """
+        if outcome is None:
+            outcome = Outcome.SERVER_ERROR if failed else Outcome.OK
+        self.algorithm.put(endpoint, elapsed, outcome.failed)
+        self.counters.outcomes[outcome] += 1
+        for observer in self._observers:
+            observer(endpoint, elapsed, outcome, status, retry_after)
+
+    def unget(self, endpoint: Endpoint) -> None:
+        """Give back a pick that was never used (no request was sent): nothing is observed."""
+        self.algorithm.put(endpoint, None, False)
+
+    def add_observer(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(endpoint, elapsed, outcome, status, retry_after)`` on every ``put()``;
+        returns a remover. Observers run on the request path: they must be quick and not raise."""
+        self._observers = (*self._observers, observer)
+
+        def remove() -> None:
+            self._observers = tuple(o for o in self._observers if o is not observer)
+
+        return remove
+
+    @property
+    def unclosed_responses(self) -> int:
+        """Responses released by a safety net because nobody closed them."""
+        return self.counters.unclosed_responses
 
     @property
     def eligible(self) -> tuple[Endpoint, ...]:
@@ -348,7 +431,10 @@ class LoadBalancer:
 
     # -- introspection --------------------------------------------------------------------
     def status(self) -> BalancerStatus:
-        """A snapshot of endpoints by condition, eligibility, resourceVersion and the last error."""
+        """A snapshot of endpoints by condition, eligibility, resourceVersion, the last error and
+        every counter (requests by outcome, retries, fallback use, unclosed responses...)."""
+        c = self.counters
+        total_inflight = getattr(self.algorithm, "total_inflight", None)
         return BalancerStatus(
             service=str(self.service),
             algorithm=getattr(self.algorithm, "name", type(self.algorithm).__name__),
@@ -358,7 +444,15 @@ class LoadBalancer:
             resource_version=self._snapshot.resource_version,
             last_error=self._last_error,
             fallback=self._fallback.describe(),
-            unclosed_responses=self.unclosed_responses,
+            unclosed_responses=c.unclosed_responses,
+            inflight=int(total_inflight()) if callable(total_inflight) else 0,
+            requests=sum(c.outcomes),
+            outcomes={o.label: c.outcomes[o] for o in Outcome if c.outcomes[o]},
+            retries=c.retries,
+            retry_budget_exhausted=c.retry_budget_exhausted,
+            fallback_requests=c.fallback_requests,
+            overflowed=int(getattr(self.algorithm, "overflowed", 0)),
+            source_restarts=c.source_restarts,
         )
 
     def __repr__(self) -> str:

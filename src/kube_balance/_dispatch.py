@@ -1,15 +1,21 @@
 """The transport-independent per-request core: pick, retry on another pod, put once.
 
-Every integration (httpx transport, aiohttp connector, FastAPI dependency) sends requests through
-a :class:`Dispatcher`; only "send one attempt to this pool", "what kind of failure is this" and
-"how to discard a response" are theirs. The pieces here:
+Every integration (httpx transport, aiohttp connector, and so FastAPI) sends requests through a
+:class:`Dispatcher` and brings one :class:`Adapter`: what "send one attempt", "classify this
+exception", "status of this result" and "discard this result" mean for its client, and how to
+open and close a per-endpoint pool if it keeps them (httpx) or not (aiohttp pools connections
+itself, per connection key). The pieces here:
 
-- a :class:`~kube_balance._pools.Lease` per ``get()``: its ``release()`` calls ``put()`` exactly
-  once (a guard flag), with the time to response headers and whether the endpoint failed;
+- a :class:`~kube_balance._pools.Lease` per pick: its ``release()`` calls
+  ``LoadBalancer.put()`` exactly once (a guard flag), with the time to response headers, the
+  :class:`~kube_balance.Outcome` and the status;
 - retries on a different endpoint under a :class:`~kube_balance._retry.RetryPolicy` and its budget;
-- one connection pool per endpoint (:class:`~kube_balance._pools.PoolSet`), closed after the
-  endpoint leaves the eligible set and its last lease is released;
+- one pool per endpoint (:class:`~kube_balance._pools.PoolSet`), closed after the endpoint leaves
+  the eligible set and its last lease is released;
 - the fallback target when no endpoint is usable.
+
+Every pick and every outcome goes through the :class:`LoadBalancer` (never around it to the
+algorithm), so outlier ejection, penalties and metrics observe each request in one place.
 """
 
 from __future__ import annotations
@@ -19,39 +25,41 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, NamedTuple, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ._balancer import LoadBalancer
 from ._endpoint import Endpoint
+from ._outcome import Outcome
 from ._pools import FALLBACK_KEY, Lease, PoolSet
 from ._retry import Failure, RetryBudget, RetryPolicy
 
-__all__ = ["FALLBACK_KEY", "Attempts", "Dispatcher", "Lease", "Verdict"]
+__all__ = ["FALLBACK_KEY", "Adapter", "Attempts", "Dispatcher", "Lease", "Verdict"]
 
 logger = logging.getLogger("kube_balance")
 
 P = TypeVar("P")
 R = TypeVar("R")
+Q = TypeVar("Q", contravariant=True)
 MAX_RETRY_PICKS = 32
 """Bound on get() calls to find an untried endpoint for a retry (a hash key may map to one)."""
 
 
 class Verdict(NamedTuple):
-    """What an integration's ``classify`` hook says about an exception from one attempt.
+    """What an integration's ``classify`` says about an exception from one attempt.
 
     ``failure``: how it failed as far as retry safety goes (None: not retried).
-    ``endpoint_at_fault``: whether ``put()`` reports the endpoint as failed. False for local
-    trouble such as our own pool being full (httpx's ``PoolTimeout``): a load-aware algorithm
-    must not charge a pod a failure penalty for congestion on the client's side.
+    ``outcome``: what ``put()`` reports. ``Outcome.LOCAL`` for trouble on our side such as our
+    own pool being full (httpx's ``PoolTimeout``): a load-aware algorithm must not charge a pod a
+    failure penalty for congestion on the client's side.
     """
 
     failure: Failure | None
-    endpoint_at_fault: bool = True
+    outcome: Outcome = Outcome.ERROR
 
 
 class Attempts(NamedTuple):
-    """What a request that failed tried, for an error that says so (see ``Dispatcher.send``'s ``explain``).
+    """What a request that failed tried, for an error that says so (see :meth:`Adapter.explain`).
 
     ``tried``: ``host:port`` of every attempt, in order (their number is the attempt count).
     ``fallback_reason``: why the request went to the fallback (None: it went to pods).
@@ -67,35 +75,72 @@ def _target(lease: Lease[Any]) -> str:
     return f"{host}:{lease.port}"
 
 
+class Adapter(Protocol[P, Q, R]):
+    """What one HTTP client integration tells the dispatcher (P: its pool, Q: a request, R: a result)."""
+
+    def open_pool(self) -> P:
+        """A new pool for one endpoint (anything, None included, for a client that pools itself)."""
+        ...
+
+    async def close_pool(self, pool: P) -> None:
+        """Close a pool (called once, shielded, after its endpoint left and its last lease ended)."""
+        ...
+
+    async def attempt(self, lease: Lease[P], request: Q) -> R:
+        """Send one attempt of ``request`` to the lease's endpoint (``lease.host``, ``lease.port``)."""
+        ...
+
+    def classify(self, exc: BaseException) -> Verdict:
+        """What an exception raised by :meth:`attempt` means for retries and for the endpoint."""
+        ...
+
+    def status(self, result: R) -> int:
+        """The status of a result (0 when the result has none yet: never retried on status)."""
+        ...
+
+    def retry_after(self, result: R) -> float | None:
+        """The result's Retry-After in seconds, if it has one."""
+        ...
+
+    async def discard(self, result: R) -> None:
+        """Drop a result that will be retried (close its body)."""
+        ...
+
+    def explain(self, exc: Exception, attempts: Attempts, request: Q) -> BaseException | None:
+        """A clearer error to raise (``from`` ``exc``) when the last attempt failed, naming what
+        was tried, in the client's own exception types; None keeps ``exc``."""
+        ...
+
+
 def _remove_quietly(remove: Callable[[], None]) -> None:
     with contextlib.suppress(ValueError):  # already removed
         remove()
 
 
-class Dispatcher(Generic[P]):
-    """Sends requests through a :class:`LoadBalancer` with per-endpoint pools of type ``P``.
+class Dispatcher(Generic[P, Q, R]):
+    """Sends requests through a :class:`LoadBalancer` with an integration's :class:`Adapter`.
 
-    ``open_pool()`` creates a pool; ``close_pool(pool)`` closes one. ``clock`` measures elapsed
-    times (``time.perf_counter`` by default). The balancer holds the dispatcher only weakly: a
-    dispatcher dropped without :meth:`aclose` is collected, its pools with it.
+    ``clock`` measures elapsed times (``time.perf_counter`` by default). The balancer holds the
+    dispatcher only weakly: a dispatcher dropped without :meth:`aclose` is collected, its pools
+    with it. Retries, budget refusals, fallback use and unclosed responses are counted on the
+    balancer (``LoadBalancer.status()``).
     """
 
     def __init__(
         self,
         balancer: LoadBalancer,
+        adapter: Adapter[P, Q, R],
         *,
-        open_pool: Callable[[], P],
-        close_pool: Callable[[P], Awaitable[None]],
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.balancer = balancer
+        self.adapter = adapter
         self.retry = retry if retry is not None else RetryPolicy()
         self.budget: RetryBudget = self.retry.new_budget()
         self.clock = clock if clock is not None else time.perf_counter
-        self._pools: PoolSet[P] = PoolSet(open_pool, close_pool)
+        self._pools: PoolSet[P] = PoolSet(adapter.open_pool, adapter.close_pool)
         self._closed = False
-        self.retries = 0  # retries sent, for status and tests
         method = weakref.WeakMethod(self._on_eligible)
 
         def listener(eligible: tuple[Endpoint, ...]) -> None:
@@ -124,11 +169,16 @@ class Dispatcher(Generic[P]):
             await self.balancer.ensure_started()
         if self._pools.loop is None:
             self._pools.loop = asyncio.get_running_loop()
-        endpoint = self.balancer.algorithm.get(key)
+        endpoint = self.balancer.get(key)
         if endpoint is None:
             host, port = await self.balancer.fallback_target(wait)  # raises NoEndpointsAvailable
+            self.balancer.counters.fallback_requests += 1
             return self._lease(None, FALLBACK_KEY, host, port)
         return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
+
+    def has_other(self, tried: set[str]) -> bool:
+        """Whether an eligible endpoint is left outside ``tried`` (for a retry from outside)."""
+        return any(ep.key not in tried for ep in self.balancer.eligible)
 
     def _lease(self, endpoint: Endpoint | None, key: str, host: str, port: int) -> Lease[P]:
         pool = self._pools.take(key)
@@ -142,11 +192,11 @@ class Dispatcher(Generic[P]):
         steer load-aware algorithms (P2C, bounded-load hashing) elsewhere. Putting them back at
         once would not: a dead pod fails fast, looks idle, and P2C would pick it again.
         """
-        algorithm = self.balancer.algorithm
+        balancer = self.balancer
         held: list[Endpoint] = []
         try:
             for _ in range(MAX_RETRY_PICKS):
-                endpoint = algorithm.get(key)
+                endpoint = balancer.get(key)
                 if endpoint is None:
                     return None
                 if endpoint.key not in tried:
@@ -155,13 +205,15 @@ class Dispatcher(Generic[P]):
             return None
         finally:
             for endpoint in held:
-                algorithm.put(endpoint, None, False)
+                balancer.unget(endpoint)
 
-    def _release(self, lease: Lease[Any], failed: bool, leaked: bool) -> None:
+    def _release(self, lease: Lease[Any], outcome: Outcome, leaked: bool) -> None:
         if lease.endpoint is not None:
-            self.balancer.algorithm.put(lease.endpoint, lease.elapsed, failed)
+            self.balancer.put(
+                lease.endpoint, lease.elapsed, outcome.failed, outcome, lease.status, lease.retry_after
+            )
         if leaked:
-            self.balancer.unclosed_responses += 1
+            self.balancer.counters.unclosed_responses += 1
         self.budget.request_finished()
         if lease.retry:
             self.budget.release()
@@ -170,84 +222,87 @@ class Dispatcher(Generic[P]):
     # -- sending with retries ------------------------------------------------------------
     async def send(
         self,
-        attempt: Callable[[Lease[P]], Awaitable[R]],
+        request: Q,
         *,
         key: str | bytes | None,
         method: str,
         replayable: bool,
-        classify: Callable[[BaseException], Verdict],
-        status: Callable[[R], int],
-        discard: Callable[[R], Awaitable[None]],
-        explain: Callable[[Exception, Attempts], BaseException | None] | None = None,
+        exclude: set[str] | None = None,
+        retry_slot: bool = False,
         wait: float | None = None,
     ) -> tuple[R, Lease[P]]:
-        """Run ``attempt`` on a leased endpoint, retrying on other endpoints when the policy allows.
+        """Send ``request`` on a leased endpoint, retrying on other endpoints when the policy allows.
 
         Returns the result with the lease still held: the caller releases it when the response
-        body is closed. On an exception every lease taken has been released. When the last
-        attempt fails, ``explain(exc, attempts)`` may build a clearer error to raise instead
-        (``from`` the original): the integration keeps its HTTP client's exception types.
-        ``wait`` bounds the wait for the fallback's Service port.
+        body is closed. On an exception every lease taken has been released. ``exclude``: endpoint
+        keys an outer retry (aiohttp's ``BalancedMiddleware``) already tried, avoided when another
+        endpoint is left; ``retry_slot``: that retry holds a budget slot, released with the lease.
+        When the last attempt fails, ``adapter.explain`` may build a clearer error to raise
+        instead. ``wait`` bounds the wait for the fallback's Service port.
         """
-        lease = await self.acquire(key, wait=wait)
-        tried: set[str] = set()
+        adapter = self.adapter
+        try:
+            lease = (exclude and self._pick_other(key, exclude)) or await self.acquire(key, wait=wait)
+        except BaseException:
+            if retry_slot:
+                self.budget.release()
+            raise
+        lease.retry = retry_slot
+        tried: set[str] = set(exclude or ())
         targets = [_target(lease)]
         number = 1
         while True:
             try:
-                result = await attempt(lease)
+                result = await adapter.attempt(lease, request)
             except BaseException as exc:
-                failed = not isinstance(exc, asyncio.CancelledError)
+                verdict = Verdict(None, Outcome.CANCELLED)
                 try:
-                    verdict = classify(exc)
-                    failed = failed and verdict.endpoint_at_fault
+                    if not isinstance(exc, asyncio.CancelledError):
+                        verdict = adapter.classify(exc)
                 finally:
-                    lease.release(failed=failed)
+                    lease.release(verdict.outcome)
                 nxt = None
                 if verdict.failure is not None and self.retry.should_retry(
                     verdict.failure, method=method, replayable=replayable, attempt=number
                 ):
                     nxt = self._next_attempt(key, tried, lease, self.retry.uses_budget(verdict.failure))
                 if nxt is None:
-                    better = self._explain(explain, exc, lease, targets)
+                    better = self._explain(exc, lease, targets, request)
                     if better is None:
                         raise
                     raise better from exc
                 lease, number = nxt, number + 1
                 targets.append(_target(lease))
                 continue
-            lease.headers_received()
-            code = status(result)
+            code = adapter.status(result)
+            lease.headers_received(code or None, adapter.retry_after(result) if code in (429, 503) else None)
             if code in self.retry.statuses and self.retry.retry_status(
                 code, method=method, replayable=replayable, attempt=number
             ):
                 nxt = self._next_attempt(key, tried, lease, True)
                 if nxt is not None:
                     try:
-                        await discard(result)
+                        await adapter.discard(result)
                     except Exception:  # the retry does not need this body: log it and go on
                         logger.warning("discarding a %d response before a retry failed", code, exc_info=True)
                     except BaseException:  # cancelled while discarding: the next lease too
-                        nxt.release()
+                        nxt.release(Outcome.CANCELLED)
                         raise
                     finally:
-                        lease.release(failed=True)
+                        lease.release()
                     lease, number = nxt, number + 1
                     targets.append(_target(lease))
                     continue
             return result, lease
 
     def _explain(
-        self,
-        explain: Callable[[Exception, Attempts], BaseException | None] | None,
-        exc: BaseException,
-        lease: Lease[P],
-        targets: list[str],
+        self, exc: BaseException, lease: Lease[P], targets: list[str], request: Q
     ) -> BaseException | None:
-        if explain is None or not isinstance(exc, Exception):  # never rewrite a cancellation
+        if not isinstance(exc, Exception):  # never rewrite a cancellation
             return None
         reason = self.balancer.fallback_reason() if lease.endpoint is None else None
-        return explain(exc, Attempts(str(self.balancer.service), tuple(targets), reason))
+        attempts = Attempts(str(self.balancer.service), tuple(targets), reason)
+        return self.adapter.explain(exc, attempts, request)
 
     def _next_attempt(
         self, key: str | bytes | None, tried: set[str], failed: Lease[P], budgeted: bool
@@ -256,6 +311,7 @@ class Dispatcher(Generic[P]):
             return None
         tried.add(failed.key)
         if budgeted and not self.budget.try_acquire():
+            self.balancer.counters.retry_budget_exhausted += 1
             return None
         lease = self._pick_other(key, tried)
         if lease is None:
@@ -263,7 +319,7 @@ class Dispatcher(Generic[P]):
                 self.budget.release()
             return None
         lease.retry = budgeted  # holds a budget slot until released
-        self.retries += 1
+        self.balancer.counters.retries += 1
         return lease
 
     # -- pool lifecycle -------------------------------------------------------------------
@@ -295,6 +351,11 @@ class Dispatcher(Generic[P]):
     def inflight(self, key: str) -> int:
         """Leases held on an endpoint key (the fallback's key is ``FALLBACK_KEY``)."""
         return self._pools.inflight.get(key, 0)
+
+    @property
+    def retries(self) -> int:
+        """Retries sent by every dispatcher of this balancer (``LoadBalancer.status().retries``)."""
+        return self.balancer.counters.retries
 
     def __repr__(self) -> str:
         return (

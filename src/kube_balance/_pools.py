@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 from ._endpoint import Endpoint
+from ._outcome import Outcome
 
 __all__ = ["FALLBACK_KEY", "Lease", "PoolSet"]
 
@@ -32,13 +33,15 @@ class LeaseOwner(Protocol):
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None: ...
 
-    def _release(self, lease: Lease[Any], failed: bool, leaked: bool) -> None: ...
+    def _release(self, lease: Lease[Any], outcome: Outcome, leaked: bool) -> None: ...
 
 
 class Lease(Generic[P]):
     """One endpoint (or the fallback) taken for one attempt; release it exactly once.
 
     ``host`` is the address (IPv6 without brackets) or the fallback DNS name; ``port`` its port.
+    ``status`` and ``retry_after`` are the response's, once its headers arrived
+    (:meth:`headers_received`); they decide the default :class:`Outcome` of :meth:`release`.
     """
 
     __slots__ = (
@@ -50,6 +53,8 @@ class Lease(Generic[P]):
         "port",
         "started",
         "elapsed",
+        "status",
+        "retry_after",
         "retry",
         "released",
     )
@@ -65,21 +70,29 @@ class Lease(Generic[P]):
         self.port = port
         self.started = owner.clock()
         self.elapsed: float | None = None
+        self.status: int | None = None
+        self.retry_after: float | None = None
         self.retry = False
         self.released = False
 
-    def headers_received(self) -> None:
-        """Record the time to response headers (what ``put()`` reports as ``elapsed``)."""
+    def headers_received(self, status: int | None = None, retry_after: float | None = None) -> None:
+        """Record the time to response headers (what ``put()`` reports as ``elapsed``) and the status."""
         self.elapsed = self._owner.clock() - self.started
+        self.status, self.retry_after = status, retry_after
 
-    def release(self, failed: bool = False, *, leaked: bool = False) -> None:
-        """Put the endpoint back (only the first call counts). ``leaked``: from a finalizer."""
+    def outcome(self) -> Outcome:
+        """The outcome the response's status gives (``OK`` before any status is known)."""
+        return Outcome.OK if self.status is None else Outcome.of_status(self.status)
+
+    def release(self, outcome: Outcome | None = None, *, leaked: bool = False) -> None:
+        """Put the endpoint back (only the first call counts), with ``outcome`` (default: from the
+        status). ``leaked``: from a safety net, for a response nobody closed."""
         if self.released:
             return
         self.released = True
-        self._owner._release(self, failed, leaked)
+        self._owner._release(self, outcome if outcome is not None else self.outcome(), leaked)
 
-    def release_from_finalizer(self, failed: bool) -> None:
+    def release_from_finalizer(self, outcome: Outcome | None = None) -> None:
         """Release a lease whose holder was garbage-collected unreleased (from ``__del__``).
 
         A finalizer may run in another thread, or in the middle of the dispatcher iterating its
@@ -91,11 +104,11 @@ class Lease(Generic[P]):
         loop = self._owner.loop
         if loop is not None and loop.is_running() and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(functools.partial(self.release, failed, leaked=True))
+                loop.call_soon_threadsafe(functools.partial(self.release, outcome, leaked=True))
                 return
             except RuntimeError:  # closed between the check and the call
                 pass
-        self.release(failed, leaked=True)
+        self.release(outcome, leaked=True)
 
     def __repr__(self) -> str:
         state = "released" if self.released else "held"

@@ -45,7 +45,7 @@ class Pod:
         self.host = host  # "::1" for an IPv6 pod
         self.ssl_context = ssl_context
         self.hits = 0
-        self.status = 200  # what / answers; set to 503 to make this pod fail
+        self.status = 200  # what / answers; 503 makes this pod fail, 0 drops the connection
         self.hosts: list[str] = []
         self.gate = asyncio.Event()
         self.stream_started = asyncio.Event()
@@ -65,6 +65,8 @@ class Pod:
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/status/{code}", self._status)
         app.router.add_post("/echo", self._echo)
+        app.router.add_get("/reset", self._reset)
+        app.router.add_get("/busy/{seconds}", self._busy)
         return app
 
     def _seen(self, request: web.Request) -> dict[str, Any]:
@@ -73,6 +75,8 @@ class Pod:
         return {"pod": self.name, "host": request.host, "cookie": request.cookies.get("session")}
 
     async def _hello(self, request: web.Request) -> web.Response:
+        if self.status == 0:
+            return await self._reset(request)
         return web.json_response(self._seen(request), status=self.status)
 
     async def _slow(self, request: web.Request) -> web.Response:
@@ -108,6 +112,20 @@ class Pod:
     async def _echo(self, request: web.Request) -> web.Response:
         body = await request.read()
         return web.json_response({**self._seen(request), "length": len(body)})
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        """Drop the connection without answering (a pod crashing mid-request)."""
+        self._seen(request)
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError
+
+    async def _busy(self, request: web.Request) -> web.Response:
+        """429 Too Many Requests with ``Retry-After: <seconds>``."""
+        self._seen(request)
+        return web.json_response(
+            {"pod": self.name}, status=429, headers={"Retry-After": request.match_info["seconds"]}
+        )
 
     async def start(self) -> Pod:
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.25)

@@ -18,10 +18,11 @@ Needs ``pip install kube-balance[httpx]`` (``[http2]`` for ``http2=True``).
 
 from __future__ import annotations
 
+import asyncio
 import random as _random
 import re
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
+from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
 from .._service import ServiceRef
 from .._validate import check_bool, check_callable, check_instance, check_int, check_optional_str, invalid
@@ -61,35 +63,42 @@ def _classify(exc: BaseException) -> Verdict:
     # ConnectError/ConnectTimeout: no connection, so nothing was sent. Read/Write/RemoteProtocol
     # errors before the response headers: the connection broke, the request may have been seen.
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        return Verdict(Failure.NOT_SENT)
+        return Verdict(Failure.NOT_SENT, Outcome.CONNECT_FAILED)
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-        return Verdict(Failure.NO_RESPONSE)
-    return Verdict(None, endpoint_at_fault=not isinstance(exc, _LOCAL_ERRORS))
+        return Verdict(Failure.NO_RESPONSE, Outcome.RESET)
+    if isinstance(exc, _LOCAL_ERRORS):
+        return Verdict(None, Outcome.LOCAL)
+    if isinstance(exc, httpx.TimeoutException):
+        return Verdict(None, Outcome.TIMEOUT)
+    return Verdict(None, Outcome.ERROR)
 
 
 class _LeasedStream(httpx.AsyncByteStream):
     """The response body; closing it (or, as a safety net, losing it) releases the lease once."""
 
-    __slots__ = ("_inner", "_lease", "_failed")
+    __slots__ = ("_inner", "_lease", "_outcome")
 
-    def __init__(self, inner: httpx.AsyncByteStream, lease: Lease[Any], failed: bool) -> None:
+    def __init__(self, inner: httpx.AsyncByteStream, lease: Lease[Any]) -> None:
         self._inner = inner
         self._lease = lease
-        self._failed = failed
+        self._outcome: Outcome | None = None  # None: the status decides
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._inner:
                 yield chunk
-        except Exception:
-            self._failed = True
+        except asyncio.CancelledError:
+            self._outcome = Outcome.CANCELLED
+            raise
+        except Exception as exc:
+            self._outcome = _classify(exc).outcome
             raise
 
     async def aclose(self) -> None:
         try:
             await self._inner.aclose()
         finally:
-            self._lease.release(self._failed)
+            self._lease.release(self._outcome)
 
     def __del__(self) -> None:
         # Safety net for a response nobody closed: put() still runs (scheduled on the loop when
@@ -99,11 +108,7 @@ class _LeasedStream(httpx.AsyncByteStream):
         # checked out of the pod's pool until httpcore's own stream is collected too.
         lease = getattr(self, "_lease", None)
         if lease is not None and not lease.released:
-            lease.release_from_finalizer(self._failed)
-
-
-async def _discard(response: httpx.Response) -> None:
-    await response.aclose()
+            lease.release_from_finalizer(self._outcome)
 
 
 class BalancedTransport(httpx.AsyncBaseTransport):
@@ -214,8 +219,8 @@ class BalancedTransport(httpx.AsyncBaseTransport):
             "trust_env": trust_env,
         }
         self._passthrough: httpx.AsyncHTTPTransport | None = None
-        self.dispatcher: Dispatcher[httpx.AsyncHTTPTransport] = Dispatcher(
-            self.balancer, open_pool=self._open_pool, close_pool=_close_pool, retry=retry, clock=clock
+        self.dispatcher: Dispatcher[httpx.AsyncHTTPTransport, _Attempt, httpx.Response] = Dispatcher(
+            self.balancer, _Adapter(self._open_pool), retry=retry, clock=clock
         )
 
     def _open_pool(self) -> httpx.AsyncHTTPTransport:
@@ -236,38 +241,20 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         extensions = request.extensions
         if url.scheme == "https" and "sni_hostname" not in extensions:
             extensions = {**extensions, "sni_hostname": url.host}
-
-        async def attempt(lease: Lease[httpx.AsyncHTTPTransport]) -> httpx.Response:
-            # A copy sent to the pod: same headers (Host stays the Service host), same body
-            # stream; the caller's request keeps the Service URL for response.url and redirects.
-            if FAST_COPY and _IPV4.fullmatch(lease.host):
-                pod = _fast_copy(request, lease.host, lease.port, extensions)
-            else:  # IPv6 pods, the fallback's DNS name, or an httpx whose internals changed
-                pod = _public_copy(request, lease.host, lease.port, extensions)
-            return await lease.pool.handle_async_request(pod)
-
         timeout = extensions.get("timeout")
         try:
             response, lease = await self.dispatcher.send(
-                attempt,
+                (request, extensions),
                 key=self._key.from_request(request, request.headers, request.headers.raw)
                 if self._key is not None
                 else None,
                 method=request.method,
                 replayable=isinstance(request.stream, httpx.ByteStream),
-                classify=_classify,
-                status=_status,
-                discard=_discard,
-                explain=lambda exc, attempts: _explain(exc, attempts, request),
                 wait=timeout.get("connect") if isinstance(timeout, Mapping) else None,
             )
         except _errors.NoEndpointsAvailable as exc:
             raise NoEndpointsAvailable(str(exc), request=request) from exc
-        response.stream = _LeasedStream(
-            response.stream,  # type: ignore[arg-type]
-            lease,
-            response.status_code >= 500,
-        )
+        response.stream = _LeasedStream(response.stream, lease)  # type: ignore[arg-type]
         return response
 
     async def __aenter__(self) -> BalancedTransport:
@@ -441,9 +428,42 @@ def _check_transport_options(
         check_callable("BalancedTransport clock", clock, "a callable returning monotonic seconds, or None")
 
 
-def _status(response: httpx.Response) -> int:
-    return response.status_code
+_Attempt = tuple[httpx.Request, dict[str, Any]]
+"""The caller's request and the extensions every attempt sends it with (SNI on the Service name)."""
 
 
-async def _close_pool(pool: httpx.AsyncHTTPTransport) -> None:
-    await pool.aclose()  # the dispatcher runs it in a task of its own, shielded
+class _Adapter:
+    """What one attempt, its errors and its response mean for httpx (see ``_dispatch.Adapter``)."""
+
+    __slots__ = ("open_pool",)
+
+    def __init__(self, open_pool: Callable[[], httpx.AsyncHTTPTransport]) -> None:
+        self.open_pool = open_pool
+
+    async def close_pool(self, pool: httpx.AsyncHTTPTransport) -> None:
+        await pool.aclose()  # the dispatcher runs it in a task of its own, shielded
+
+    async def attempt(self, lease: Lease[httpx.AsyncHTTPTransport], request: _Attempt) -> httpx.Response:
+        caller, extensions = request
+        # A copy sent to the pod: same headers (Host stays the Service host), same body stream;
+        # the caller's request keeps the Service URL for response.url and redirects.
+        if FAST_COPY and _IPV4.fullmatch(lease.host):
+            pod = _fast_copy(caller, lease.host, lease.port, extensions)
+        else:  # IPv6 pods, the fallback's DNS name, or an httpx whose internals changed
+            pod = _public_copy(caller, lease.host, lease.port, extensions)
+        return await lease.pool.handle_async_request(pod)
+
+    def classify(self, exc: BaseException) -> Verdict:
+        return _classify(exc)
+
+    def status(self, result: httpx.Response) -> int:
+        return result.status_code
+
+    def retry_after(self, result: httpx.Response) -> float | None:
+        return parse_retry_after(result.headers.get("retry-after"))
+
+    async def discard(self, result: httpx.Response) -> None:
+        await result.aclose()
+
+    def explain(self, exc: Exception, attempts: Attempts, request: _Attempt) -> BaseException | None:
+        return _explain(exc, attempts, request[0])

@@ -1,0 +1,157 @@
+"""Requests/s and client CPU per request: aiohttp + BalancedConnector vs plain aiohttp.
+
+    python benchmarks/bench_aiohttp.py [--quick] [--requests 5000] [--concurrency 50] [--rounds 10]
+
+Issue 9's setting, the same as ``bench_transport.py``'s for httpx: 50 concurrent tasks, 5,000
+requests per client per round, pods in a separate process (aiohttp servers answering "ok"), so
+``time.process_time()`` is the client's CPU alone. Three long-lived ``aiohttp.ClientSession``s,
+all with aiohttp's defaults (``limit=100``):
+
+- plain: ``aiohttp.ClientSession()`` to pod 0;
+- balanced x4: ``BalancedConnector`` over 4 pods (least_request);
+- balanced x1: ``BalancedConnector`` over pod 0 only: the same server as plain, so the
+  difference in client CPU per request is the connector's own cost.
+
+Rounds are interleaved in a rotating order and each figure is the median over rounds of the ratio
+to the plain client of the same round (the range shown), so a burst of load from another process
+hits one round, not the result. Targets: balanced x4 and x1 >= 0.95x plain requests/s; the
+connector's own cost <= 5 us per request (aiohttp's client itself costs about 70 us).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import machine, table
+from bench_transport import cpu_seconds, free_ports, serve
+from kube_balance.discovery.static import StaticSource
+from kube_balance.integrations.aiohttp import BalancedConnector
+
+HOST = "web.shop.svc.cluster.local"
+PODS = 4
+NAMES = ["plain", "balanced x4", "balanced x1"]
+TARGETS = {"balanced x4": 0.95, "balanced x1": 0.95}
+
+
+async def drive(session: aiohttp.ClientSession, url: str, requests: int, concurrency: int) -> None:
+    """``requests`` GETs from ``concurrency`` tasks, each body read."""
+    left = requests
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            async with session.get(url) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"status {r.status}")
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), 120)
+
+
+def sessions(ports: list[int]) -> dict[str, tuple[aiohttp.ClientSession, str]]:
+    out = {"plain": (aiohttp.ClientSession(), f"http://127.0.0.1:{ports[0]}/")}
+    for name, n in (("balanced x4", PODS), ("balanced x1", 1)):
+        source = StaticSource([f"127.0.0.1:{p}" for p in ports[:n]])
+        out[name] = (
+            aiohttp.ClientSession(connector=BalancedConnector("web.shop:80", source=source)),
+            f"http://{HOST}/",
+        )
+    return out
+
+
+async def measure(
+    ports: list[int], pids: list[int], args: argparse.Namespace
+) -> list[dict[str, tuple[float, float]]]:
+    """Per round, per client: (requests/s, client CPU us per request)."""
+    clients = sessions(ports)
+    try:
+        for session, url in clients.values():  # settle: connections open, caches warm
+            await drive(session, url, 10 * args.concurrency, args.concurrency)
+        rounds = []
+        for i in range(args.rounds):
+            order = NAMES[i % 3 :] + NAMES[: i % 3]
+            result = {}
+            for name in order:
+                session, url = clients[name]
+                wall, cpu = time.perf_counter(), time.process_time()
+                await drive(session, url, args.requests, args.concurrency)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                result[name] = (args.requests / wall, cpu / args.requests * 1e6)
+            rounds.append(result)
+        return rounds
+    finally:
+        for session, _ in clients.values():
+            await session.close()
+
+
+def report(rounds: list[dict[str, tuple[float, float]]], pods_cpu: float | None) -> str:
+    rows = []
+    for name in NAMES:
+        ratios = [r[name][0] / r["plain"][0] for r in rounds]
+        cpu = statistics.median(r[name][1] for r in rounds)
+        target = TARGETS.get(name)
+        met = "" if target is None else ("yes" if statistics.median(ratios) >= target else "NO")
+        rows.append(
+            [
+                name,
+                f"{statistics.median(r[name][0] for r in rounds):,.0f}",
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})",
+                f"{cpu:.0f}",
+                f">= {target}x {met}" if target else "-",
+            ]
+        )
+    own = [r["balanced x1"][1] - r["plain"][1] for r in rounds]
+    lines = [
+        table(["client", "requests/s", "vs plain (range)", "client CPU us/request", "target"], rows),
+        "",
+        f"Connector's own cost (balanced x1 - plain client CPU per request, median of rounds): "
+        f"{statistics.median(own):+.1f} us (range {min(own):+.1f} .. {max(own):+.1f}; target <= 5 us)",
+    ]
+    if pods_cpu is not None:
+        lines.append(f"Pods' CPU over the run: {pods_cpu:.1f} s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one round of 500 requests (a smoke run)")
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds = 500, 1
+    ports = free_ports(PODS)
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=serve, args=(ports, ready, stop), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(30):
+            raise SystemExit("the pods did not start")
+        pids = [proc.pid] if proc.pid else []
+        before = cpu_seconds(pids)
+        rounds = asyncio.run(measure(ports, pids, args))
+        after = cpu_seconds(pids)
+    finally:
+        stop.set()
+        proc.join(10)
+    print(
+        f"aiohttp: plain vs BalancedConnector, {args.requests} requests x {args.rounds} rounds, "
+        f"{args.concurrency} concurrent; {machine()}\n"
+    )
+    print(report(rounds, None if before is None or after is None else after - before))
+
+
+if __name__ == "__main__":
+    main()

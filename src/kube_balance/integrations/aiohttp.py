@@ -1,0 +1,534 @@
+"""``BalancedConnector``: an aiohttp connector that balances every request across a Service's pods.
+
+::
+
+    session = aiohttp.ClientSession(connector=BalancedConnector("web.shop:http"))
+    await session.get("http://web.shop/items")
+
+A resolver would only spread *new connections*: with keep-alive every request would stay on the
+pod its connection reached. The connector instead picks a pod in :meth:`connect`, which aiohttp
+calls once per request, and hands out a connection from that pod's own keep-alive pool (aiohttp's
+pool, keyed per pod here). The Host header, TLS SNI and certificate verification stay on the
+Service name, and ``response.url`` (so redirects and cookies) keeps the Service URL. Requests to
+other hosts go through aiohttp's own logic untouched.
+
+What the connector can and cannot retry: it sees a request only until the connection is handed
+over, so it retries a connection that could not be made (refused, reset or timed out while
+connecting: nothing was sent) on another pod, for any method, under the same
+:class:`~kube_balance.RetryPolicy` and budget as the httpx transport. It cannot retry once the
+request was sent (a connection lost before the response, a 502/503/504): aiohttp's session does
+that itself for idempotent methods on a reused keep-alive connection (and asks the connector for a
+new pick), and :class:`~kube_balance.integrations.httpx.BalancedTransport` does it in general.
+
+Needs ``pip install kube-balance[aiohttp]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+
+try:
+    import aiohttp
+    from aiohttp import ClientResponse
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.connector import Connection
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "kube_balance.integrations.aiohttp needs aiohttp: pip install kube-balance[aiohttp]"
+    ) from exc
+
+from .. import _errors
+from .._affinity import AffinityKey, KeyFunction
+from .._balancer import LoadBalancer
+from .._dispatch import Attempts, Dispatcher, Lease, Verdict
+from .._outcome import Outcome, parse_retry_after
+from .._retry import Failure, RetryPolicy
+from .._service import ServiceRef
+from ..algorithms import Algorithm, Clock
+from ..discovery._source import EndpointSource
+
+__all__ = ["BalancedConnector", "BalancedMiddleware", "NoEndpointsAvailable"]
+
+ServiceSpec = str | ServiceRef | LoadBalancer
+
+
+class NoEndpointsAvailable(aiohttp.ClientConnectionError, _errors.NoEndpointsAvailable):
+    """No usable endpoint and no fallback: an ``aiohttp.ClientConnectionError`` and a kube-balance error."""
+
+
+def _classify(exc: BaseException) -> Verdict:
+    """An error while connecting: nothing of the request was sent yet."""
+    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
+        return Verdict(None, Outcome.ERROR)  # a certificate problem is the same on every pod
+    if isinstance(exc, (aiohttp.ClientConnectorError, asyncio.TimeoutError, ConnectionError)):
+        return Verdict(Failure.NOT_SENT, Outcome.CONNECT_FAILED)
+    return Verdict(None, Outcome.ERROR)
+
+
+def _response_outcome(exc: BaseException) -> Outcome:
+    """An error while sending the request or reading the response headers."""
+    if isinstance(exc, asyncio.CancelledError):
+        return Outcome.CANCELLED  # the caller gave up: not the pod's fault
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's ServerTimeoutError is one
+        return Outcome.TIMEOUT
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
+        return Outcome.RESET
+    return Outcome.ERROR
+
+
+def _explain(exc: Exception, attempts: Attempts) -> BaseException | None:
+    """A connection error naming the Service, the pods tried and the attempts, or why the request
+    went to the fallback; the same aiohttp error class where it can be rebuilt, else a
+    ``ClientConnectionError``."""
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if attempts.fallback_reason is not None:
+        message = (
+            f"the fallback {attempts.tried[-1]} failed ({cause}); requests go to the fallback because "
+            f"{attempts.fallback_reason}. Fix discovery (see LoadBalancer.status().last_error), "
+            "or choose another fallback ('host:port') or none"
+        )
+    else:
+        count = len(attempts.tried)
+        message = (
+            f"service {attempts.service}: {count} attempt{'s' if count > 1 else ''} failed, on "
+            f"{', '.join(attempts.tried)}; last error: {cause}"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ServiceConnectionError(message, exc)
+    return None
+
+
+class ServiceConnectionError(aiohttp.ClientConnectorError):
+    """Every attempt to connect to the Service's pods (or its fallback) failed: names what was tried.
+
+    An ``aiohttp.ClientConnectorError`` like the last attempt's error (its ``__cause__``), with
+    the same connection key and OS error.
+    """
+
+    def __init__(self, message: str, last: aiohttp.ClientConnectorError) -> None:
+        super().__init__(*last.args)  # (connection key, OS error), as aiohttp builds it
+        self._message = message
+
+    def __str__(self) -> str:
+        return self._message
+
+
+_Attempt = tuple[ClientRequest, list[Any], aiohttp.ClientTimeout]
+"""What ``connect()`` was called with: the request, its traces and its timeout."""
+
+
+class _Adapter:
+    """One attempt is one ``TCPConnector.connect()`` to a pod (see ``_dispatch.Adapter``).
+
+    aiohttp pools connections itself (the pod's address is in the connection key), so there is no
+    pool of ours: ``open_pool`` returns None.
+    """
+
+    __slots__ = ("_connect",)
+
+    def __init__(self, connect: Any) -> None:
+        self._connect = connect  # aiohttp.TCPConnector.connect bound to the BalancedConnector
+
+    def open_pool(self) -> None:
+        return None
+
+    async def close_pool(self, pool: None) -> None:
+        return None
+
+    async def attempt(self, lease: Lease[None], request: _Attempt) -> Connection:
+        req, traces, timeout = request
+        conn: Connection = await self._connect(_PodRequest(req, lease.host, lease.port), traces, timeout)
+        return conn
+
+    def classify(self, exc: BaseException) -> Verdict:
+        return _classify(exc)
+
+    def status(self, result: Connection) -> int:
+        return 0  # a connection has no status yet: the response reports it (_reporting)
+
+    def retry_after(self, result: Connection) -> float | None:
+        return None
+
+    async def discard(self, result: Connection) -> None:  # pragma: no cover - never asked: status 0
+        result.close()
+
+    def explain(self, exc: Exception, attempts: Attempts, request: _Attempt) -> BaseException | None:
+        return _explain(exc, attempts)
+
+
+class _Outcome:
+    """Holds one lease until aiohttp gives its connection back, and what the response said.
+
+    ``outcome`` stays None until the response headers arrive (or fail): a connection given back
+    before that broke while the request was being sent (``RESET``). aiohttp releases the
+    connection of a short response from inside ``start()``, before the status is ours to read: a
+    release while ``starting`` waits for the end of ``start()``.
+    """
+
+    __slots__ = ("lease", "outcome", "starting", "pending", "_open")
+
+    def __init__(self, lease: Lease[None], open_: set[_Outcome]) -> None:
+        self.lease = lease
+        self.outcome: Outcome | None = None
+        self.starting = False
+        self.pending = False
+        self._open = open_
+        open_.add(self)
+
+    def release(self, *, leaked: bool = False) -> None:  # Connection callbacks: release() and close()
+        if self.starting and not leaked:
+            self.pending = True
+            return
+        self._open.discard(self)
+        self.lease.release(Outcome.RESET if self.outcome is None else self.outcome, leaked=leaked)
+
+
+class _PodRequest:
+    """The caller's request as the connector sees it: addressed to one pod (or the fallback).
+
+    Only what ``BaseConnector.connect`` reads is overridden: the pod's address for the socket and
+    the pool key, the Service name for TLS SNI and verification, and no proxy (pods are dialled
+    directly, as the httpx transport does). Everything else is the caller's request. The pod URL
+    is built only when a new connection is opened: a pooled one needs the key alone.
+    """
+
+    __slots__ = ("_req", "_host", "_port", "_url", "connection_key")
+
+    def __init__(self, req: ClientRequest, host: str, port: int) -> None:
+        self._req, self._host, self._port = req, host, port
+        self._url: Any = None
+        self.connection_key = req.connection_key._replace(
+            host=host, port=port, proxy=None, proxy_auth=None, proxy_headers_hash=None
+        )
+
+    @property
+    def url(self) -> Any:
+        if self._url is None:
+            self._url = self._req.url.with_host(self._host).with_port(self._port)
+        return self._url
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def server_hostname(self) -> str | None:
+        # The Service name the caller wrote: SNI and the certificate check stay on it.
+        return getattr(self._req, "server_hostname", None) or self._req.url.raw_host
+
+    proxy = None
+    proxy_auth = None
+    proxy_headers = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._req, name)
+
+
+class _Route:
+    """One Service: its balancer, dispatcher and affinity key reader."""
+
+    __slots__ = ("balancer", "dispatcher", "key", "owns", "open")
+
+    def __init__(
+        self,
+        balancer: LoadBalancer,
+        owns: bool,
+        key: AffinityKey | None,
+        adapter: _Adapter,
+        retry: RetryPolicy | None,
+    ) -> None:
+        self.balancer, self.owns, self.key = balancer, owns, key
+        self.open: set[_Outcome] = set()  # leases whose connection is still out
+        self.dispatcher: Dispatcher[None, _Attempt, Connection] = Dispatcher(balancer, adapter, retry=retry)
+
+
+class BalancedConnector(aiohttp.TCPConnector):
+    """Balances requests to one or several Kubernetes Services per request.
+
+    ``services`` is ``"name.ns:port"``, a :class:`ServiceRef`, a running :class:`LoadBalancer`
+    (which the connector uses and does not close), or a list of them: each Service's hosts are
+    balanced by its own balancer, other hosts pass through. ``algorithm``, ``source``,
+    ``fallback``, ``algorithm_options``, ``rng`` and ``clock`` configure the balancers the
+    connector creates (``source`` only with one Service). ``affinity`` gives hash algorithms their
+    key (default: the ``X-Affinity`` header when the algorithm needs a key); ``retry`` is the
+    :class:`RetryPolicy` for connection failures. Every other keyword goes to
+    ``aiohttp.TCPConnector``: ``limit`` (whole connector), ``limit_per_host`` (per pod), ``ssl``,
+    ``keepalive_timeout``, ``ttl_dns_cache`` (the fallback's DNS name), ``force_close``, ...
+
+    ``put()`` runs exactly once per pick: when the response is released or closed, when the
+    request fails, and (a safety net, counted in ``LoadBalancer.status().unclosed_responses``)
+    when a response nobody released is garbage-collected. A 5xx response counts as a failure.
+    """
+
+    def __init__(
+        self,
+        services: ServiceSpec | Sequence[ServiceSpec],
+        *,
+        algorithm: str | Algorithm = "least_request",
+        source: EndpointSource | None = None,
+        fallback: str | None = "service",
+        affinity: AffinityKey | str | KeyFunction | None = None,
+        retry: RetryPolicy | None = None,
+        algorithm_options: Mapping[str, Any] | None = None,
+        rng: _random.Random | None = None,
+        clock: Clock | None = None,
+        **connector_options: Any,
+    ) -> None:
+        specs = _as_list(services)
+        if source is not None and len(specs) > 1:
+            raise _errors.ConfigurationError(
+                f"source= applies to one Service, not {len(specs)}: pass a LoadBalancer per Service instead"
+            )
+        super().__init__(**connector_options)
+        self._routes: dict[str, _Route] = {}
+        key = AffinityKey.parse(affinity)
+        for spec in specs:
+            if isinstance(spec, LoadBalancer):
+                balancer, owns = spec, False
+            else:
+                balancer = LoadBalancer(
+                    spec,
+                    algorithm=algorithm,
+                    source=source,
+                    fallback=fallback,
+                    algorithm_options=algorithm_options,
+                    rng=rng,
+                    clock=clock,
+                )
+                owns = True
+            route_key = key
+            if route_key is None and getattr(balancer.algorithm, "requires_key", False):
+                route_key = AffinityKey()  # the seed's X-Affinity header
+            route = _Route(balancer, owns, route_key, _Adapter(self._connect_pod), retry)
+            for host in balancer.service.hosts:
+                if host in self._routes:
+                    raise _errors.ConfigurationError(
+                        f"service {balancer.service} is given twice (host {host!r})"
+                    )
+                self._routes[host] = route
+
+    @property
+    def balancers(self) -> list[LoadBalancer]:
+        """The balancers of the Services this connector balances, in the order given."""
+        return list({id(r.balancer): r.balancer for r in self._routes.values()}.values())
+
+    def balancer(self, host: str) -> LoadBalancer:
+        """The balancer for requests to ``host`` (a KeyError if the host is not balanced)."""
+        return self._routes[host.rstrip(".").lower()].balancer
+
+    def _route(self, req: ClientRequest) -> _Route | None:
+        host = req.url.raw_host
+        return self._routes.get(host.rstrip(".").lower()) if host else None
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        """A connection to the pod the algorithm picks for this request (other hosts: aiohttp's own)."""
+        route = self._route(req)
+        if route is None:
+            return await super().connect(req, traces, timeout)
+        key = route.key.from_request(req, req.headers) if route.key is not None else None
+        retry: _MiddlewareRetry | None = getattr(req, "_kube_balance_retry", None)
+        try:
+            conn, lease = await route.dispatcher.send(
+                (req, traces, timeout),
+                key=key,
+                method=req.method,
+                replayable=True,  # nothing has been sent yet
+                exclude=retry.tried if retry is not None else None,
+                retry_slot=retry is not None and retry.slot,
+            )
+        except _errors.NoEndpointsAvailable as exc:
+            raise NoEndpointsAvailable(str(exc)) from exc
+        if retry is not None:
+            retry.slot, retry.endpoint = False, lease.key
+        outcome = _Outcome(lease, route.open)
+        conn.add_callback(outcome.release)
+        conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _watch_response
+        _watch_response(req)
+        return conn
+
+    async def _connect_pod(self, req: Any, traces: list[Any], timeout: aiohttp.ClientTimeout) -> Connection:
+        """aiohttp's own ``connect()``, for a request already addressed to a pod."""
+        return await super().connect(req, traces, timeout)
+
+    async def close(self, *args: Any, **kwargs: Any) -> None:
+        """Close every connection, stop the balancers the connector created, leave no task behind."""
+        routes = {id(r): r for r in self._routes.values()}.values()
+        for route in routes:
+            # The safety net: a response never released keeps its connection (and so itself:
+            # the connection's protocol holds it) alive until here, in aiohttp as without us.
+            for outcome in list(route.open):
+                outcome.release(leaked=True)
+        await super().close(*args, **kwargs)
+        for route in routes:
+            await route.dispatcher.aclose()
+            if route.owns:
+                await route.balancer.aclose()
+
+    def __repr__(self) -> str:
+        return f"<BalancedConnector {' '.join(repr(b) for b in self.balancers)}>"
+
+
+_response_classes: dict[type[ClientResponse], type[ClientResponse]] = {}
+
+
+def _watch_response(req: ClientRequest) -> None:
+    """Make the request's response report its status and time to headers to the lease.
+
+    ``response_class`` is the session's public hook for its response type; ours (one subclass per
+    user class, made once) calls the original ``start()`` and then records the outcome.
+    """
+    cls = req.response_class
+    if getattr(cls, "_kube_balance", False):
+        return
+    sub = _response_classes.get(cls)
+    if sub is None:
+        sub = _response_classes[cls] = _reporting(cls)
+    req.response_class = sub
+
+
+def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
+    """A subclass of ``base`` whose ``start()`` (which reads the status line and headers) reports
+    the outcome: the time to headers, and failed for a 5xx or an error (not for a cancellation)."""
+    start = base.start
+
+    async def reporting_start(self: ClientResponse, connection: Connection) -> ClientResponse:
+        outcome: _Outcome | None = getattr(connection, "_kube_balance_outcome", None)
+        if outcome is None:
+            return await start(self, connection)
+        outcome.starting = True
+        try:
+            result = await start(self, connection)
+        except BaseException as exc:
+            outcome.outcome = _response_outcome(exc)
+            raise
+        else:
+            retry_after = self.headers.get("Retry-After") if self.status in (429, 503) else None
+            outcome.lease.headers_received(self.status, parse_retry_after(retry_after))
+            outcome.outcome = outcome.lease.outcome()
+        finally:
+            outcome.starting = False
+            if outcome.pending:
+                outcome.release()
+        return result
+
+    return type(f"Balanced{base.__name__}", (base,), {"start": reporting_start, "_kube_balance": True})
+
+
+def _as_list(services: ServiceSpec | Sequence[ServiceSpec] | Iterable[ServiceSpec]) -> list[ServiceSpec]:
+    if isinstance(services, (str, ServiceRef, LoadBalancer)):
+        return [services]
+    try:
+        specs = list(services)
+    except TypeError:
+        raise _errors.ConfigurationError(
+            f"services must be a Service reference, a LoadBalancer or a list of them, not {services!r}"
+        ) from None
+    if not specs:
+        raise _errors.ConfigurationError("services is empty: give at least one Service reference")
+    return specs
+
+
+class _MiddlewareRetry:
+    """What ``BalancedMiddleware`` tells the connector about the next attempt of one request."""
+
+    __slots__ = ("tried", "slot", "endpoint")
+
+    def __init__(self) -> None:
+        self.tried: set[str] = set()  # endpoint keys already tried: the connector avoids them
+        self.slot = False  # the next attempt holds a retry-budget slot (released with its lease)
+        self.endpoint: str | None = None  # the endpoint the last attempt went to
+
+
+class BalancedMiddleware:
+    """aiohttp client middleware (aiohttp >= 3.12) adding the retries a connector cannot do.
+
+    ::
+
+        connector = BalancedConnector("web.shop:http")
+        session = aiohttp.ClientSession(connector=connector, middlewares=(BalancedMiddleware(connector),))
+
+    The connector alone retries connections that could not be made. With this middleware, an
+    idempotent request whose connection broke after it was sent (``Failure.NO_RESPONSE``), or that
+    got a status listed in the policy's ``retry_statuses``, is sent again to *another* pod, under
+    the connector's :class:`RetryPolicy` (``max_attempts`` counts every attempt) and retry budget:
+    the httpx transport's behaviour. A body that cannot be replayed (a consumed stream) is not
+    retried. Requests to hosts the connector does not balance pass through.
+    """
+
+    def __init__(self, connector: BalancedConnector) -> None:
+        if not isinstance(connector, BalancedConnector):
+            raise _errors.ConfigurationError(
+                f"BalancedMiddleware needs the session's BalancedConnector, not {connector!r}"
+            )
+        if not _has_middlewares():
+            raise _errors.ConfigurationError(
+                f"BalancedMiddleware needs aiohttp >= 3.12 (client middlewares); this is aiohttp "
+                f"{aiohttp.__version__}: upgrade it, or use the connector alone"
+            )
+        self._connector = connector
+
+    async def __call__(self, req: ClientRequest, handler: Any) -> ClientResponse:
+        route = self._connector._route(req)
+        if route is None:
+            return cast(ClientResponse, await handler(req))
+        dispatcher = route.dispatcher
+        retry = _MiddlewareRetry()
+        req._kube_balance_retry = retry  # type: ignore[attr-defined]  # read by connect()
+        number = 1
+        while True:
+            try:
+                resp = cast(ClientResponse, await handler(req))
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError) or not self._again(
+                    dispatcher, Failure.NO_RESPONSE, req, retry, number
+                ):
+                    raise
+                number += 1
+                continue
+            if resp.status in dispatcher.retry.statuses and self._again(
+                dispatcher, Failure.STATUS, req, retry, number
+            ):
+                resp.release()
+                number += 1
+                continue
+            return resp
+
+    @staticmethod
+    def _again(
+        dispatcher: Dispatcher[Any, Any, Any],
+        failure: Failure,
+        req: ClientRequest,
+        retry: _MiddlewareRetry,
+        number: int,
+    ) -> bool:
+        """Whether to send ``req`` once more, on another endpoint (taking a budget slot if so)."""
+        replayable = not getattr(req.body, "consumed", False)
+        if retry.endpoint is None or not dispatcher.retry.should_retry(
+            failure, method=req.method, replayable=replayable, attempt=number
+        ):
+            return False
+        retry.tried.add(retry.endpoint)
+        if not dispatcher.has_other(retry.tried):
+            return False
+        if not dispatcher.budget.try_acquire():
+            dispatcher.balancer.counters.retry_budget_exhausted += 1
+            return False
+        dispatcher.balancer.counters.retries += 1
+        retry.slot = True
+        return True
+
+
+def _has_middlewares() -> bool:
+    import inspect
+
+    return "middlewares" in inspect.signature(aiohttp.ClientSession.__init__).parameters

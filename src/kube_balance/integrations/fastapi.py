@@ -1,0 +1,278 @@
+"""FastAPI: balanced clients started with the app, handed to handlers as a dependency.
+
+::
+
+    from typing import Annotated
+
+    import httpx
+    from fastapi import Depends, FastAPI
+    from kube_balance.integrations.fastapi import BalancedClients
+
+    clients = BalancedClients()
+    web = clients.httpx("web.shop:http", forward_affinity="X-User")  # a dependency
+    app = FastAPI(lifespan=clients.lifespan())  # or clients.lifespan(your_own_lifespan)
+
+    @app.get("/items")
+    async def items(client: Annotated[httpx.AsyncClient, Depends(web)]):
+        return (await client.get("/items")).json()  # base URL: http://web.shop
+
+Each declared client is created once per app when the app starts (its balancer starts and the
+startup waits, bounded, for the first endpoints), shared by every request, and closed when the app
+stops. ``forward_affinity`` (a header name or a callable on the incoming request) copies a key
+from the incoming request into the outgoing one's affinity header, so ``ring_hash`` keeps a user
+on one pod across a chain of services. ``balanced_client()`` and ``balanced_lifespan`` do the same
+on a module-wide registry. Needs ``pip install kube-balance[fastapi]`` (``[aiohttp]`` too for
+aiohttp clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+try:
+    from starlette.requests import Request
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "kube_balance.integrations.fastapi needs FastAPI: pip install kube-balance[fastapi]"
+    ) from exc
+
+from .._affinity import DEFAULT_HEADER
+from .._balancer import LoadBalancer
+from .._errors import ConfigurationError, NoEndpointsAvailable
+from .._service import ServiceRef
+
+__all__ = ["BalancedClients", "balanced_client", "balanced_lifespan"]
+
+logger = logging.getLogger("kube_balance")
+
+DEFAULT_STARTUP_TIMEOUT = 5.0
+"""Seconds the app's startup waits for each Service's first endpoints (then the fallback serves):
+the balancer's own startup wait."""
+
+Forward = str | Callable[[Request], "str | None"]
+Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]
+
+_incoming_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "kube_balance_affinity", default=None
+)
+
+
+class BalancedClient:
+    """One declared client: a FastAPI dependency returning the app's shared client for a Service."""
+
+    def __init__(
+        self,
+        owner: BalancedClients,
+        service: str | ServiceRef,
+        kind: Literal["httpx", "aiohttp"],
+        forward_affinity: Forward | None,
+        options: Mapping[str, Any],
+        client_options: Mapping[str, Any],
+    ) -> None:
+        if forward_affinity is not None and not (
+            isinstance(forward_affinity, str) or callable(forward_affinity)
+        ):
+            raise ConfigurationError(
+                f"forward_affinity must be a header name or a callable on the incoming request, "
+                f"not {forward_affinity!r}"
+            )
+        self._owner = owner
+        self.service = service if isinstance(service, ServiceRef) else ServiceRef.parse(service)
+        self.kind = kind
+        self.forward = forward_affinity
+        self.options = dict(options)
+        self.client_options = dict(client_options)
+        affinity = self.options.get("affinity")
+        self.header = affinity if isinstance(affinity, str) else DEFAULT_HEADER
+
+    async def __call__(self, request: Request) -> Any:
+        """The dependency: the app's client for this Service (and the incoming key, to forward)."""
+        clients = getattr(request.app.state, "kube_balance_clients", None)
+        if clients is None or self not in clients:
+            raise RuntimeError(
+                f"the balanced client for {self.service} is not started: create the app with "
+                "FastAPI(lifespan=clients.lifespan()) (or balanced_lifespan) so it starts with the app"
+            )
+        if self.forward is not None:
+            key = (
+                request.headers.get(self.forward) if isinstance(self.forward, str) else self.forward(request)
+            )
+            _incoming_key.set(key or None)
+        return clients[self]
+
+    def _base_url(self) -> str:
+        scheme = self.service.scheme or "http"
+        return f"{scheme}://{self.service.name}.{self.service.namespace}"
+
+    def build(self) -> tuple[Any, list[LoadBalancer]]:
+        """Create the client (inside the app's event loop) and the balancers to wait for."""
+        if self.kind == "httpx":
+            return self._build_httpx()
+        return self._build_aiohttp()
+
+    def _build_httpx(self) -> tuple[Any, list[LoadBalancer]]:
+        import httpx
+
+        from .httpx import BalancedTransport
+
+        transport = BalancedTransport(self.service, **self.options)
+        hooks: dict[str, list[Any]] = {"request": [self._httpx_hook]} if self.forward is not None else {}
+        options = {"base_url": self._base_url(), "event_hooks": hooks, **self.client_options}
+        return httpx.AsyncClient(transport=transport, **options), [transport.balancer]
+
+    async def _httpx_hook(self, request: Any) -> None:
+        key = _incoming_key.get()
+        if key and self.header not in request.headers:
+            request.headers[self.header] = key
+
+    def _build_aiohttp(self) -> tuple[Any, list[LoadBalancer]]:
+        import aiohttp
+
+        from .aiohttp import BalancedConnector
+
+        connector = BalancedConnector(self.service, **self.options)
+        traces = list(self.client_options.pop("trace_configs", None) or [])
+        if self.forward is not None:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_start.append(self._aiohttp_hook)
+            traces.append(trace)
+        options = {"base_url": self._base_url(), "trace_configs": traces, **self.client_options}
+        return aiohttp.ClientSession(connector=connector, **options), connector.balancers
+
+    async def _aiohttp_hook(self, session: Any, ctx: Any, params: Any) -> None:
+        key = _incoming_key.get()
+        if key and self.header not in params.headers:
+            params.headers[self.header] = key  # the request is built from this very mapping
+
+    def __repr__(self) -> str:
+        return f"<BalancedClient {self.service} {self.kind}>"
+
+
+class BalancedClients:
+    """The balanced clients an app declares; :meth:`lifespan` starts and closes them with the app.
+
+    ``startup_timeout`` bounds the startup wait for each Service's first endpoints (default 5 s);
+    a Service with none by then is logged, and its requests go to the fallback until it has.
+    """
+
+    def __init__(self, *, startup_timeout: float = DEFAULT_STARTUP_TIMEOUT) -> None:
+        if (
+            isinstance(startup_timeout, bool)
+            or not isinstance(startup_timeout, (int, float))
+            or startup_timeout < 0
+        ):
+            raise ConfigurationError(
+                f"startup_timeout must be a number of seconds >= 0, not {startup_timeout!r}"
+            )
+        self.startup_timeout = float(startup_timeout)
+        self._declared: list[BalancedClient] = []
+
+    def httpx(
+        self,
+        service: str | ServiceRef,
+        *,
+        forward_affinity: Forward | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        **transport_options: Any,
+    ) -> BalancedClient:
+        """Declare an ``httpx.AsyncClient`` over a :class:`BalancedTransport`; returns its dependency.
+
+        ``transport_options`` go to ``BalancedTransport`` (``algorithm=``, ``retry=``, ...);
+        ``client_options`` to ``httpx.AsyncClient`` (``timeout=``, ...; ``base_url`` defaults to
+        the Service, ``http://name.ns``).
+        """
+        return self._declare(service, "httpx", forward_affinity, transport_options, client_options)
+
+    def aiohttp(
+        self,
+        service: str | ServiceRef,
+        *,
+        forward_affinity: Forward | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        **connector_options: Any,
+    ) -> BalancedClient:
+        """Declare an ``aiohttp.ClientSession`` over a :class:`BalancedConnector`; returns its dependency."""
+        return self._declare(service, "aiohttp", forward_affinity, connector_options, client_options)
+
+    def _declare(
+        self,
+        service: str | ServiceRef,
+        kind: Literal["httpx", "aiohttp"],
+        forward: Forward | None,
+        options: Mapping[str, Any],
+        client_options: Mapping[str, Any] | None,
+    ) -> BalancedClient:
+        client = BalancedClient(self, service, kind, forward, options, client_options or {})
+        self._declared.append(client)
+        return client
+
+    def lifespan(self, app_lifespan: Lifespan | None = None) -> Lifespan:
+        """A lifespan for ``FastAPI(lifespan=...)``: starts the clients, then runs ``app_lifespan``."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Any) -> AsyncIterator[Any]:
+            async with contextlib.AsyncExitStack() as stack:
+                started = await self._start(stack)
+                clients = getattr(app.state, "kube_balance_clients", None)
+                if clients is None:
+                    clients = app.state.kube_balance_clients = {}
+                clients.update(started)
+                stack.callback(lambda: [clients.pop(c, None) for c in started])
+                if app_lifespan is None:
+                    yield None
+                else:
+                    async with app_lifespan(app) as state:
+                        yield state
+
+        return lifespan
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> dict[BalancedClient, Any]:
+        started: dict[BalancedClient, Any] = {}
+        waits: list[Awaitable[None]] = []
+        for declared in self._declared:
+            client, balancers = declared.build()
+            stack.push_async_callback(_closer(client))
+            started[declared] = client
+            waits.extend(self._wait_ready(b) for b in balancers)
+        await asyncio.gather(*waits)  # concurrently: the startup waits at most startup_timeout
+        return started
+
+    async def _wait_ready(self, balancer: LoadBalancer) -> None:
+        try:
+            await balancer.wait_ready(self.startup_timeout)
+        except NoEndpointsAvailable as exc:
+            logger.warning("starting without endpoints (requests go to the fallback): %s", exc)
+
+    def __repr__(self) -> str:
+        return f"<BalancedClients {self._declared!r}>"
+
+
+def _closer(client: Any) -> Callable[[], Awaitable[Any]]:
+    return client.aclose if hasattr(client, "aclose") else client.close  # type: ignore[no-any-return]
+
+
+_default = BalancedClients()
+
+
+def balanced_client(
+    service: str | ServiceRef,
+    *,
+    kind: Literal["httpx", "aiohttp"] = "httpx",
+    forward_affinity: Forward | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> BalancedClient:
+    """Declare a client on the module-wide registry (started by :data:`balanced_lifespan`)."""
+    if kind not in ("httpx", "aiohttp"):
+        raise ConfigurationError(f"kind must be 'httpx' or 'aiohttp', not {kind!r}")
+    return _default._declare(service, kind, forward_affinity, options, client_options)
+
+
+def balanced_lifespan(app: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+    """``FastAPI(lifespan=balanced_lifespan)``: starts the clients declared with :func:`balanced_client`."""
+    return _default.lifespan()(app)

@@ -1,0 +1,57 @@
+"""A FastAPI service calling another Service through kube-balance, for the FastAPI tests.
+
+Configured from the environment so it runs the same under ``TestClient`` and under uvicorn in a
+subprocess: ``PODS`` (comma-separated ``host:port``, a static source) or ``KUBECONFIG`` (the fake
+apiserver: real discovery), ``ALGORITHM`` and ``CLIENT_KIND`` (httpx or aiohttp).
+"""
+
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import StreamingResponse
+
+from kube_balance.discovery import StaticSource
+from kube_balance.integrations.fastapi import BalancedClients
+
+
+def create_app() -> FastAPI:
+    """The app: /hello calls web.shop once; /proxy/stream streams web.shop's /stream back."""
+    pods = os.environ.get("PODS")
+    options: dict[str, Any] = {"algorithm": os.environ.get("ALGORITHM", "least_request")}
+    if pods:
+        options["source"] = StaticSource(pods.split(","))
+    if options["algorithm"] in ("ring_hash", "maglev"):
+        options["algorithm_options"] = {"missing_key": "random"}
+    clients = BalancedClients(startup_timeout=5)
+    kind = os.environ.get("CLIENT_KIND", "httpx")
+    if kind == "aiohttp":
+        web = clients.aiohttp("web.shop:http", forward_affinity="X-User", **options)
+    else:
+        web = clients.httpx("web.shop:http", forward_affinity="X-User", **options)
+    app = FastAPI(lifespan=clients.lifespan())
+    Client = Annotated[Any, Depends(web)]
+
+    @app.get("/hello")
+    async def hello(client: Client) -> Any:
+        if kind == "aiohttp":
+            async with client.get("/") as r:
+                return await r.json()
+        return (await client.get("/")).json()
+
+    @app.get("/proxy/stream")
+    async def proxy_stream(client: Client) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            async with client.stream("GET", "/stream") as upstream:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+
+        return StreamingResponse(body())
+
+    @app.get("/debug/inflight")
+    async def inflight(client: Client) -> int:
+        transport = client._transport
+        return int(transport.balancer.algorithm.total_inflight())
+
+    return app

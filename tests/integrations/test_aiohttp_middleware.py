@@ -1,0 +1,123 @@
+"""BalancedMiddleware: the retries after a request was sent that the connector alone cannot do."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiohttp
+import pytest
+from helpers_pods import SERVICE_HOST, running_pods
+
+from kube_balance import ConfigurationError, LoadBalancer, RetryPolicy
+from kube_balance.discovery.static import StaticSource
+from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddleware
+
+URL = f"http://{SERVICE_HOST}"
+
+
+def session_for(connector: BalancedConnector) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=connector, middlewares=(BalancedMiddleware(connector),))
+
+
+async def test_a_503_is_retried_on_the_other_pod(rng: random.Random) -> None:
+    """With retry_statuses, a GET answered 503 by one pod is sent again to the other: 20 x 200."""
+    async with running_pods(2) as pods, asyncio.timeout(10):
+        pods[0].status = 503
+        connector = BalancedConnector(
+            "web.shop:http",
+            source=StaticSource([p.key for p in pods]),
+            algorithm="round_robin",
+            retry=RetryPolicy(retry_statuses=True),
+            rng=rng,
+        )
+        async with session_for(connector) as session:
+            for _ in range(20):
+                async with session.get(f"{URL}/") as r:
+                    assert r.status == 200
+                    assert (await r.json())["pod"] == "pod-1"
+            status = connector.balancers[0].status()
+        failed = pods[0].hits  # round robin: the retry's pick of pod-1 makes pod-0 the next first pick
+        assert failed >= 10 and pods[1].hits == 20
+        assert status.retries == failed and status.inflight == 0
+        assert status.outcomes == {"ok": 20, "server_error": failed}
+        assert connector._routes["web.shop"].dispatcher.budget.retries == 0  # every slot given back
+
+
+async def test_a_dropped_connection_is_retried_for_idempotent_requests_only(rng: random.Random) -> None:
+    """A pod that drops the connection after the request was sent: a GET goes to the other pod,
+    a POST is not sent twice."""
+    async with running_pods(2) as pods, asyncio.timeout(10):
+        pods[0].status = 0  # drops every connection
+        lb = LoadBalancer(
+            "web.shop:http", source=StaticSource([p.key for p in pods]), algorithm="round_robin", rng=rng
+        )
+        connector = BalancedConnector(lb, force_close=True)  # no keep-alive: aiohttp retries nothing
+        async with lb, session_for(connector) as session:
+            for _ in range(6):
+                async with session.get(f"{URL}/") as r:
+                    assert (await r.json())["pod"] == "pod-1"
+            failures = 0
+            for _ in range(6):
+                try:
+                    async with session.post(f"{URL}/", data=b"x") as r:
+                        await r.read()
+                except aiohttp.ServerDisconnectedError:
+                    failures += 1
+            assert failures == 3  # round robin: every other POST reached pod-0, never retried
+            assert lb.status().inflight == 0
+
+
+async def test_status_not_listed_or_non_idempotent_is_not_retried(rng: random.Random) -> None:
+    """Without retry_statuses a 503 reaches the caller; a POST 503 is never retried."""
+    async with running_pods(2) as pods, asyncio.timeout(10):
+        pods[0].status = 503
+        connector = BalancedConnector("web.shop:http", source=StaticSource([pods[0].key]), rng=rng)
+        async with session_for(connector) as session, session.get(f"{URL}/") as r:
+            assert r.status == 503
+        policy = RetryPolicy(retry_statuses=True)
+        connector = BalancedConnector(
+            "web.shop:http",
+            source=StaticSource([p.key for p in pods]),
+            retry=policy,
+            rng=rng,
+            algorithm="round_robin",
+        )
+        async with session_for(connector) as session:
+            statuses = []
+            for _ in range(4):
+                async with session.post(f"{URL}/", data=b"x") as r:
+                    statuses.append(r.status)
+        assert sorted(statuses) == [200, 200, 503, 503]
+
+
+async def test_retries_stop_at_max_attempts_and_the_budget(rng: random.Random) -> None:
+    """Every pod answers 503: a GET makes max_attempts attempts on distinct pods, then gets 503;
+    a budget of 0 refuses every retry and counts it."""
+    async with running_pods(3) as pods, asyncio.timeout(10):
+        for pod in pods:
+            pod.status = 503
+        policy = RetryPolicy(retry_statuses=True, max_attempts=3)
+        connector = BalancedConnector(
+            "web.shop:http", source=StaticSource([p.key for p in pods]), retry=policy, rng=rng
+        )
+        async with session_for(connector) as session, session.get(f"{URL}/") as r:
+            assert r.status == 503
+        assert sorted(p.hits for p in pods) == [1, 1, 1]
+        stingy = RetryPolicy(retry_statuses=True, budget_percent=0.0, budget_min_concurrency=0)
+        connector = BalancedConnector(
+            "web.shop:http", source=StaticSource([p.key for p in pods]), retry=stingy, rng=rng
+        )
+        async with session_for(connector) as session, session.get(f"{URL}/") as r:
+            assert r.status == 503
+        assert connector.balancers[0].status().retry_budget_exhausted == 1
+
+
+async def test_other_hosts_pass_through_and_a_wrong_connector_is_refused(rng: random.Random) -> None:
+    """A host the connector does not balance goes through the middleware untouched."""
+    async with running_pods(1) as pods, asyncio.timeout(10):
+        connector = BalancedConnector("web.shop:http", source=StaticSource([]), rng=rng)
+        async with session_for(connector) as session, session.get(f"http://127.0.0.1:{pods[0].port}/") as r:
+            assert r.status == 200
+    with pytest.raises(ConfigurationError, match="BalancedConnector"):
+        BalancedMiddleware(aiohttp.TCPConnector)  # type: ignore[arg-type]
