@@ -298,7 +298,7 @@ async def test_retry_policy_is_honoured() -> None:
     """The RetryPolicy given reaches each Service's dispatcher."""
     policy = RetryPolicy(max_attempts=1)
     connector = BalancedConnector(["web.shop:http", "cart.shop:http"], retry=policy)
-    assert {id(r.dispatcher.retry) for r in connector._routes.values()} == {id(policy)}
+    assert {id(r.dispatcher.retry) for r in connector._routes.routes} == {id(policy)}
     await connector.close()
 
 
@@ -361,4 +361,21 @@ async def test_limit_per_host_applies_per_pod(rng: random.Random) -> None:
                 r.release()
             async with await third as r:
                 assert r.status == 200
+        assert inflight(connector) == 0
+
+
+async def test_every_attempt_failing_names_the_service_and_the_pods_tried(rng: random.Random) -> None:
+    """Two dead pods: the error is still an aiohttp.ClientConnectorError, naming the Service, both
+    pods and the attempt count, raised from the last attempt's error."""
+    async with running_pods(2) as pods:
+        for pod in pods:
+            await pod.kill()
+        connector = BalancedConnector("web.shop:http", source=StaticSource([p.key for p in pods]), rng=rng)
+        async with aiohttp.ClientSession(connector=connector) as session, asyncio.timeout(10):
+            with pytest.raises(aiohttp.ClientConnectorError) as info:
+                await session.get(f"{URL}/")
+        message = str(info.value)
+        assert "web.shop:http" in message and "2 attempts failed" in message
+        assert all(p.key in message for p in pods)
+        assert isinstance(info.value.__cause__, aiohttp.ClientConnectorError)
         assert inflight(connector) == 0

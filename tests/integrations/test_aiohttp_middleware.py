@@ -41,7 +41,7 @@ async def test_a_503_is_retried_on_the_other_pod(rng: random.Random) -> None:
         assert failed >= 10 and pods[1].hits == 20
         assert status.retries == failed and status.inflight == 0
         assert status.outcomes == {"ok": 20, "server_error": failed}
-        assert connector._routes["web.shop"].dispatcher.budget.retries == 0  # every slot given back
+        assert connector._routes.routes[0].dispatcher.budget.retries == 0  # every slot given back
 
 
 async def test_a_dropped_connection_is_retried_for_idempotent_requests_only(rng: random.Random) -> None:

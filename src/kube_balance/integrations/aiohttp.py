@@ -26,9 +26,10 @@ Needs ``pip install kube-balance[aiohttp]``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import random as _random
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 try:
@@ -47,13 +48,11 @@ from .._balancer import LoadBalancer
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
-from .._service import ServiceRef
+from .._routes import Routes, ServiceSpec, affinity_for
 from ..algorithms import Algorithm, Clock
 from ..discovery._source import EndpointSource
 
 __all__ = ["BalancedConnector", "BalancedMiddleware", "NoEndpointsAvailable"]
-
-ServiceSpec = str | ServiceRef | LoadBalancer
 
 
 class NoEndpointsAvailable(aiohttp.ClientConnectionError, _errors.NoEndpointsAvailable):
@@ -81,9 +80,10 @@ def _response_outcome(exc: BaseException) -> Outcome:
 
 
 def _explain(exc: Exception, attempts: Attempts) -> BaseException | None:
-    """A connection error naming the Service, the pods tried and the attempts, or why the request
-    went to the fallback; the same aiohttp error class where it can be rebuilt, else a
-    ``ClientConnectionError``."""
+    """The same aiohttp connection error, its message naming the Service, the pods tried and the
+    attempts, or why the request went to the fallback (None: keep ``exc`` as is)."""
+    if not isinstance(exc, aiohttp.ClientConnectorError):
+        return None
     cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if attempts.fallback_reason is not None:
         message = (
@@ -97,24 +97,29 @@ def _explain(exc: Exception, attempts: Attempts) -> BaseException | None:
             f"service {attempts.service}: {count} attempt{'s' if count > 1 else ''} failed, on "
             f"{', '.join(attempts.tried)}; last error: {cause}"
         )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return ServiceConnectionError(message, exc)
-    return None
+    return _with_message(exc, message)
 
 
-class ServiceConnectionError(aiohttp.ClientConnectorError):
-    """Every attempt to connect to the Service's pods (or its fallback) failed: names what was tried.
+_explained: dict[type[BaseException], type[BaseException]] = {}
 
-    An ``aiohttp.ClientConnectorError`` like the last attempt's error (its ``__cause__``), with
-    the same connection key and OS error.
-    """
 
-    def __init__(self, message: str, last: aiohttp.ClientConnectorError) -> None:
-        super().__init__(*last.args)  # (connection key, OS error), as aiohttp builds it
-        self._message = message
+def _with_message(exc: BaseException, message: str) -> BaseException:
+    """A copy of ``exc`` whose ``str()`` is ``message``, of a subclass of its own class (made once
+    per class), so every ``except``/``isinstance`` that caught the original catches it too."""
+    cls = type(exc)
+    sub = _explained.get(cls)
+    if sub is None:
+        sub = _explained[cls] = type(
+            cls.__name__, (cls,), {"__str__": _explained_str, "__module__": cls.__module__}
+        )
+    new = copy.copy(exc)
+    new.__class__ = sub
+    new._kube_balance_message = message  # type: ignore[attr-defined]
+    return new
 
-    def __str__(self) -> str:
-        return self._message
+
+def _explained_str(self: BaseException) -> str:
+    return str(getattr(self, "_kube_balance_message", ""))
 
 
 _Attempt = tuple[ClientRequest, list[Any], aiohttp.ClientTimeout]
@@ -282,51 +287,31 @@ class BalancedConnector(aiohttp.TCPConnector):
         clock: Clock | None = None,
         **connector_options: Any,
     ) -> None:
-        specs = _as_list(services)
-        if source is not None and len(specs) > 1:
-            raise _errors.ConfigurationError(
-                f"source= applies to one Service, not {len(specs)}: pass a LoadBalancer per Service instead"
-            )
-        super().__init__(**connector_options)
-        self._routes: dict[str, _Route] = {}
-        key = AffinityKey.parse(affinity)
-        for spec in specs:
-            if isinstance(spec, LoadBalancer):
-                balancer, owns = spec, False
-            else:
-                balancer = LoadBalancer(
-                    spec,
-                    algorithm=algorithm,
-                    source=source,
-                    fallback=fallback,
-                    algorithm_options=algorithm_options,
-                    rng=rng,
-                    clock=clock,
-                )
-                owns = True
-            route_key = key
-            if route_key is None and getattr(balancer.algorithm, "requires_key", False):
-                route_key = AffinityKey()  # the seed's X-Affinity header
-            route = _Route(balancer, owns, route_key, _Adapter(self._connect_pod), retry)
-            for host in balancer.service.hosts:
-                if host in self._routes:
-                    raise _errors.ConfigurationError(
-                        f"service {balancer.service} is given twice (host {host!r})"
-                    )
-                self._routes[host] = route
+        options = {
+            "algorithm": algorithm,
+            "source": source,
+            "fallback": fallback,
+            "algorithm_options": algorithm_options,
+            "rng": rng,
+            "clock": clock,
+        }
+        self._routes: Routes[_Route] = Routes[_Route]().build(
+            services,
+            options,
+            lambda balancer, owned: _Route(
+                balancer, owned, affinity_for(balancer, affinity), _Adapter(self._connect_pod), retry
+            ),
+        )
+
+        super().__init__(**connector_options)  # after the checks: aiohttp needs a running loop
 
     @property
     def balancers(self) -> list[LoadBalancer]:
         """The balancers of the Services this connector balances, in the order given."""
-        return list({id(r.balancer): r.balancer for r in self._routes.values()}.values())
-
-    def balancer(self, host: str) -> LoadBalancer:
-        """The balancer for requests to ``host`` (a KeyError if the host is not balanced)."""
-        return self._routes[host.rstrip(".").lower()].balancer
+        return self._routes.balancers
 
     def _route(self, req: ClientRequest) -> _Route | None:
-        host = req.url.raw_host
-        return self._routes.get(host.rstrip(".").lower()) if host else None
+        return self._routes.get(req.url.raw_host)
 
     async def connect(
         self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
@@ -362,7 +347,7 @@ class BalancedConnector(aiohttp.TCPConnector):
 
     async def close(self, *args: Any, **kwargs: Any) -> None:
         """Close every connection, stop the balancers the connector created, leave no task behind."""
-        routes = {id(r): r for r in self._routes.values()}.values()
+        routes = self._routes.routes
         for route in routes:
             # The safety net: a response never released keeps its connection (and so itself:
             # the connection's protocol holds it) alive until here, in aiohttp as without us.
@@ -422,20 +407,6 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
         return result
 
     return type(f"Balanced{base.__name__}", (base,), {"start": reporting_start, "_kube_balance": True})
-
-
-def _as_list(services: ServiceSpec | Sequence[ServiceSpec] | Iterable[ServiceSpec]) -> list[ServiceSpec]:
-    if isinstance(services, (str, ServiceRef, LoadBalancer)):
-        return [services]
-    try:
-        specs = list(services)
-    except TypeError:
-        raise _errors.ConfigurationError(
-            f"services must be a Service reference, a LoadBalancer or a list of them, not {services!r}"
-        ) from None
-    if not specs:
-        raise _errors.ConfigurationError("services is empty: give at least one Service reference")
-    return specs
 
 
 class _MiddlewareRetry:

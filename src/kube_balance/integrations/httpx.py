@@ -22,9 +22,9 @@ import asyncio
 import random as _random
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 try:
     import httpx
@@ -37,7 +37,7 @@ from .._balancer import LoadBalancer
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
-from .._service import ServiceRef
+from .._routes import Routes, ServiceSpec, affinity_for
 from .._validate import check_bool, check_callable, check_instance, check_int, check_optional_str, invalid
 from ..algorithms import Algorithm, Clock
 
@@ -112,11 +112,13 @@ class _LeasedStream(httpx.AsyncByteStream):
 
 
 class BalancedTransport(httpx.AsyncBaseTransport):
-    """Balances requests to one Kubernetes Service per request, across per-pod connection pools.
+    """Balances requests to Kubernetes Services per request, across per-pod connection pools.
 
     ``service`` is ``"name.ns:port"``, a :class:`ServiceRef` or a running :class:`LoadBalancer`
     (then ``algorithm``, ``source``, ``fallback`` and ``rng`` belong to it, and the transport
-    does not close it). ``clock`` times each attempt to its response headers (the ``elapsed``
+    does not close it), or a list of them: each Service's hosts are balanced by its own balancer
+    (``balancers``; ``balancer`` and ``dispatcher`` are the first Service's), other hosts pass
+    through. ``clock`` times each attempt to its response headers (the ``elapsed``
     given to ``put()``; default ``time.perf_counter``) and, for a balancer of its own, is the
     balancer's clock too. ``affinity`` gives hash algorithms their key: a header name, a
     callable on the request, or an ``AffinityKey`` (default: the ``X-Affinity`` header when the
@@ -137,7 +139,7 @@ class BalancedTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        service: str | ServiceRef | LoadBalancer,
+        service: ServiceSpec | Sequence[ServiceSpec],
         *,
         algorithm: str | Algorithm = "least_request",
         source: EndpointSource | None = None,
@@ -170,9 +172,11 @@ class BalancedTransport(httpx.AsyncBaseTransport):
             local_address=local_address,
             clock=clock,
         )
-        if isinstance(service, LoadBalancer):
-            # The balancer was built with its own algorithm, source, fallback and rng: a different
-            # value here would be silently ignored, so it is refused instead.
+        if isinstance(service, LoadBalancer) or (
+            isinstance(service, (list, tuple)) and any(isinstance(s, LoadBalancer) for s in service)
+        ):
+            # A given balancer was built with its own algorithm, source, fallback and rng: a
+            # different value here would be silently ignored, so it is refused instead.
             ignored = {
                 "algorithm": algorithm != "least_request",
                 "source": source is not None,
@@ -186,23 +190,24 @@ class BalancedTransport(httpx.AsyncBaseTransport):
                     f"BalancedTransport was given a LoadBalancer and {names}: these belong to the "
                     "LoadBalancer; pass them to LoadBalancer(...) instead, or pass the service name here"
                 )
-            self.balancer, self._owns_balancer = service, False
-        else:
-            self.balancer = LoadBalancer(
-                service,
-                algorithm=algorithm,
-                source=source,
-                fallback=fallback,
-                algorithm_options=algorithm_options,
-                rng=rng,
-                clock=clock,
-            )
-            self._owns_balancer = True
-        self._hosts = self.balancer.service.hosts
-        key = AffinityKey.parse(affinity)
-        if key is None and getattr(self.balancer.algorithm, "requires_key", False):
-            key = AffinityKey()  # the seed's X-Affinity header
-        self._key = key
+        options = {
+            "algorithm": algorithm,
+            "source": source,
+            "fallback": fallback,
+            "algorithm_options": algorithm_options,
+            "rng": rng,
+            "clock": clock,
+        }
+        self._routes: Routes[_Route] = Routes[_Route]().build(
+            service,
+            options,
+            lambda balancer, owned: _Route(
+                balancer,
+                owned,
+                affinity_for(balancer, affinity),
+                Dispatcher(balancer, _Adapter(self._open_pool), retry=retry, clock=clock),
+            ),
+        )
         # By keyword, as httpx's own transport calls it: the positional order changed in 0.28
         # (0.27 is ``create_ssl_context(cert, verify, trust_env, http2)``), and a positional
         # call put ``verify`` in ``cert`` and ``cert`` (None) in ``verify``: a context verifying nothing.
@@ -219,9 +224,21 @@ class BalancedTransport(httpx.AsyncBaseTransport):
             "trust_env": trust_env,
         }
         self._passthrough: httpx.AsyncHTTPTransport | None = None
-        self.dispatcher: Dispatcher[httpx.AsyncHTTPTransport, _Attempt, httpx.Response] = Dispatcher(
-            self.balancer, _Adapter(self._open_pool), retry=retry, clock=clock
-        )
+
+    @property
+    def balancer(self) -> LoadBalancer:
+        """The (first) Service's balancer."""
+        return self._routes.routes[0].balancer
+
+    @property
+    def dispatcher(self) -> Dispatcher[httpx.AsyncHTTPTransport, _Attempt, httpx.Response]:
+        """The (first) Service's dispatcher: its per-pod pools, retries and budget."""
+        return self._routes.routes[0].dispatcher
+
+    @property
+    def balancers(self) -> list[LoadBalancer]:
+        """Every Service's balancer, in the order given."""
+        return self._routes.balancers
 
     def _open_pool(self) -> httpx.AsyncHTTPTransport:
         if self._ssl is None:  # built once: loading CA certificates costs milliseconds
@@ -234,7 +251,8 @@ class BalancedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a pod of the Service (or pass it through for other hosts)."""
         url = request.url
-        if url.host not in self._hosts:
+        route = self._routes.get(url.host)
+        if route is None:
             if self._passthrough is None:
                 self._passthrough = self._open_pool()
             return await self._passthrough.handle_async_request(request)
@@ -243,10 +261,10 @@ class BalancedTransport(httpx.AsyncBaseTransport):
             extensions = {**extensions, "sni_hostname": url.host}
         timeout = extensions.get("timeout")
         try:
-            response, lease = await self.dispatcher.send(
+            response, lease = await route.dispatcher.send(
                 (request, extensions),
-                key=self._key.from_request(request, request.headers, request.headers.raw)
-                if self._key is not None
+                key=route.key.from_request(request, request.headers, request.headers.raw)
+                if route.key is not None
                 else None,
                 method=request.method,
                 replayable=isinstance(request.stream, httpx.ByteStream),
@@ -258,7 +276,8 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         return response
 
     async def __aenter__(self) -> BalancedTransport:
-        await self.balancer.ensure_started()
+        for balancer in self.balancers:
+            await balancer.ensure_started()
         return self
 
     async def __aexit__(
@@ -271,14 +290,17 @@ class BalancedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         """Close every pod's pool and the pass-through pool; stop the balancer if it is ours."""
-        await self.dispatcher.aclose()
+        for route in self._routes.routes:
+            await route.dispatcher.aclose()
         if self._passthrough is not None:
             await self._passthrough.aclose()
-        if self._owns_balancer:
-            await self.balancer.aclose()
+        for route in self._routes.routes:
+            if route.owned:
+                await route.balancer.aclose()
 
     def __repr__(self) -> str:
-        return f"<BalancedTransport {self.balancer!r} {self.dispatcher!r}>"
+        routes = " ".join(f"{r.balancer!r} {r.dispatcher!r}" for r in self._routes.routes)
+        return f"<BalancedTransport {routes}>"
 
 
 def _check_cert(cert: Any) -> tuple[str, ...] | None:
@@ -426,6 +448,15 @@ def _check_transport_options(
     check_optional_str("BalancedTransport local_address", local_address, "a local IP address")
     if clock is not None:
         check_callable("BalancedTransport clock", clock, "a callable returning monotonic seconds, or None")
+
+
+class _Route(NamedTuple):
+    """One Service: its balancer (``owned``: closed with the transport), key reader, dispatcher."""
+
+    balancer: LoadBalancer
+    owned: bool
+    key: AffinityKey | None
+    dispatcher: Dispatcher[httpx.AsyncHTTPTransport, tuple[httpx.Request, dict[str, Any]], httpx.Response]
 
 
 _Attempt = tuple[httpx.Request, dict[str, Any]]

@@ -6,7 +6,8 @@ import pytest
 
 from kube_balance import ConfigurationError, DiscoveryError, Endpoint, ServiceRef
 from kube_balance.discovery import merge_slices
-from kube_balance.discovery.kubernetes import SliceMerger, parse_slice
+from kube_balance.discovery.kubernetes._incremental import SliceMerger
+from kube_balance.discovery.kubernetes._merge import parse_slice
 from kube_balance.discovery.kubernetes._service_port import pick_service_port
 from kube_balance.testing import endpoint_slice, service
 
