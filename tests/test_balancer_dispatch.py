@@ -68,6 +68,9 @@ class Adapter:
     async def discard(self, result: int) -> None:
         await self.discard_fn(result)
 
+    def explain(self, exc: Exception, attempts: Any, request: None) -> None:
+        return None  # keep the original error
+
 
 D = Dispatcher[Pool, None, int]
 

@@ -11,6 +11,7 @@ import pytest
 
 from kube_balance._balancer import LoadBalancer
 from kube_balance._dispatch import Dispatcher, Lease
+from kube_balance._outcome import Outcome
 from kube_balance._pools import FALLBACK_KEY, PoolSet
 from kube_balance.discovery.static import StaticSource
 
@@ -28,16 +29,48 @@ async def close(pool: Pool) -> None:
     pool.closes += 1
 
 
-def make(
-    keys: list[str], rng: random.Random, **kwargs: Any
-) -> tuple[Dispatcher[Pool], LoadBalancer, StaticSource]:
+class Adapter:
+    """The dispatcher's view of a client whose pools are :class:`Pool` objects (no attempts here)."""
+
+    def __init__(self, close_fn: Any = close) -> None:
+        self.close_fn = close_fn
+
+    def open_pool(self) -> Pool:
+        return Pool()
+
+    async def close_pool(self, pool: Pool) -> None:
+        await self.close_fn(pool)
+
+    async def attempt(self, lease: Lease[Pool], request: None) -> int:  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def classify(self, exc: BaseException) -> Any:  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def status(self, result: int) -> int:  # pragma: no cover - unused
+        return result
+
+    def retry_after(self, result: int) -> float | None:  # pragma: no cover - unused
+        return None
+
+    async def discard(self, result: int) -> None:  # pragma: no cover - unused
+        return None
+
+    def explain(self, exc: Exception, attempts: Any, request: None) -> None:  # pragma: no cover
+        return None
+
+
+D = Dispatcher[Pool, None, int]
+
+
+def make(keys: list[str], rng: random.Random, **kwargs: Any) -> tuple[D, LoadBalancer, StaticSource]:
     source = StaticSource(keys)
     lb = LoadBalancer("web.shop:80", source=source, algorithm="round_robin", rng=rng)
-    kwargs.setdefault("close_pool", close)
-    return Dispatcher(lb, open_pool=Pool, **kwargs), lb, source
+    adapter = Adapter(kwargs.pop("close_pool", close))
+    return Dispatcher(lb, adapter, **kwargs), lb, source
 
 
-async def shut(d: Dispatcher[Pool], lb: LoadBalancer) -> None:
+async def shut(d: D, lb: LoadBalancer) -> None:
     async with asyncio.timeout(1):
         await d.aclose()
         await lb.aclose()
@@ -166,7 +199,7 @@ async def test_a_normal_release_is_not_an_unclosed_response(rng: random.Random) 
     async with asyncio.timeout(1):
         lease = await d.acquire()
     lease.release()
-    lease.release(failed=True)  # a second call is ignored, leaked or not
+    lease.release(Outcome.SERVER_ERROR)  # a second call is ignored, leaked or not
     assert lb.unclosed_responses == 0
     async with asyncio.timeout(1):
         leaked = await d.acquire()
@@ -180,12 +213,12 @@ async def test_finalizer_release_on_a_running_loop_is_scheduled_not_immediate(rn
     d, lb, _ = make([A], rng)
     async with asyncio.timeout(1):
         lease = await d.acquire()
-    lease.release_from_finalizer(failed=False)
+    lease.release_from_finalizer(Outcome.OK)
     assert not lease.released and d.inflight(A) == 1 and lb.unclosed_responses == 0
     await asyncio.sleep(0)
     assert lease.released and d.inflight(A) == 0 and lb.unclosed_responses == 1
     assert lb.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
-    lease.release_from_finalizer(failed=False)  # already released: nothing more
+    lease.release_from_finalizer(Outcome.OK)  # already released: nothing more
     await asyncio.sleep(0)
     assert lb.unclosed_responses == 1
     await shut(d, lb)
@@ -199,7 +232,7 @@ def test_finalizer_release_after_the_loop_stopped_releases_at_once(rng: random.R
         lease: Lease[Pool] = loop.run_until_complete(asyncio.wait_for(d.acquire(), 1))
         source.set([])  # the endpoint leaves while its lease is held
         assert A in d.pools
-        lease.release_from_finalizer(failed=True)  # loop not running: released right here
+        lease.release_from_finalizer(Outcome.RESET)  # loop not running: released right here
         assert lease.released and d.inflight(A) == 0 and lb.unclosed_responses == 1
         assert lb.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
         assert A not in d.pools and lease.pool.closes == 0  # the close waits for the loop
@@ -216,7 +249,7 @@ def test_finalizer_release_after_the_loop_closed_releases_at_once(rng: random.Ra
     d, lb, _ = make([A], rng)
     lease: Lease[Pool] = loop.run_until_complete(asyncio.wait_for(d.acquire(), 1))
     loop.close()
-    lease.release_from_finalizer(failed=False)
+    lease.release_from_finalizer(Outcome.OK)
     assert lease.released and d.inflight(A) == 0 and lb.unclosed_responses == 1
 
 
@@ -239,7 +272,7 @@ async def test_a_second_release_does_not_free_another_leases_count(rng: random.R
 
 
 async def test_release_reports_failed_only_when_asked(rng: random.Random) -> None:
-    """put() sees failed=False from a plain release(), True from release(failed=True) and from a finalizer's."""
+    """put() sees failed=False from a plain release(), True from a failed outcome and from a finalizer's."""
     d, lb, _ = make([A], rng)
     puts: list[bool] = []
     put = lb.algorithm.put
@@ -252,8 +285,8 @@ async def test_release_reports_failed_only_when_asked(rng: random.Random) -> Non
     async with asyncio.timeout(1):
         plain, failing, collected = await d.acquire(), await d.acquire(), await d.acquire()
     plain.release()
-    failing.release(failed=True)
-    collected.release_from_finalizer(failed=True)
+    failing.release(Outcome.SERVER_ERROR)
+    collected.release_from_finalizer(Outcome.RESET)
     await asyncio.sleep(0)
     assert puts == [False, True, True]
     await shut(d, lb)

@@ -29,10 +29,17 @@ def as_list(services: ServiceSpec | Sequence[ServiceSpec] | Iterable[ServiceSpec
         specs = list(services)
     except TypeError:
         raise ConfigurationError(
-            f"services must be a Service reference, a LoadBalancer or a list of them, not {services!r}"
+            f"service {services!r} must be a Service reference ('name.ns:port'), a ServiceRef, a "
+            "LoadBalancer or a list of them"
         ) from None
     if not specs:
-        raise ConfigurationError("services is empty: give at least one Service reference")
+        raise ConfigurationError("service list is empty: give at least one Service reference")
+    for spec in specs:
+        if not isinstance(spec, (str, ServiceRef, LoadBalancer)):
+            raise ConfigurationError(
+                f"service {spec!r} in {services!r} is not a Service reference ('name.ns:port'), a "
+                "ServiceRef or a LoadBalancer"
+            )
     return specs
 
 
@@ -47,7 +54,8 @@ def balancers(
     specs = as_list(services)
     if balancer_options.get("source") is not None and len(specs) > 1:
         raise ConfigurationError(
-            f"source= applies to one Service, not {len(specs)}: pass a LoadBalancer per Service instead"
+            f"service {services!r} names {len(specs)} Services, but source= applies to one Service: "
+            "pass a LoadBalancer (with its own source) per Service instead"
         )
     return [
         (spec, False) if isinstance(spec, LoadBalancer) else (LoadBalancer(spec, **balancer_options), True)

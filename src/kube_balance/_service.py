@@ -29,18 +29,30 @@ def _default_namespace() -> str:
     except OSError:
         pass
     try:
-        from kubernetes_asyncio.config import kube_config
-
         path = os.path.expanduser(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config")
         if not os.path.exists(path):
             return "default"
-        _, active = kube_config.list_kube_config_contexts(path)
-        ns = (active or {}).get("context", {}).get("namespace")
-        if isinstance(ns, str) and ns:
-            return ns
-    except Exception:  # no kubeconfig, or an unreadable one: fall through to "default"
+        context_ns = _context_namespace(path)
+        if context_ns:
+            return context_ns
+    except Exception:  # an unreadable kubeconfig: fall through to "default"
         pass
     return "default"
+
+
+def _context_namespace(path: str) -> str | None:
+    """The namespace of the kubeconfig's current context, read with PyYAML alone: building a
+    transport must not load the Kubernetes client (and aiohttp with it) before its first request."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    current = config.get("current-context") if isinstance(config, dict) else None
+    for entry in (config or {}).get("contexts") or ():
+        if isinstance(entry, dict) and entry.get("name") == current:
+            ns = (entry.get("context") or {}).get("namespace")
+            return ns if isinstance(ns, str) and ns else None
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -288,7 +288,7 @@ def test_bad_services_are_refused() -> None:
 
     with pytest.raises(ConfigurationError, match="empty"):
         BalancedConnector([])
-    with pytest.raises(ConfigurationError, match="services must be"):
+    with pytest.raises(ConfigurationError, match="must be a Service reference"):
         BalancedConnector(42)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="source= applies to one Service"):
         BalancedConnector(["web.shop:http", "cart.shop:http"], source=StaticSource([]))
