@@ -18,6 +18,7 @@ import pytest
 import trustme
 from helpers_pods import SERVICE_HOST, running_pods
 
+from kube_balance import ConfigurationError
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.httpx import BalancedTransport
 
@@ -46,6 +47,7 @@ async def get(transport: BalancedTransport, host: str) -> httpx.Response:
 
 
 def make_transport(service: str, port_key: Any, rng: random.Random, **tls: Any) -> BalancedTransport:
+    """A transport for ``service`` whose one endpoint is ``port_key``, with the TLS options ``tls``."""
     return BalancedTransport(service, source=StaticSource([port_key]), rng=rng, **tls)
 
 
@@ -122,3 +124,10 @@ async def test_client_certificate_is_presented(
             with pytest.raises(httpx.TransportError):
                 await get(anonymous, SERVICE_HOST)
             await anonymous.aclose()
+
+
+@pytest.mark.parametrize("cert", [123, ("only-one-file",), ["cert.pem", "key.pem"], ("a", "b", "c", "d")])
+def test_a_malformed_cert_is_a_configuration_error(cert: Any) -> None:
+    """cert that is not a path or a (certfile, keyfile[, password]) tuple fails at construction, named."""
+    with pytest.raises(ConfigurationError, match=r"cert=.* is not a client certificate"):
+        BalancedTransport("web.shop:https", source=StaticSource([]), cert=cert)

@@ -79,8 +79,9 @@ class Fault:
     ) -> Fault:
         """Close the TCP connection before any response byte (client sees a disconnect).
 
-        aiohttp, hence kubernetes_asyncio, retries an idempotent request once after such a drop
-        (RFC 9112 section 9.3.1.1), so ``count=2`` is what makes a GET fail for the caller.
+        aiohttp 3.10 and later, hence kubernetes_asyncio, retry an idempotent request once after
+        such a drop (RFC 9112 section 9.3.1.1), so there ``count=2`` is what makes a GET fail for
+        the caller; aiohttp 3.9 does not retry.
         """
         return cls("drop_before_headers", on, path, count)
 
