@@ -46,6 +46,10 @@ class NotServed(DiscoveryError):
     """404 on the collection: the API group/version is not served by this cluster."""
 
 
+class PageTooLarge(DiscoveryError):
+    """A list page larger than the byte cap: not read further; the last good slices keep serving."""
+
+
 class Retryable(DiscoveryUnavailable):
     """429 or 5xx: retry after backoff, or after the server's Retry-After when it says so."""
 

@@ -29,13 +29,14 @@ from ..._backoff import Backoff
 from ..._errors import DiscoveryError, DiscoveryUnavailable
 from ..._redact import describe_error, format_exception
 from ._config import ClientConfig
-from ._requests import collection, json_object
+from ._requests import collection, json_object, read_limited
 from ._slicestore import SliceStore
 from ._status import (
     ENDPOINT_SLICES,
     ENDPOINTS,
     Expired,
     NotServed,
+    PageTooLarge,
     Resource,
     Retryable,
     Unauthorized,
@@ -48,6 +49,7 @@ WATCH_TIMEOUT = (300, 600)  # seconds; client-go's reflector picks minWatchTimeo
 STALL_GRACE = 30.0  # seconds past timeoutSeconds before a silent stream counts as stalled
 LIST_TIMEOUT = 60.0  # seconds for one list page
 PAGE_SIZE = 500  # objects per list page, as client-go's pager
+MAX_PAGE_BYTES = 64 * 1024 * 1024  # a list page read past this fails: 500 full slices are ~15 MB
 SHORT_WATCH = 1.0  # client-go: a watch that ends within 1 s with no event is an error ("very short watch")
 MAX_PAGES = 10_000
 
@@ -75,6 +77,7 @@ class SliceWatch:
         watch_timeout: tuple[int, int] = WATCH_TIMEOUT,
         request_timeout: float | None = None,
         page_size: int = PAGE_SIZE,
+        max_page_bytes: int = MAX_PAGE_BYTES,
     ) -> None:
         self.config, self.namespace, self.service = config, namespace, service
         self._rng, self._clock, self.backoff = rng, clock, backoff
@@ -83,6 +86,7 @@ class SliceWatch:
             request_timeout,
             page_size,
         )
+        self._max_page_bytes = max_page_bytes
         self.store = SliceStore(namespace, service, ENDPOINT_SLICES)
         self.last_error: DiscoveryError | None = None
         self.synced = False
@@ -221,7 +225,7 @@ class SliceWatch:
                 params["_continue"] = cont
             try:
                 async with self._request(client, "list", **params) as resp:
-                    body = json_object(await resp.read(), f"{self._what()}: list")
+                    body = json_object(await self._read_page(resp), f"{self._what()}: list")
             except Expired:
                 if cont is None:
                     raise
@@ -240,6 +244,16 @@ class SliceWatch:
             "listed %d %s at resourceVersion %s", len(items), self.resource.kind, self.resource_version
         )
         self._notify(None)
+
+    async def _read_page(self, resp: Any) -> bytes:
+        """A list page, read up to the byte cap: a huge answer must not take the process's memory."""
+        try:
+            return await read_limited(resp, self._max_page_bytes, f"{self._what()}: list page")
+        except PageTooLarge as exc:
+            raise PageTooLarge(
+                f"{exc}; the last good endpoints keep serving. Ask for smaller pages: pass a lower "
+                f"page_size (now {self._page_size}) to KubernetesSource, so that each page fits"
+            ) from None
 
     async def _watch(self, client: Any) -> None:
         """One watch request; returns on a clean end of stream, raises otherwise."""
