@@ -154,12 +154,15 @@ class HashAlgorithm(BaseAlgorithm):
 
     def _walk(self, p: int, limit: int, size: int, n: int) -> Slot:
         """Onward from position ``p`` (of ``size``) to the first endpoint under the cap; one always is
-        (the seed's rule, and Envoy's for both ring hash and Maglev)."""
-        self.overflowed += 1
+        (the seed's rule, and Envoy's for both ring hash and Maglev). Removed endpoints are
+        passed over (a Maglev table serving while its successor is built may hold some); a
+        ``limit`` of -1 only does that, and is not counted as an overflow."""
+        if limit >= 0:
+            self.overflowed += 1
         for _ in range(size):
             p = p + 1 if p + 1 < size else 0
             slot = self._slot_at(p)
-            if slot.inflight * n < limit:
+            if (slot.inflight * n < limit or limit < 0) and slot.active:
                 return slot
         raise AssertionError("bounded loads: no endpoint under the cap")  # pragma: no cover
 
