@@ -41,6 +41,7 @@ DEFAULT_TABLE_SIZE = 65_537  # Envoy's default; the paper's smallest example
 SLICED_FROM = 20_000  # positions: smaller tables build at once in a few ms even in pure Python
 BUILD_SLICE = 0.005  # seconds of building per event-loop turn
 _PROBES = 4_096  # table probes between two looks at the clock (well under a ms, even pure)
+_MAP_CHUNK = 16_384  # table positions mapped to their slots between two looks at the clock
 _CHECKS = 1 << 62  # "scaled" that makes get() check slots without ever reaching the bounded-load cap
 _MASK = 0xFFFFFFFF
 _mmh3 = mmh3.hash
@@ -159,11 +160,13 @@ class Maglev(HashAlgorithm):
             return
         if removed and not scaled:  # the old table keeps serving: skip its removed endpoints
             self._table = (old, size, n, _CHECKS)
-        self._build = _Build(self, loop, ordered, fill(names, self._size, _PROBES))
+        self._build = _Build(self, loop, len(ordered), _table_steps(ordered, names, self._size))
 
     def _install(self, ordered: list[Slot], owners: list[int]) -> None:
-        table = list(map(ordered.__getitem__, owners))
-        self._table = (table, len(table), len(ordered) * SCALE, self._scaled)
+        self._swap(list(map(ordered.__getitem__, owners)), len(ordered))
+
+    def _swap(self, table: list[Slot], n: int) -> None:
+        self._table = (table, len(table), n * SCALE, self._scaled)
 
     @property
     def building(self) -> bool:
@@ -179,13 +182,9 @@ class _Build:
     """A Maglev table built in slices on the event loop, swapped in whole when complete."""
 
     def __init__(
-        self,
-        owner: Maglev,
-        loop: asyncio.AbstractEventLoop,
-        ordered: list[Slot],
-        steps: Generator[None, None, list[int]],
+        self, owner: Maglev, loop: asyncio.AbstractEventLoop, n: int, steps: Generator[None, None, list[Slot]]
     ) -> None:
-        self._owner, self._loop, self._ordered, self._steps = owner, loop, ordered, steps
+        self._owner, self._loop, self._n, self._steps = owner, loop, n, steps
         loop.call_soon(self.step)
 
     def step(self) -> None:
@@ -198,11 +197,26 @@ class _Build:
             while time.perf_counter() < deadline:
                 next(self._steps)
         except StopIteration as done:
-            owners: list[int] = done.value
+            table: list[Slot] = done.value
             self._owner._build = None
-            self._owner._install(self._ordered, owners)
+            self._owner._swap(table, self._n)
             return
         self._loop.call_soon(self.step)
+
+
+def _table_steps(ordered: list[Slot], names: list[str], size: int) -> Generator[None, None, list[Slot]]:
+    """The lookup table (owner slot per position) in steps: the fill, then the slots by chunks.
+
+    Chunks go from the end, and each is cut off ``owners`` once mapped, so freeing its ``size``
+    int objects is spread over the steps too, instead of falling on the last one.
+    """
+    owners = yield from fill(names, size, _PROBES)
+    table: list[Slot] = [ordered[0]] * size  # every position is overwritten below
+    for start in reversed(range(0, size, _MAP_CHUNK)):
+        table[start : start + _MAP_CHUNK] = map(ordered.__getitem__, owners[start:])
+        del owners[start:]
+        yield
+    return table
 
 
 def populate(names: list[str], size: int) -> list[int]:
@@ -221,10 +235,10 @@ def populate(names: list[str], size: int) -> list[int]:
 
 
 def fill(names: list[str], size: int, probes: int) -> Generator[None, None, list[int]]:
-    """:func:`populate` as a generator that pauses every ``probes`` table probes (0: never).
+    """:func:`populate` as a generator that pauses every ``probes`` claims and probes (0: never).
 
-    A single claim can probe up to ``size`` positions near the end, so the pause is counted in
-    probes, not in positions filled.
+    Early claims find a free position at once, and one claim near the end can probe up to
+    ``size`` positions, so both count towards the next pause.
     """
     n = len(names)
     offsets = [(_mmh3(name, 0) & _MASK) % size for name in names]
@@ -248,3 +262,7 @@ def fill(names: list[str], size: int, probes: int) -> Generator[None, None, list
             filled += 1
             if filled == size:
                 return table
+            budget -= 1  # a claim counts too: early on, claims find free positions at once
+            if budget == 0:
+                budget = probes
+                yield
