@@ -49,9 +49,9 @@ def hash_key(key: str | bytes) -> int:
     UnicodeEncodeError). ASCII keys, the common case, go to mmh3 as they are (no encode on the
     hot path; same hash); other keys are encoded here, which gives valid UTF-8 the same hash too.
     """
-    if isinstance(key, str) and not key.isascii():
-        return _mmh3(encode_key(key))
-    return _mmh3(key)
+    if key.isascii():  # str or bytes
+        return _mmh3(key)
+    return _mmh3(encode_key(key) if isinstance(key, str) else key)
 
 
 def scaled(load_factor: float) -> int:

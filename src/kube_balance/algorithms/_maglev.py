@@ -35,7 +35,7 @@ import mmh3
 from .._endpoint import Endpoint
 from .._errors import ConfigurationError
 from ._base import Clock, Slot
-from ._bounded import SCALE, HashAlgorithm, hash_key
+from ._bounded import SCALE, HashAlgorithm, encode_key
 
 DEFAULT_TABLE_SIZE = 65_537  # Envoy's default; the paper's smallest example
 SLICED_FROM = 20_000  # positions: smaller tables build at once in a few ms even in pure Python
@@ -111,7 +111,12 @@ class Maglev(HashAlgorithm):
         """The endpoint at ``table[hash(key) % M]`` (or, with bounded loads, the next one with room)."""
         table, size, n, scaled = self._table
         # The signed hash: Python's % is never negative, and skipping the mask saves ~10 ns.
-        h = hash_key(key) if key is not None else self._keyless()
+        if key is None:
+            h = self._keyless()
+        elif key.isascii():  # str or bytes: mmh3 takes either as is (hash_key(), inlined: get() is hot)
+            h = _mmh3(key)
+        else:
+            h = _mmh3(encode_key(key) if isinstance(key, str) else key)
         try:
             slot = table[h % size]
         except IndexError:  # empty table
