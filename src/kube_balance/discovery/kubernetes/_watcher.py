@@ -27,7 +27,7 @@ import aiohttp
 
 from ..._backoff import Backoff
 from ..._errors import DiscoveryError, DiscoveryUnavailable
-from ..._redact import describe_error, format_exception
+from ..._redact import describe_error, format_exception, redact
 from ._config import ClientConfig
 from ._requests import collection, json_object, read_limited
 from ._slicestore import SliceStore
@@ -159,7 +159,8 @@ class SliceWatch:
         return client_secrets(self._client)
 
     def _what(self) -> str:
-        return f"list/watch {self.resource.kind} {self.namespace}/{self.service} at {self.config.host}"
+        host = redact(self.config.host)  # a server URL may carry user:password@
+        return f"list/watch {self.resource.kind} {self.namespace}/{self.service} at {host}"
 
     def _fall_back(self, exc: DiscoveryError) -> None:
         logger.warning(
