@@ -6,7 +6,8 @@ Speeds are ratios to an empty Python call ``empty(k)`` timed in the same run, in
 side looping over the same 1,000 distinct keys. uhashring's ``get_node`` is timed the same way.
 Targets (issue 3): ring_hash get+put with bounded loads at 1,000 endpoints x 256 virtual nodes
 <= 24x and >= 2.5x faster than uhashring; maglev get <= 6x; build <= 150 ms; add/remove one
-endpoint <= 10 ms; ring memory <= 2 MB. As for bench_algorithms.py, targets are judged on the
+endpoint <= 10 ms; ring memory <= 2 MB; (issue 17) a Maglev update inside a running loop stalls
+it for a slice (~5 ms), not the whole rebuild. As for bench_algorithms.py, targets are judged on the
 release build (mypyc-compiled wheel); the pure-Python figures of a source install are printed too.
 """
 
@@ -133,6 +134,97 @@ def build_costs(quick: bool) -> None:
     )
 
 
+def one_removal_ms(name: str, pool: list[Endpoint], repeat: int, **options: Any) -> float:
+    """Best CPU time of one ``remove()`` (outside any event loop: the whole rebuild, at once).
+
+    CPU time of this process (``time.process_time``), here and for the loop stalls below: on a
+    shared machine wall-clock gaps mostly measure the other processes."""
+    algo = create(name, **options)
+    algo.update(pool)
+    best = float("inf")
+    for i in range(repeat):
+        gone = pool[(i * 7919) % len(pool)]
+        started = time.process_time()
+        algo.remove(gone)
+        best = min(best, time.process_time() - started)
+        algo.add(gone)
+    return best * 1e3
+
+
+async def _loop_blocking(pool: list[Endpoint]) -> tuple[float, float, float, int]:
+    """(update() ms, longest loop stall ms, ms until the new table is in, loop turns) for one
+    Maglev removal made inside a running loop while a ticker task measures the loop's stalls."""
+    import asyncio
+
+    maglev = create("maglev")
+    maglev.update(pool)  # the first table, built at once before the ticker starts
+    gaps: list[float] = []
+    stop = False
+
+    async def ticker() -> None:
+        last = time.process_time()
+        while not stop:
+            await asyncio.sleep(0)
+            now = time.process_time()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    gaps.clear()
+    started = time.process_time()
+    maglev.remove(pool[len(pool) // 2])
+    call = time.process_time() - started
+    turns = 0
+    while getattr(maglev, "building", False) and turns < 10_000_000:
+        await asyncio.sleep(0)
+        turns += 1
+    swapped = time.process_time() - started
+    stop = True
+    await task
+    return call * 1e3, max(gaps, default=0.0) * 1e3, swapped * 1e3, turns
+
+
+def maglev_updates(quick: bool) -> None:
+    import asyncio
+
+    repeat = 1 if quick else 3
+    rows = []
+    for n in (1_000, 5_000):
+        pool = endpoints(n)
+        ring = one_removal_ms("ring_hash", pool, repeat)
+        at_once = one_removal_ms("maglev", pool, repeat)
+        call, stall, swapped, turns = min(
+            (asyncio.run(_loop_blocking(pool)) for _ in range(repeat)), key=lambda r: r[1]
+        )
+        rows.append(
+            [
+                f"{n:,} (M={_next_prime_label(n)})",
+                f"{ring:.1f} ms",
+                f"{at_once:.0f} ms ({at_once / ring:.0f}x ring)",
+                f"{call:.1f} ms",
+                f"{stall:.1f} ms ({stall / ring:.1f}x ring)",
+                f"{swapped:.0f} ms, {turns} turns",
+            ]
+        )
+    print("\nRemoving one endpoint: at once (outside a loop) and in slices (inside a running loop)\n")
+    headers = [
+        "endpoints",
+        "ring_hash remove",
+        "maglev remove, at once",
+        "maglev update() in loop",
+        "longest loop stall",
+        "new table in after",
+    ]
+    print(table(headers, rows))
+
+
+def _next_prime_label(n: int) -> str:
+    from kube_balance.algorithms._maglev import DEFAULT_TABLE_SIZE, _next_prime
+
+    return f"{max(DEFAULT_TABLE_SIZE, _next_prime(n * 100)):,}"
+
+
 def zipf_keys(count: int, distinct: int, s: float, rng: random.Random) -> list[str]:
     weights = [1 / (k**s) for k in range(1, distinct + 1)]
     return [f"user-{k}" for k in rng.choices(range(distinct), weights=weights, k=count)]
@@ -202,6 +294,7 @@ def measure(quick: bool) -> None:
     print(f"\n# Consistent hashing, {build}  ({machine()})\n")
     speed(quick)
     build_costs(quick)
+    maglev_updates(quick)
     spread(quick)
     disruption(quick)
 

@@ -10,7 +10,8 @@ Every error the library raises on purpose derives from :class:`KubeBalanceError`
     │   │   └── DiscoveryUnauthorized           401 that re-reading the credentials did not fix
     │   ├── DiscoveryUnavailable                unreachable, 429 or 5xx (retried with backoff; retry_after)
     │   ├── DiscoveryExpired                    410 Gone again right after a relist
-    │   └── DiscoveryNotServed                  the cluster serves neither EndpointSlices nor Endpoints
+    │   ├── DiscoveryNotServed                  the cluster serves neither EndpointSlices nor Endpoints
+    │   └── DiscoveryResponseTooLarge           a list page over the byte cap (lower page_size)
     └── NoEndpointsAvailable                    no usable endpoint and no fallback
 
 Integrations translate these at their boundary into the HTTP client's own tree (for example
@@ -64,6 +65,11 @@ class DiscoveryExpired(DiscoveryError):
 class DiscoveryNotServed(DiscoveryError):
     """404 on the collection: the cluster serves neither ``discovery.k8s.io/v1`` EndpointSlices nor
     (the fallback) core/v1 Endpoints at that path."""
+
+
+class DiscoveryResponseTooLarge(DiscoveryError):
+    """A list page was larger than the byte cap: not read further (the last good set keeps
+    serving); a smaller ``page_size`` keeps pages under it."""
 
 
 class NoEndpointsAvailable(KubeBalanceError):

@@ -49,9 +49,9 @@ def hash_key(key: str | bytes) -> int:
     UnicodeEncodeError). ASCII keys, the common case, go to mmh3 as they are (no encode on the
     hot path; same hash); other keys are encoded here, which gives valid UTF-8 the same hash too.
     """
-    if isinstance(key, str) and not key.isascii():
-        return _mmh3(encode_key(key))
-    return _mmh3(key)
+    if key.isascii():  # str or bytes
+        return _mmh3(key)
+    return _mmh3(encode_key(key) if isinstance(key, str) else key)
 
 
 def scaled(load_factor: float) -> int:
@@ -154,12 +154,15 @@ class HashAlgorithm(BaseAlgorithm):
 
     def _walk(self, p: int, limit: int, size: int, n: int) -> Slot:
         """Onward from position ``p`` (of ``size``) to the first endpoint under the cap; one always is
-        (the seed's rule, and Envoy's for both ring hash and Maglev)."""
-        self.overflowed += 1
+        (the seed's rule, and Envoy's for both ring hash and Maglev). Removed endpoints are
+        passed over (a Maglev table serving while its successor is built may hold some); a
+        ``limit`` of -1 only does that, and is not counted as an overflow."""
+        if limit >= 0:
+            self.overflowed += 1
         for _ in range(size):
             p = p + 1 if p + 1 < size else 0
             slot = self._slot_at(p)
-            if slot.inflight * n < limit:
+            if (slot.inflight * n < limit or limit < 0) and slot.active:
                 return slot
         raise AssertionError("bounded loads: no endpoint under the cap")  # pragma: no cover
 

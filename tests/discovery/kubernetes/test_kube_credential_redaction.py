@@ -62,6 +62,7 @@ async def kubeconfig(case: str, tmp_path: Any) -> AsyncIterator[str]:
         "duplicate-content-length": DUPLICATE_LENGTH,
         "proxy-refuses-connect": REFUSE_CONNECT,
         "proxy-answers-ssh-banner": SSH_BANNER,
+        "password-in-server-url": SSH_BANNER,
     }[case]
     async with (
         FakeApiServer(token=TOKEN, tls=case == "proxy-refuses-connect") as api,
@@ -71,6 +72,8 @@ async def kubeconfig(case: str, tmp_path: Any) -> AsyncIterator[str]:
         cluster = doc["clusters"][0]["cluster"]
         if via_proxy:  # https goes through CONNECT, http is sent to the proxy as is
             cluster["proxy-url"] = f"http://{PROXY_USER}:{PROXY_PASSWORD}@{address}"
+        elif case == "password-in-server-url":
+            cluster["server"] = f"http://{PROXY_USER}:{PROXY_PASSWORD}@{address}"
         else:
             cluster["server"] = f"http://{address}"
         path = tmp_path / "kubeconfig"
@@ -108,6 +111,7 @@ CASES = [
     "duplicate-content-length",
     "proxy-refuses-connect",
     "proxy-answers-ssh-banner",
+    "password-in-server-url",
 ]
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from ..._errors import DiscoveryUnavailable
 from ._merge import SERVICE_NAME_LABEL
-from ._status import Resource, http_error
+from ._status import PageTooLarge, Resource, http_error
+
+_CHUNK = 256 * 1024  # bytes read at a time from a list answer
 
 
 @asynccontextmanager
@@ -53,6 +55,25 @@ async def collection(
         raise
     else:
         resp.release()
+
+
+async def read_limited(resp: Any, limit: int, what: str) -> bytes:
+    """The whole body of ``resp``, or :class:`PageTooLarge` as soon as it passes ``limit`` bytes.
+
+    Counted after decompression, so a small gzip body cannot expand past the cap either. A
+    declared Content-Length over the cap fails before any byte is read.
+    """
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise PageTooLarge(f"{what}: the answer is {length:,} bytes, over the cap of {limit:,}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PageTooLarge(f"{what}: the answer passed the cap of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def json_object(body: bytes, what: str) -> dict[str, Any]:

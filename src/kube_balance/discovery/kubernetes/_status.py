@@ -19,6 +19,7 @@ from ..._errors import (
     DiscoveryError,
     DiscoveryExpired,
     DiscoveryNotServed,
+    DiscoveryResponseTooLarge,
     DiscoveryUnauthorized,
     DiscoveryUnavailable,
 )
@@ -51,6 +52,8 @@ NotServed = DiscoveryNotServed
 """404 on the collection: the API group/version is not served by this cluster."""
 Retryable = DiscoveryUnavailable
 """429 or 5xx: retry after backoff, or after the server's Retry-After when it says so."""
+PageTooLarge = DiscoveryResponseTooLarge
+"""A list page larger than the byte cap: not read further; the last good slices keep serving."""
 
 
 def status_message(body: bytes) -> str:

@@ -24,15 +24,16 @@ from typing import Any, Protocol
 
 from ..._backoff import Backoff
 from ..._errors import DiscoveryError, DiscoveryUnavailable
-from ..._redact import describe_error, format_exception
+from ..._redact import describe_error, format_exception, redact
 from ._config import ClientConfig
-from ._requests import collection, json_object
+from ._requests import collection, json_object, read_limited
 from ._slicestore import SliceStore
 from ._status import (
     ENDPOINT_SLICES,
     ENDPOINTS,
     Expired,
     NotServed,
+    PageTooLarge,
     Resource,
     Retryable,
     Unauthorized,
@@ -45,6 +46,7 @@ WATCH_TIMEOUT = (300, 600)  # seconds; client-go's reflector picks minWatchTimeo
 STALL_GRACE = 30.0  # seconds past timeoutSeconds before a silent stream counts as stalled
 LIST_TIMEOUT = 60.0  # seconds for one list page
 PAGE_SIZE = 500  # objects per list page, as client-go's pager
+MAX_PAGE_BYTES = 64 * 1024 * 1024  # a list page read past this fails: 500 full slices are ~15 MB
 SHORT_WATCH = 1.0  # client-go: a watch that ends within 1 s with no event is an error ("very short watch")
 MAX_PAGES = 10_000
 
@@ -72,6 +74,7 @@ class SliceWatch:
         watch_timeout: tuple[int, int] = WATCH_TIMEOUT,
         request_timeout: float | None = None,
         page_size: int = PAGE_SIZE,
+        max_page_bytes: int = MAX_PAGE_BYTES,
     ) -> None:
         self.config, self.namespace, self.service = config, namespace, service
         self._rng, self._clock, self.backoff = rng, clock, backoff
@@ -80,6 +83,7 @@ class SliceWatch:
             request_timeout,
             page_size,
         )
+        self._max_page_bytes = max_page_bytes
         self.store = SliceStore(namespace, service, ENDPOINT_SLICES)
         self.last_error: DiscoveryError | None = None
         self.synced = False
@@ -154,7 +158,8 @@ class SliceWatch:
         return client_secrets(self._client)
 
     def _what(self) -> str:
-        return f"list/watch {self.resource.kind} {self.namespace}/{self.service} at {self.config.host}"
+        host = redact(self.config.host)  # a server URL may carry user:password@
+        return f"list/watch {self.resource.kind} {self.namespace}/{self.service} at {host}"
 
     def _fall_back(self, exc: DiscoveryError) -> None:
         logger.warning(
@@ -222,7 +227,7 @@ class SliceWatch:
                 params["_continue"] = cont
             try:
                 async with self._request(client, "list", **params) as resp:
-                    body = json_object(await resp.read(), f"{self._what()}: list")
+                    body = json_object(await self._read_page(resp), f"{self._what()}: list")
             except Expired:
                 if cont is None:
                     raise
@@ -241,6 +246,16 @@ class SliceWatch:
             "listed %d %s at resourceVersion %s", len(items), self.resource.kind, self.resource_version
         )
         self._notify(None)
+
+    async def _read_page(self, resp: Any) -> bytes:
+        """A list page, read up to the byte cap: a huge answer must not take the process's memory."""
+        try:
+            return await read_limited(resp, self._max_page_bytes, f"{self._what()}: list page")
+        except PageTooLarge as exc:
+            raise PageTooLarge(
+                f"{exc}; the last good endpoints keep serving. Ask for smaller pages: pass a lower "
+                f"page_size (now {self._page_size}) to KubernetesSource, so that each page fits"
+            ) from None
 
     async def _watch(self, client: Any) -> None:
         """One watch request; returns on a clean end of stream, raises otherwise."""
