@@ -8,7 +8,7 @@ in an asyncio program (``import asyncio`` first: the only way to use an async tr
 kube-balance itself needs). Target: the integration imports in at most 1.3x the time of httpx
 alone; the Kubernetes client and aiohttp must not load before a balancer starts.
 
-    python benchmarks/bench_import.py [--runs 21]
+    python benchmarks/bench_import.py [--runs 21] [--quick]
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ def import_us(module: str, before: str) -> tuple[int, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--quick", action="store_true", help="7 runs (as make bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 7
     for module in MODULES:  # warm-up: write the bytecode caches
         import_us(module, "")
     print(f"python {sys.version.split()[0]}, {args.runs} runs each, medians")
