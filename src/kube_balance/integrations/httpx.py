@@ -108,8 +108,9 @@ class BalancedTransport(httpx.AsyncBaseTransport):
     """Balances requests to one Kubernetes Service per request, across per-pod connection pools.
 
     ``service`` is ``"name.ns:port"``, a :class:`ServiceRef` or a running :class:`LoadBalancer`
-    (then ``algorithm``, ``source``, ``fallback`` and ``rng`` belong to it, and the transport
-    does not close it). ``clock`` times each attempt to its response headers (the ``elapsed``
+    (then ``algorithm``, ``source``, ``fallback``, ``algorithm_options`` and ``rng`` belong to it:
+    passing them here too raises :class:`~kube_balance.ConfigurationError`; the transport does not
+    close it). ``clock`` times each attempt to its response headers (the ``elapsed``
     given to ``put()``; default ``time.perf_counter``) and, for a balancer of its own, is the
     balancer's clock too. ``affinity`` gives hash algorithms their key: a header name, a
     callable on the request, or an ``AffinityKey`` (default: the ``X-Affinity`` header when the

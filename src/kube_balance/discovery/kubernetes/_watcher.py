@@ -16,7 +16,6 @@ Nothing raises out of :meth:`SliceWatch.run` except cancellation.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
