@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import kube_balance
 
 
@@ -67,6 +69,7 @@ def test_discovery_kubernetes_exports_only_what_users_need() -> None:
 
 def test_lazy_names_have_their_real_type_for_type_checkers(tmp_path: pathlib.Path) -> None:
     """mypy sees kube_balance.BalancedTransport as the httpx transport class, not Any."""
+    pytest.importorskip("mypy")
     script = tmp_path / "use.py"
     script.write_text("import kube_balance\nreveal_type(kube_balance.BalancedTransport)\n")
     proc = subprocess.run(
