@@ -35,7 +35,7 @@ test-pythons:
 	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
 	    echo "== Python $$v: installing into $$venv"; \
 	    "$$py" -m venv $$venv && $$venv/bin/python -m pip install -q --upgrade pip \
-	      && $$venv/bin/python -m pip install -q -e '.[all]' --group test && touch $$venv/.installed \
+	      && $$venv/bin/python -m pip install -q -e '.[all]' --group dev && touch $$venv/.installed \
 	      || { failed="$$failed $$v(install)"; continue; }; \
 	  fi; \
 	  echo "== Python $$v ($$py): pytest"; \

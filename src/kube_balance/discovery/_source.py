@@ -30,7 +30,12 @@ class SourceSink(Protocol):
 
 @runtime_checkable
 class EndpointSource(Protocol):
-    """Discovers one Service's endpoints and pushes snapshots until cancelled."""
+    """Discovers one Service's endpoints and pushes snapshots until cancelled.
+
+    A source may also offer ``explain_empty(waited: float | None) -> str | None``: why it has
+    found no endpoint at all (no such Service, an API silent for ``waited`` seconds), which
+    :class:`~kube_balance.NoEndpointsAvailable` then quotes.
+    """
 
     async def run(self, sink: SourceSink) -> None:
         """Push snapshots to ``sink`` until cancelled; errors go to ``sink.on_error``, never raise."""

@@ -115,8 +115,9 @@ class BalancedTransport(httpx.AsyncBaseTransport):
     """Balances requests to Kubernetes Services per request, across per-pod connection pools.
 
     ``service`` is ``"name.ns:port"``, a :class:`ServiceRef` or a running :class:`LoadBalancer`
-    (then ``algorithm``, ``source``, ``fallback`` and ``rng`` belong to it, and the transport
-    does not close it), or a list of them: each Service's hosts are balanced by its own balancer
+    (then ``algorithm``, ``source``, ``fallback``, ``algorithm_options`` and ``rng`` belong to it:
+    passing them here too raises :class:`~kube_balance.ConfigurationError`; the transport does not
+    close it), or a list of them: each Service's hosts are balanced by its own balancer
     (``balancers``; ``balancer`` and ``dispatcher`` are the first Service's), other hosts pass
     through. ``clock`` times each attempt to its response headers (the ``elapsed``
     given to ``put()``; default ``time.perf_counter``) and, for a balancer of its own, is the
