@@ -465,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 0
 
+    # Stopped with kill: exit through the with-blocks below, so the copies are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failing = False
     summary: list[str] = []
     with tempfile.TemporaryDirectory(prefix="kube-balance-mutation-") as base:
