@@ -201,8 +201,8 @@ def test_put_of_an_idle_endpoint_does_not_go_below_zero(cls: type[RingHash] | ty
 def test_keyless_requests_land_uniformly_on_the_32_bit_ring() -> None:
     """missing_key='random' draws a point over the whole 32-bit ring: two half-rings split about evenly."""
 
-    def halves(data: bytes) -> int:  # one point each: 10.0.0.1 at 2**30, 10.0.0.2 at 3 x 2**30
-        return 2**30 if data.decode().startswith("10.0.0.1:") else 3 * 2**30
+    def halves(data: bytes) -> int:  # one point each: 10.0.0.1 at 2**31, 10.0.0.2 at 2**32 - 1
+        return 2**31 if data.decode().startswith("10.0.0.1:") else 2**32 - 1
 
     ring = RingHash(replicas=1, hash_function=halves, missing_key="random", rng=random.Random(4))
     ring.update([ep(1), ep(2)])
@@ -212,7 +212,7 @@ def test_keyless_requests_land_uniformly_on_the_32_bit_ring() -> None:
         assert got is not None
         counts[got] += 1
         ring.put(got)
-    # (2**30, 3 x 2**30] is half the ring: 31 random bits would give endpoint 2 only a quarter.
+    # Points above 2**31 go to endpoint 2: half of 32 random bits, none of 31.
     assert 900 < counts[ep(2)] < 1100
 
 
