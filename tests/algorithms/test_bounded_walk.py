@@ -196,3 +196,29 @@ def test_put_of_an_idle_endpoint_does_not_go_below_zero(cls: type[RingHash] | ty
     assert algo.inflight(got) == 0 and algo.active_inflight == 0
     assert algo.get("k") == got  # the cap is computed from a total of 0 again: no walk
     assert algo.overflowed == 0
+
+
+def test_keyless_requests_land_uniformly_on_the_32_bit_ring() -> None:
+    """missing_key='random' draws a point over the whole 32-bit ring: two half-rings split about evenly."""
+
+    def halves(data: bytes) -> int:  # one point each: 10.0.0.1 at 2**31, 10.0.0.2 at 2**32 - 1
+        return 2**31 if data.decode().startswith("10.0.0.1:") else 2**32 - 1
+
+    ring = RingHash(replicas=1, hash_function=halves, missing_key="random", rng=random.Random(4))
+    ring.update([ep(1), ep(2)])
+    counts = {ep(1): 0, ep(2): 0}
+    for _ in range(2000):
+        got = ring.get()
+        assert got is not None
+        counts[got] += 1
+        ring.put(got)
+    # Points above 2**31 go to endpoint 2: half of 32 random bits, none of 31.
+    assert 900 < counts[ep(2)] < 1100
+
+
+@pytest.mark.parametrize("cls", [RingHash, Maglev])
+def test_hash_algorithms_need_a_key_and_report_their_load_factor(cls: type[RingHash] | type[Maglev]) -> None:
+    """Both hash algorithms declare that they need a key, and expose the load factor they were given."""
+    assert cls.requires_key is True and cls().requires_key is True
+    assert cls(load_factor=1.25).load_factor == 1.25 and cls().load_factor is None
+    assert isinstance(cls(load_factor=2).load_factor, float)

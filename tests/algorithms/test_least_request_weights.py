@@ -85,8 +85,7 @@ def test_weighted_picks_follow_the_cost_sequence(rng: random.Random) -> None:
 
 
 def test_general_path_compares_exactly_choice_count_candidates() -> None:
-    """choice_count=3 of 10 loaded 0..9: ranks 8 and 9 can never win, rank 7 only when it is drawn
-    with 8 and 9; the least loaded wins about 3 times in 10."""
+    """choice_count=3 of 10 loaded 0..9: ranks 0..7 win (never 8 or 9), rank 0 about 3 times in 10."""
     algo = create("least_request", choice_count=3, rng=random.Random(5))
     pool = eps(10)
     loaded(algo, pool)

@@ -147,3 +147,53 @@ def test_overlapping_slices_keep_the_first_unless_only_the_later_is_ready() -> N
     assert merged["10.0.0.1:8080"] is b.endpoints["10.0.0.1:8080"]  # only b's copy is ready
     assert merged["10.0.0.2:8080"] is a.endpoints["10.0.0.2:8080"]  # both ready: a, named first
     assert set(merged) == {"10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"}
+
+
+def test_null_ports_are_an_empty_slice_not_a_malformed_one(caplog: pytest.LogCaptureFixture) -> None:
+    """ports: null keeps the slice's family and version, with no 'malformed' warning."""
+    obj = slice_("a", ep("10.0.0.1"), rv="4")
+    obj["ports"] = None
+    with caplog.at_level(logging.WARNING, logger="kube_balance.discovery"):
+        parsed = parse_slice(obj, "http")
+    assert (parsed.family, parsed.resource_version, dict(parsed.endpoints)) == (4, "4", {})
+    assert "malformed" not in caplog.text
+
+
+def test_junk_in_the_port_list_is_ignored() -> None:
+    """A port entry that is not a mapping is skipped; the good one still matches."""
+    obj = slice_("a", ep("10.0.0.1"))
+    obj["ports"] = ["junk", 7, {"name": "http", "port": 8080}]
+    assert list(parse_slice(obj, "http").endpoints) == ["10.0.0.1:8080"]
+
+
+def test_entry_fields_may_be_absent_or_null() -> None:
+    """No conditions, targetRef or hints (absent or null): the defaults, nothing skipped."""
+    bare = {"addresses": ["10.0.0.1"]}
+    nulls = {"addresses": ["10.0.0.2"], "conditions": None, "targetRef": None, "hints": None}
+    no_zones = {"addresses": ["10.0.0.3"], "hints": {"forZones": None}}
+    parsed = parse_slice(slice_("a", bare, nulls, no_zones), "http")
+    assert sorted(parsed.endpoints) == ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]
+    for endpoint in parsed.endpoints.values():
+        assert (endpoint.ready, endpoint.serving, endpoint.terminating) == (True, True, False)
+        assert endpoint.pod_name is None and endpoint.zone_hints == frozenset()
+
+
+def test_first_address_of_an_entry_is_the_endpoint() -> None:
+    """An entry with several addresses is one endpoint on its first address (as kube-proxy uses)."""
+    parsed = parse_slice(slice_("a", {"addresses": ["10.0.0.1", "10.0.0.9"]}), "http")
+    assert list(parsed.endpoints) == ["10.0.0.1:8080"]
+
+
+def test_zone_hints_skip_entries_without_a_name() -> None:
+    """forZones entries that are not mappings or have no name are ignored."""
+    entry = {"addresses": ["10.0.0.1"], "hints": {"forZones": [{"name": "zone-a"}, "zone-b", {"zone": "c"}]}}
+    parsed = parse_slice(slice_("a", entry), "http")
+    assert parsed.endpoints["10.0.0.1:8080"].zone_hints == frozenset({"zone-a"})
+
+
+def test_address_of_the_other_family_is_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """An IPv6 address in an IPv4 slice is dropped and logged with the address."""
+    with caplog.at_level(logging.WARNING, logger="kube_balance.discovery"):
+        parsed = parse_slice(slice_("a", ep("fd00::1"), ep("10.0.0.1")), "http")
+    assert list(parsed.endpoints) == ["10.0.0.1:8080"]
+    assert "skipping address fd00::1 of the other family" in caplog.text
