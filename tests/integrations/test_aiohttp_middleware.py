@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 
 import aiohttp
@@ -15,11 +16,15 @@ from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddlew
 
 URL = f"http://{SERVICE_HOST}"
 
+MIDDLEWARES = "middlewares" in inspect.signature(aiohttp.ClientSession.__init__).parameters
+needs_middlewares = pytest.mark.skipif(not MIDDLEWARES, reason="client middlewares need aiohttp >= 3.12")
+
 
 def session_for(connector: BalancedConnector) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, middlewares=(BalancedMiddleware(connector),))
 
 
+@needs_middlewares
 async def test_a_503_is_retried_on_the_other_pod(rng: random.Random) -> None:
     """With retry_statuses, a GET answered 503 by one pod is sent again to the other: 20 x 200."""
     async with running_pods(2) as pods, asyncio.timeout(10):
@@ -44,6 +49,7 @@ async def test_a_503_is_retried_on_the_other_pod(rng: random.Random) -> None:
         assert connector._routes.routes[0].dispatcher.budget.retries == 0  # every slot given back
 
 
+@needs_middlewares
 async def test_a_dropped_connection_is_retried_for_idempotent_requests_only(rng: random.Random) -> None:
     """A pod that drops the connection after the request was sent: a GET goes to the other pod,
     a POST is not sent twice."""
@@ -68,6 +74,7 @@ async def test_a_dropped_connection_is_retried_for_idempotent_requests_only(rng:
             assert lb.status().inflight == 0
 
 
+@needs_middlewares
 async def test_status_not_listed_or_non_idempotent_is_not_retried(rng: random.Random) -> None:
     """Without retry_statuses a 503 reaches the caller; a POST 503 is never retried."""
     async with running_pods(2) as pods, asyncio.timeout(10):
@@ -91,6 +98,7 @@ async def test_status_not_listed_or_non_idempotent_is_not_retried(rng: random.Ra
         assert sorted(statuses) == [200, 200, 503, 503]
 
 
+@needs_middlewares
 async def test_retries_stop_at_max_attempts_and_the_budget(rng: random.Random) -> None:
     """Every pod answers 503: a GET makes max_attempts attempts on distinct pods, then gets 503;
     a budget of 0 refuses every retry and counts it."""
@@ -113,6 +121,7 @@ async def test_retries_stop_at_max_attempts_and_the_budget(rng: random.Random) -
         assert connector.balancers[0].status().retry_budget_exhausted == 1
 
 
+@needs_middlewares
 async def test_other_hosts_pass_through_and_a_wrong_connector_is_refused(rng: random.Random) -> None:
     """A host the connector does not balance goes through the middleware untouched."""
     async with running_pods(1) as pods, asyncio.timeout(10):
@@ -121,3 +130,14 @@ async def test_other_hosts_pass_through_and_a_wrong_connector_is_refused(rng: ra
             assert r.status == 200
     with pytest.raises(ConfigurationError, match="BalancedConnector"):
         BalancedMiddleware(aiohttp.TCPConnector)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(MIDDLEWARES, reason="this aiohttp has client middlewares")
+async def test_an_aiohttp_without_middlewares_is_told_to_upgrade(rng: random.Random) -> None:
+    """On aiohttp < 3.12 the middleware is a ConfigurationError naming the version to upgrade to."""
+    connector = BalancedConnector("web.shop:http", source=StaticSource([]), rng=rng)
+    try:
+        with pytest.raises(ConfigurationError, match=r"aiohttp >= 3\.12"):
+            BalancedMiddleware(connector)
+    finally:
+        await connector.close()

@@ -192,6 +192,20 @@ class _Outcome:
         self.lease.release(Outcome.RESET if self.outcome is None else self.outcome, leaked=leaked)
 
 
+def _pod_key(key: Any, host: str, port: int) -> Any:
+    """The caller's connection key with the pod's address and no proxy: one aiohttp pool per pod.
+
+    A NamedTuple from aiohttp 3.10 on; an attrs class before (3.9).
+    """
+    fields = {"host": host, "port": port, "proxy": None, "proxy_auth": None, "proxy_headers_hash": None}
+    replace = getattr(key, "_replace", None)
+    if replace is not None:
+        return replace(**fields)
+    import attr  # aiohttp 3.9's own dependency
+
+    return attr.evolve(key, **fields)
+
+
 class _PodRequest:
     """The caller's request as the connector sees it: addressed to one pod (or the fallback).
 
@@ -206,9 +220,7 @@ class _PodRequest:
     def __init__(self, req: ClientRequest, host: str, port: int) -> None:
         self._req, self._host, self._port = req, host, port
         self._url: Any = None
-        self.connection_key = req.connection_key._replace(
-            host=host, port=port, proxy=None, proxy_auth=None, proxy_headers_hash=None
-        )
+        self.connection_key = _pod_key(req.connection_key, host, port)
 
     @property
     def url(self) -> Any:

@@ -25,8 +25,6 @@ on a module-wide registry. Needs ``pip install kube-balance[fastapi]`` (``[aioht
 aiohttp clients).
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import contextvars
@@ -67,7 +65,7 @@ class BalancedClient:
 
     def __init__(
         self,
-        owner: BalancedClients,
+        owner: "BalancedClients",
         service: str | ServiceRef,
         kind: Literal["httpx", "aiohttp"],
         forward_affinity: Forward | None,
