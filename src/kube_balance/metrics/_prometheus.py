@@ -36,7 +36,9 @@ class BalancerCollector(Collector):
             yield self._family(s.name, s.kind, s.help, s.labels)
         yield HistogramMetricFamily(f"{self.prefix}_{DURATION.name}", DURATION.help, labels=["name"])
 
-    def _family(self, name: str, kind: str, help_text: str, labels: tuple[str, ...]) -> Metric:
+    def _family(
+        self, name: str, kind: str, help_text: str, labels: tuple[str, ...]
+    ) -> CounterMetricFamily | GaugeMetricFamily:
         cls = CounterMetricFamily if kind == COUNTER else GaugeMetricFamily
         return cls(f"{self.prefix}_{name}", help_text, labels=["name", *labels])
 

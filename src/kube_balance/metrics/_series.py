@@ -65,7 +65,7 @@ class DurationRecorder:
     def cumulative(self) -> list[tuple[float, int]]:
         """``(upper bound, observations <= bound)`` for every bucket, +Inf last."""
         out, total = [], 0
-        for bound, n in zip((*self.bounds, math.inf), self.counts):
+        for bound, n in zip((*self.bounds, math.inf), self.counts, strict=True):
             total += n
             out.append((bound, total))
         return out

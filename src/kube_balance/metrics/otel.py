@@ -54,7 +54,9 @@ class _Instruments:
             out = []
             for b in list(self.bound.values()):
                 for labels, value in s.read(b):
-                    out.append(Observation(value, {"name": b.name, **dict(zip(s.labels, labels))}))
+                    out.append(
+                        Observation(value, {"name": b.name, **dict(zip(s.labels, labels, strict=True))})
+                    )
             return out
 
         return observe
