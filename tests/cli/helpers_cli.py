@@ -1,4 +1,7 @@
-"""Run ``python -m kube_balance ...`` as a real subprocess against the fake apiserver and real pods."""
+"""Run ``python -m kube_balance ...`` as a real subprocess against the fake apiserver and real pods.
+
+Imported before helpers_pods by the CLI tests: it puts tests/integrations on sys.path.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from aiohttp import web
 from kube_balance.testing import FakeApiServer, service
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+INTEGRATIONS = str(Path(__file__).resolve().parents[1] / "integrations")
+if INTEGRATIONS not in sys.path:  # tests/integrations/helpers_pods.py: the real pods
+    sys.path.insert(0, INTEGRATIONS)
 
 
 def cluster(api: FakeApiServer, tmp_path: Path) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import Callable
 
+import helpers_metrics  # noqa: F401 - makes helpers_pods importable
 import httpx
 import pytest
 from helpers_pods import SERVICE_HOST, pod_slice, running_pods
