@@ -45,3 +45,26 @@ def test_error_tree() -> None:
             assert issubclass(obj, kube_balance.KubeBalanceError)
     assert issubclass(kube_balance.ConfigurationError, ValueError)
     assert issubclass(kube_balance.AffinityKeyRequired, kube_balance.ConfigurationError)
+
+
+def test_metrics_modules_all_sorted_importable_documented() -> None:
+    """kube_balance.metrics and .metrics.otel: __all__ sorted, every name present and documented."""
+    import kube_balance.metrics
+    import kube_balance.metrics.otel
+
+    for module in (kube_balance.metrics, kube_balance.metrics.otel):
+        assert module.__all__ == sorted(module.__all__)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            assert obj is not None
+            if callable(obj):
+                assert obj.__doc__, name
+    assert kube_balance.metrics.__all__ == [
+        "DEFAULT_BUCKETS",
+        "DEFAULT_ENDPOINT_LIMIT",
+        "SERIES",
+        "Registration",
+        "Series",
+        "register",
+    ]
+    assert kube_balance.metrics.otel.__all__ == ["Instrumentation", "instrument"]
