@@ -62,8 +62,8 @@ def test_metrics_modules_all_sorted_importable_documented() -> None:
     assert kube_balance.metrics.__all__ == [
         "DEFAULT_BUCKETS",
         "DEFAULT_ENDPOINT_LIMIT",
-        "SERIES",
         "Registration",
+        "SERIES",
         "Series",
         "register",
     ]

@@ -25,7 +25,7 @@ from .._balancer import LoadBalancer
 from .._errors import ConfigurationError
 from ._series import DEFAULT_BUCKETS, DEFAULT_ENDPOINT_LIMIT, SERIES, Bound, Series, check_buckets
 
-__all__ = ["DEFAULT_BUCKETS", "DEFAULT_ENDPOINT_LIMIT", "SERIES", "Registration", "Series", "register"]
+__all__ = ["DEFAULT_BUCKETS", "DEFAULT_ENDPOINT_LIMIT", "Registration", "SERIES", "Series", "register"]
 
 _PREFIX = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 
