@@ -168,6 +168,18 @@ class Proxy:
         headers: CIMultiDict[str] = CIMultiDict(
             (k, v) for k, v in upstream.headers.items() if k.lower() not in drop
         )
+        length = upstream.content_length
+        if length is not None and length <= CHUNK:
+            # A small body in one write with the headers: two small writes would let Nagle's
+            # algorithm and the peer's delayed ACK add milliseconds to every response.
+            try:
+                body = await upstream.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                return self._error(502, f"upstream {self.balancer.service} broke mid-response: {exc!r}")
+            small = web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+            if self.draining:
+                small.force_close()
+            return small
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         if self.draining:
             response.force_close()
