@@ -53,7 +53,9 @@ class _CannedBalanced(BalancedTransport):
 def client(mode: str) -> httpx.AsyncClient:
     transport = _CannedBalanced("web.shop:80", source=StaticSource(["10.0.0.1:80", "10.0.0.2:80"]))
     if mode != "off":
-        metrics.register(transport.balancer, registry=CollectorRegistry(), per_endpoint=mode == "per endpoint")
+        metrics.register(
+            transport.balancer, registry=CollectorRegistry(), per_endpoint=mode == "per endpoint"
+        )
     return httpx.AsyncClient(transport=transport)
 
 
