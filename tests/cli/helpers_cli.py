@@ -108,6 +108,10 @@ class BigPod:
     async def _headers(self, request: web.Request) -> web.Response:
         return web.json_response({"headers": list(request.headers.items()), "path": request.path_qs})
 
+    async def _hop(self, request: web.Request) -> web.Response:
+        """A response naming a header of its own as hop-by-hop (Connection: X-Hop)."""
+        return web.Response(text="hop", headers={"Connection": "X-Hop", "X-Hop": "1", "X-End": "kept"})
+
     async def _upload(self, request: web.Request) -> web.Response:
         n = 0
         async for chunk in request.content.iter_chunked(1 << 16):
@@ -132,6 +136,7 @@ class BigPod:
         app = web.Application()
         app.router.add_route("*", "/headers", self._headers)
         app.router.add_post("/upload", self._upload)
+        app.router.add_get("/hop", self._hop)
         app.router.add_get("/download", self._download)
         app.router.add_get("/slow", self._slow)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)

@@ -81,6 +81,20 @@ async def test_balances_and_rewrites_headers(tmp_path: Path) -> None:
                         "X-End": "kept",
                     },
                 )
+                hop = await client.get(f"{url}/hop")
+                assert hop.headers["X-End"] == "kept" and "X-Hop" not in hop.headers
+
+                # Expect: 100-continue is answered by the proxy, before the body is sent.
+                host, port = url.removeprefix("http://").rsplit(":", 1)
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(
+                    b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+                )
+                assert await asyncio.wait_for(reader.readline(), 0.9) == b"HTTP/1.1 100 Continue\r\n"
+                assert await asyncio.wait_for(reader.readline(), 0.9) == b"\r\n"
+                writer.write(b"hello")
+                assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 200")
+                writer.close()
         finally:
             await big.stop()
     seen = {k.lower(): v for k, v in r.json()["headers"]}

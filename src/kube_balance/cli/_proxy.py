@@ -77,7 +77,7 @@ class _Connector(BalancedConnector):
 
 def _forwarded_headers(request: web.BaseRequest) -> CIMultiDict[str]:
     """The request's end-to-end headers plus X-Forwarded-*; Host goes (the client sets the Service)."""
-    drop = HOP_BY_HOP | {"host"} | _connection_tokens(request.headers)
+    drop = HOP_BY_HOP | {"host", "expect"} | _connection_tokens(request.headers)
     headers: CIMultiDict[str] = CIMultiDict(
         (k, v) for k, v in request.headers.items() if k.lower() not in drop
     )
@@ -138,6 +138,10 @@ class Proxy:
                 400,
                 f"algorithm {self.balancer.algorithm.name} needs an affinity key: set the {self.affinity_header} header",
             )
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            # Answered here (the header is hop-by-hop for us): a client waiting for it, as curl
+            # does before a large upload, would otherwise stall for its own timeout first.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         _endpoint.set(None)
         try:
             upstream = await self.session.request(
