@@ -9,11 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from kube_balance.cli import main
+from kube_balance import algorithms
+from kube_balance.cli import _common, main
 from kube_balance.metrics import SERIES
 from kube_balance.metrics._series import COUNTER, DURATION
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture(autouse=True)
+def builtin_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--algorithm lists the built-in algorithms only (another test may have registered its own)."""
+    monkeypatch.setattr(_common, "available", lambda: sorted(algorithms._BUILTIN))
 
 
 def help_text(command: str) -> str:
