@@ -81,3 +81,26 @@ def test_lazy_names_have_their_real_type_for_type_checkers(tmp_path: pathlib.Pat
         cwd=pathlib.Path(__file__).resolve().parent.parent,  # the project's mypy settings and cache
     )
     assert "kube_balance.integrations.httpx.BalancedTransport" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_metrics_modules_all_sorted_importable_documented() -> None:
+    """kube_balance.metrics and .metrics.otel: __all__ sorted, every name present and documented."""
+    import kube_balance.metrics
+    import kube_balance.metrics.otel
+
+    for module in (kube_balance.metrics, kube_balance.metrics.otel):
+        assert module.__all__ == sorted(module.__all__)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            assert obj is not None
+            if callable(obj):
+                assert obj.__doc__, name
+    assert kube_balance.metrics.__all__ == [
+        "DEFAULT_BUCKETS",
+        "DEFAULT_ENDPOINT_LIMIT",
+        "Registration",
+        "SERIES",
+        "Series",
+        "register",
+    ]
+    assert kube_balance.metrics.otel.__all__ == ["Instrumentation", "instrument"]

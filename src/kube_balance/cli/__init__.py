@@ -5,6 +5,8 @@ Subcommands:
 - ``demo``: what ``make demo`` runs. For now the algorithm simulation below; the full demo on an
   embedded fake cluster with local pods replaces it when the operator tools land.
 - ``simulate``: every algorithm on 10 simulated pods, one 10x slower; per-pod share, p50, p99.
+- ``proxy``: an HTTP reverse proxy in front of one Service, balanced per request (``_proxy.py``).
+- ``watch``: the Service's endpoints as the library sees them, live (``_watch.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,35 @@ import time
 from collections.abc import Sequence
 
 from ..algorithms import available
+from ._common import add_proxy_arguments, add_watch_arguments
+
+PROXY_DESCRIPTION = """\
+An HTTP reverse proxy in front of one Kubernetes Service, balancing every request across its pods
+(the aiohttp BalancedConnector; endpoints from the Service's EndpointSlices). Request and response
+bodies stream both ways; hop-by-hop headers are removed, X-Forwarded-For/-Proto/-Host added, and
+Host is the Service's name. Errors before a response: 400 (an affinity algorithm without a key),
+503 (no endpoint and no fallback), 502 (no pod reachable after retries), 504 (no response in
+--timeout). SIGTERM: stop accepting, finish in-flight requests for up to --grace seconds, exit 0.
+SIGUSR1: print requests per affinity key and endpoint, and the balancer status."""
+
+WATCH_DESCRIPTION = """\
+Show a Service's endpoints as kube-balance sees them, live: address, pod, node, zone, conditions
+(ready, serving, terminating), whether each gets traffic and why not, its EndpointSlice and the
+slice's resourceVersion, and when its row last changed. On a terminal the table is redrawn on
+every watch event; otherwise one line (plain) or JSON object (jsonl) per endpoint added, changed
+or removed. Ctrl-C exits 0."""
+
+
+def _run_proxy(args: argparse.Namespace) -> int:
+    from ._proxy import run
+
+    return run(args)
+
+
+def _run_watch(args: argparse.Namespace) -> int:
+    from ._watch import run
+
+    return run(args)
 
 
 def _run_simulation(args: argparse.Namespace) -> int:
@@ -42,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
             "--algorithm", action="append", choices=available(), help="only this algorithm (repeatable)"
         )
         cmd.set_defaults(func=_run_simulation)
+    proxy = sub.add_parser(
+        "proxy",
+        help="HTTP reverse proxy balancing one Service per request",
+        description=PROXY_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_proxy_arguments(proxy)
+    proxy.set_defaults(func=_run_proxy)
+    watch = sub.add_parser(
+        "watch",
+        help="live view of a Service's endpoints as kube-balance sees them",
+        description=WATCH_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_watch_arguments(watch)
+    watch.set_defaults(func=_run_watch)
     return parser
 
 

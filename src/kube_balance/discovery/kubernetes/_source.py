@@ -20,7 +20,7 @@ from ._incremental import SliceMerger
 from ._merge import SERVICE_NAME_LABEL, AddressFamily, normalize_family
 from ._service_port import ambiguous_port, resolve_service_port, slice_port
 from ._shared import subscribe
-from ._watcher import PAGE_SIZE, WATCH_TIMEOUT, SliceWatch
+from ._watcher import PAGE_SIZE, WATCH_TIMEOUT, SliceWatch, WatchStats
 
 logger = logging.getLogger("kube_balance.discovery")
 
@@ -136,6 +136,16 @@ class KubernetesSource:
     def last_error(self) -> DiscoveryError | None:
         """The current discovery error, ``None`` while healthy."""
         return self._watch.last_error if self._watch is not None else self._error
+
+    @property
+    def watch(self) -> SliceWatch | None:
+        """The (possibly shared) watch this source reads, once it runs: slices, resourceVersion."""
+        return self._watch
+
+    @property
+    def watch_stats(self) -> WatchStats | None:
+        """The watch's counters (lists, watches, events, errors by kind), read by metrics."""
+        return self._watch.stats if self._watch is not None else None
 
     def _backoff(self) -> Backoff:
         return Backoff(rng=self._rng, clock=self._clock, sleep=self._sleep)

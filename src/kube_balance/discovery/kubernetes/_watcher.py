@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -59,6 +60,39 @@ class Listener(Protocol):
     def on_error(self, error: DiscoveryError) -> None: ...
 
 
+class WatchStats:
+    """Counts read by metrics at scrape time (plain increments: one event loop, no lock)."""
+
+    __slots__ = ("lists", "watches", "events", "errors", "last_event", "clock")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.lists = 0  # completed lists (the first one, then every relist)
+        self.watches = 0  # watch requests answered (the first one, then every re-watch)
+        self.events = 0  # watch events and bookmarks
+        self.errors: dict[str, int] = {}  # failures by kind: expired, unauthorized, unavailable...
+        self.last_event: float | None = None  # clock() at the last list, event or bookmark
+
+    def since_last_event(self) -> float | None:
+        """Seconds since the last list, event or bookmark (None before the first list)."""
+        return None if self.last_event is None else max(0.0, self.clock() - self.last_event)
+
+    def error(self, exc: BaseException) -> None:
+        kind = _error_kind(exc)
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+def _error_kind(exc: BaseException) -> str:
+    """``Expired`` -> ``expired``, ``DiscoveryUnavailable`` -> ``unavailable``, a surprise -> ``other``."""
+    name = type(exc).__name__
+    if isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError)):
+        return "unavailable"
+    if not isinstance(exc, DiscoveryError):
+        return "other"
+    name = name.removeprefix("Discovery") or "error"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
 class SliceWatch:
     """One Service's list+watch loop and what it knows: slices, resourceVersion, last error."""
 
@@ -90,6 +124,7 @@ class SliceWatch:
         self.listeners: list[Listener] = []
         self._401_in_row = self._410_in_row = 0
         self._client: Any = None  # the ApiClient in use, for the credentials to redact from errors
+        self.stats = WatchStats(clock)
 
     @property
     def slices(self) -> Mapping[str, Mapping[str, Any]]:
@@ -123,30 +158,36 @@ class SliceWatch:
                     need_list = False
                 await self._watch(client)
             except Expired as exc:
+                self.stats.error(exc)
                 logger.info("%s; relisting", exc)
                 need_list, self._410_in_row = True, self._410_in_row + 1
                 if self._410_in_row > 1:  # expired again before any event: do not spin list+watch
                     await self._fail(exc)
             except Unauthorized as exc:
+                self.stats.error(exc)
                 self._401_in_row += 1
                 if self._401_in_row > 1:  # re-reading did not help: surface it and back off
                     await self._fail(exc)
                 await self._reload_credentials()
             except NotServed as exc:
+                self.stats.error(exc)
                 if self.legacy:
                     await self._fail(exc)
                 else:
                     self._fall_back(exc)
                     need_list = True
             except DiscoveryError as exc:
+                self.stats.error(exc)
                 await self._fail(exc)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 # Never repr(exc): an aiohttp error's repr carries our Authorization header.
+                self.stats.error(exc)
                 stalled = isinstance(exc, TimeoutError)
                 what = "stalled (no end of stream in time)" if stalled else "failed"
                 detail = describe_error(exc, self._secrets())
                 await self._fail(DiscoveryUnavailable(f"{self._what()} {what}: {detail}"))
             except Exception as exc:  # a bug or a surprise must not end discovery: log, back off, retry
+                self.stats.error(exc)
                 logger.error(
                     "unexpected error in %s:\n%s", self._what(), format_exception(exc, self._secrets())
                 )
@@ -242,6 +283,8 @@ class SliceWatch:
                 break
         self.store.replace(items, str(meta.get("resourceVersion") or "") or None)
         self.synced = True
+        self.stats.lists += 1
+        self.stats.last_event = self._clock()
         logger.debug(
             "listed %d %s at resourceVersion %s", len(items), self.resource.kind, self.resource_version
         )
@@ -269,11 +312,14 @@ class SliceWatch:
             client, "watch", watch=True, timeout_seconds=seconds, _request_timeout=timeout, **params
         ) as resp:
             self._healthy()
+            self.stats.watches += 1
             while line := await resp.content.readline():
                 if not line.endswith(b"\n"):
                     raise DiscoveryUnavailable(f"{self._what()}: stream ended in the middle of an event")
                 if line.strip():
                     events += 1
+                    self.stats.events += 1
+                    self.stats.last_event = self._clock()
                     changed = self.store.apply_line(line)
                     self._410_in_row = 0  # an event went through: a later 410 relists at once again
                     if changed:

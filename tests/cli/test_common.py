@@ -1,0 +1,50 @@
+"""The proxy's and watch's shared options: the Service's namespace, HOST:PORT."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from kube_balance import ConfigurationError
+from kube_balance.cli._common import host_port, service_ref
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts:
+- {name: main, context: {cluster: c, user: u, namespace: shop}}
+- {name: other, context: {cluster: c, user: u, namespace: billing}}
+current-context: main
+"""
+
+
+def args(service: str, **kwargs: object) -> argparse.Namespace:
+    return argparse.Namespace(
+        service=service, namespace=kwargs.get("namespace"), kubeconfig=kwargs.get("kubeconfig"),
+        context=kwargs.get("context"),
+    )  # fmt: skip
+
+
+def test_namespace_from_flag_then_the_kubeconfig_context(tmp_path: Path) -> None:
+    """--namespace wins; else the --context's (or current context's) namespace of --kubeconfig."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    assert service_ref(args("web:http", kubeconfig=str(path))).namespace == "shop"
+    assert service_ref(args("web:http", kubeconfig=str(path), context="other")).namespace == "billing"
+    assert service_ref(args("web:http", kubeconfig=str(path), namespace="ops")).namespace == "ops"
+    assert service_ref(args("web.cart:http", kubeconfig=str(path))).namespace == "cart"
+    with pytest.raises(ConfigurationError, match="cannot read kubeconfig"):
+        service_ref(args("web:http", kubeconfig=str(tmp_path / "missing")))
+
+
+def test_host_port() -> None:
+    """HOST:PORT and [v6]:PORT parse; anything else is an argparse error naming the option."""
+    assert host_port("127.0.0.1:0", "--listen") == ("127.0.0.1", 0)
+    assert host_port("[::1]:8080", "--listen") == ("::1", 8080)
+    for bad in ("8080", "host:", ":80", "host:99999"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--listen"):
+            host_port(bad, "--listen")
