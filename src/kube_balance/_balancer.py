@@ -31,6 +31,7 @@ from ._fallback import Fallback, FallbackTarget
 from ._outcome import Outcome
 from ._policy import EndpointPolicy
 from ._service import ServiceRef
+from ._zones import ZoneAware, ZoneStatus
 from .algorithms import Algorithm, Clock, create
 
 if TYPE_CHECKING:  # importing kube_balance.discovery loads the Kubernetes client: only when used
@@ -97,6 +98,8 @@ class BalancerStatus:
     overflowed: int = 0
     """Requests a bounded-load hash algorithm moved off their full first-choice endpoint."""
     source_restarts: int = 0
+    zone: ZoneStatus | None = None
+    """The zone filter's state (zone, how local endpoints are chosen, spill), if the policy has one."""
 
 
 class LoadBalancer:
@@ -154,6 +157,10 @@ class LoadBalancer:
         self._listeners: list[Listener] = []
         self._observers: tuple[Observer, ...] = ()
         self.counters = Counters()
+        for f in self.policy.filters:  # stateful filters (zones) observe this balancer's requests
+            bind = getattr(f, "bind", None)
+            if callable(bind):
+                bind(self)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -390,6 +397,7 @@ class LoadBalancer:
             fallback_requests=c.fallback_requests,
             overflowed=int(getattr(self.algorithm, "overflowed", 0)),
             source_restarts=c.source_restarts,
+            zone=next((f.status() for f in self.policy.filters if isinstance(f, ZoneAware)), None),
         )
 
     def __repr__(self) -> str:
