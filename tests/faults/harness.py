@@ -1,0 +1,526 @@
+"""The fault matrix's shared harness: a fake cluster, real pods, a balanced client, a load, checks.
+
+One :func:`cluster` is a :class:`~kube_balance.testing.FakeApiServer` holding one EndpointSlice per
+pod, real aiohttp pods on 127.0.0.1, a :class:`~kube_balance.LoadBalancer` fed by a real
+:class:`~kube_balance.discovery.KubernetesSource` (kubeconfig with a token file, so a rotated token
+can be re-read), and an httpx ``BalancedTransport`` or an aiohttp ``BalancedConnector`` over it.
+:meth:`Cluster.load` sends concurrent GETs and tallies every one of them; :meth:`Cluster.check`
+asserts what every fault must keep true. ``benchmarks/fault_matrix.py`` runs the same scenarios.
+
+Everything is bounded: each request has a client timeout, each wait an ``asyncio.timeout``, and
+the source's backoff sleeps are capped at 50 ms (the delays it asks for are still recorded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integrations"))
+from helpers_pods import SERVICE_HOST, Pod
+
+from kube_balance import (
+    EndpointPolicy,
+    KubeBalanceError,
+    LoadBalancer,
+    Outcome,
+    ZoneAware,
+)
+from kube_balance.discovery import KubernetesSource
+from kube_balance.integrations.aiohttp import BalancedConnector
+from kube_balance.integrations.httpx import BalancedTransport
+from kube_balance.testing import FakeApiServer, endpoint_slice, service, slice_endpoint
+
+CLIENTS = ("httpx", "aiohttp")
+SERVICE = "web.shop:http"
+URL = f"http://{SERVICE_HOST}"
+CLIENT_TIMEOUT = 1.0  # seconds per request: a hanging pod costs a request this much
+BASE_DELAY = 0.002  # every pod's service time, so "10x slower" means something
+
+
+class FaultPod(Pod):
+    """A helpers_pods pod whose ``/`` can be slowed (``delay``) or made to hang (``hang``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.delay = BASE_DELAY
+        self.hang = asyncio.Event()  # set: "/" never answers (until the pod is killed)
+        self.zone: str | None = None
+
+    async def _hello(self, request: web.Request) -> web.Response:
+        if self.hang.is_set():
+            self._seen(request)
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.delay)
+        return await super()._hello(request)
+
+
+def pod_slice(pod: Pod, *, zone: str | None = None, **conditions: bool) -> dict[str, Any]:
+    """One EndpointSlice of web.shop (named after the pod) for one pod on 127.0.0.1."""
+    return endpoint_slice(
+        "web",
+        "shop",
+        name=pod.name,
+        endpoints=[slice_endpoint("127.0.0.1", zone=zone, **conditions)],
+        ports=[{"name": "http", "port": pod.port}],
+    )
+
+
+@dataclass
+class Load:
+    """What happened to every request of one load: nothing is dropped from the tally."""
+
+    requests: int = 0
+    ok: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    pods: Counter[str] = field(default_factory=Counter)
+    untyped: list[BaseException] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    def __str__(self) -> str:
+        return f"{self.requests} requests, {self.ok} ok, failures {dict(self.failures)}"
+
+
+@dataclass
+class Cluster:
+    """A running scenario; see the module docstring."""
+
+    kind: str
+    api: FakeApiServer
+    pods: list[FaultPod]
+    balancer: LoadBalancer
+    get: Callable[[str], Any]
+    token_file: Path
+    attempts: Counter[str] = field(default_factory=Counter)  # attempts by endpoint key (observer)
+    samples: list[frozenset[str]] = field(default_factory=list)  # eligible keys seen during loads
+    backoff: list[float] = field(default_factory=list)  # delays the source asked to sleep
+
+    def keys(self, pods: Iterable[Pod]) -> frozenset[str]:
+        return frozenset(p.key for p in pods)
+
+    @property
+    def eligible(self) -> frozenset[str]:
+        return frozenset(e.key for e in self.balancer.eligible)
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 15.0) -> float:
+        """Poll ``condition`` every 5 ms for at most ``timeout`` s; returns the seconds it took."""
+        start = time.monotonic()
+        async with asyncio.timeout(timeout):
+            while not condition():  # noqa: ASYNC110 - the state lives in the balancer
+                await asyncio.sleep(0.005)
+        return time.monotonic() - start
+
+    async def load(self, requests: int, concurrency: int = 20, path: str = "/") -> Load:
+        """Send ``requests`` GETs from ``concurrency`` tasks; every one ends in the tally."""
+        result, left = Load(), [requests]
+
+        async def worker() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                result.requests += 1
+                try:
+                    status, pod = await self.get(path)
+                except KubeBalanceError as exc:  # typed: NoEndpointsAvailable and friends
+                    result.failures[type(exc).__name__] += 1
+                except (httpx.HTTPError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    result.failures[_timeout_or(exc)] += 1
+                except Exception as exc:  # anything else is a lost request: an untyped error
+                    result.failures["untyped"] += 1
+                    result.untyped.append(exc)
+                else:
+                    if status == 200:
+                        result.ok += 1
+                        result.pods[pod] += 1
+                    else:
+                        result.failures[f"HTTP {status}"] += 1
+
+        async def sampler() -> None:
+            while True:
+                self.samples.append(self.eligible)
+                await asyncio.sleep(0.01)
+
+        sampling = asyncio.create_task(sampler())
+        try:
+            async with asyncio.timeout(120):
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampling
+        return result
+
+    def share(self, pods: Iterable[Pod]) -> float:
+        """The share of all attempts (retries included) that went to ``pods``."""
+        total = sum(self.attempts.values())
+        return sum(self.attempts[p.key] for p in pods) / total if total else 0.0
+
+    async def settle(self) -> None:
+        """Wait (bounded) until nothing is in flight: leases are released on the next loop turns."""
+        with contextlib.suppress(TimeoutError):
+            await self.until(lambda: self.inflight() == 0, 5.0)
+
+    def inflight(self) -> int:
+        algorithm: Any = self.balancer.algorithm
+        return int(algorithm.total_inflight())
+
+    async def check(
+        self,
+        load: Load,
+        *,
+        allowed: Iterable[str] = (),
+        kept: Iterable[Pod] = (),
+    ) -> None:
+        """The invariants of every fault: no request lost, in flight back to 0, good set kept.
+
+        ``allowed`` names the failures this fault may cause at the caller (typed ones only);
+        ``kept`` are the pods whose endpoints must have stayed eligible throughout the load.
+        """
+        assert load.requests == load.ok + load.failed, load
+        assert not load.untyped, load.untyped[:3]
+        assert set(load.failures) <= set(allowed), f"{self.kind}: {load}"
+        await self.settle()
+        assert self.inflight() == 0, self.balancer.algorithm
+        algorithm: Any = self.balancer.algorithm
+        for endpoint in self.balancer.snapshot:
+            assert algorithm.inflight(endpoint) == 0, endpoint
+        assert self.balancer.status().inflight == 0
+        good = self.keys(kept)
+        lost = [s for s in self.samples if not good <= s]
+        assert not lost, f"the good set {sorted(good)} was not kept: {lost[:1]}"
+
+
+def _timeout_or(exc: BaseException) -> str:
+    if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return "timeout"
+    return type(exc).__name__
+
+
+async def _fast_sleep(delays: list[float], seconds: float) -> None:
+    delays.append(seconds)
+    await asyncio.sleep(min(seconds, 0.05))
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    kind: str,
+    pods: int = 4,
+    *,
+    serve: int | None = None,
+    zones: Iterable[str | None] = (),
+    zone: str | None = None,
+    fallback: str = "none",
+    page_size: int = 500,
+    startup_timeout: float = 5.0,
+    ready: bool = True,
+    api_down: bool = False,
+    seed: int = 20261206,
+) -> AsyncIterator[Cluster]:
+    """A running scenario with ``pods`` pods, of which the first ``serve`` (default all) are in
+    the Service's slices, with the pods' ``zones`` and a client in ``zone`` (a ZoneAware policy).
+
+    ``fallback`` is ``"none"`` or ``"pod"`` (the first pod's ``host:port`` standing for the
+    Service DNS name). ``ready``: wait until every served pod is eligible.
+    """
+    serve = pods if serve is None else serve
+    zone_list = list(zones) or [None] * pods
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(asyncio.timeout(150))
+        api = await stack.enter_async_context(FakeApiServer(seed=seed))
+        started = [FaultPod(f"pod-{i}") for i in range(pods)]
+        for pod, z in zip(started, zone_list, strict=True):
+            pod.zone = z
+            await pod.start()
+            stack.push_async_callback(pod.kill)
+        api.apply(service("web", "shop", ports=[{"name": "http", "port": 80, "targetPort": "http"}]))
+        for pod in started[:serve]:
+            api.apply(pod_slice(pod, zone=pod.zone))
+        tmp = Path(tempfile.mkdtemp(prefix="kube-balance-faults-"))
+        token_file = tmp / "token"
+        token_file.write_text(api.token)
+        kubeconfig = api.write_kubeconfig(tmp / "kubeconfig", token_file=str(token_file), namespace="shop")
+        if api_down:
+            await api.stop()  # its port refuses connections until ``api.start()``
+        rng = random.Random(seed)
+        delays: list[float] = []
+        source = KubernetesSource(
+            SERVICE,
+            kubeconfig=kubeconfig,
+            rng=random.Random(seed + 1),
+            sleep=lambda s: _fast_sleep(delays, s),
+            watch_timeout=(1, 1),  # a fresh watch every second: faults meet one soon
+            request_timeout=3.0,  # a stalled watch or list is noticed in 3 s
+            page_size=page_size,
+        )
+        policy = ZoneAware(zone, environ={}, hold=0.0).policy() if zone is not None else EndpointPolicy()
+        target = f"127.0.0.1:{started[0].port}" if fallback == "pod" else fallback
+        balancer = LoadBalancer(
+            SERVICE, source=source, policy=policy, fallback=target, rng=rng, startup_timeout=startup_timeout
+        )
+        stack.push_async_callback(balancer.aclose)
+        get = await _client(stack, kind, balancer, rng)
+        c = Cluster(kind, api, started, balancer, get, token_file, backoff=delays)
+
+        def observe(endpoint: Any, elapsed: Any, outcome: Outcome, status: Any, retry_after: Any) -> None:
+            c.attempts[endpoint.key] += 1
+
+        balancer.add_observer(observe)
+        if ready:
+            await balancer.wait_ready(10)
+            await c.until(lambda: c.eligible == c.keys(started[:serve]))
+        yield c
+
+
+async def _client(
+    stack: contextlib.AsyncExitStack, kind: str, balancer: LoadBalancer, rng: random.Random
+) -> Callable[[str], Any]:
+    """``get(path) -> (status, pod name or None)`` through the chosen integration."""
+    if kind == "httpx":
+        transport = BalancedTransport(balancer, rng=rng)
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=transport, timeout=CLIENT_TIMEOUT)
+        )
+
+        async def get_httpx(path: str) -> tuple[int, str | None]:
+            r = await client.get(f"{URL}{path}")
+            return r.status_code, _pod_of(r.content)
+
+        return get_httpx
+    if kind == "aiohttp":
+        connector = BalancedConnector(balancer, rng=rng)
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT))
+        )
+
+        async def get_aiohttp(path: str) -> tuple[int, str | None]:
+            async with session.get(f"{URL}{path}") as r:
+                return r.status, _pod_of(await r.read())
+
+        return get_aiohttp
+    raise ValueError(f"unknown client {kind!r}")
+
+
+def _pod_of(body: bytes) -> str | None:
+    import json
+
+    try:
+        value = json.loads(body).get("pod")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+# -- the scenarios: each runs one fault under load, checks the invariants, returns a table row --
+@dataclass
+class Row:
+    """One line of the fault-matrix table."""
+
+    fault: str
+    client: str
+    requests: int
+    failures: int
+    bad_share: float | None = None
+    recovery: float | None = None
+    inflight_after: int = 0
+    detail: str = ""
+
+
+async def api_fault(
+    kind: str,
+    name: str,
+    faults: Iterable[Any],
+    *,
+    requests: int = 200,
+    before: Callable[[Cluster], Any] | None = None,
+    during: Callable[[Cluster], Any] | None = None,
+    page_size: int = 500,
+) -> Row:
+    """The API misbehaves (``faults`` queued, the live watch dropped) while 4 pods take a load
+    and a 5th pod is added: the 4 stay eligible throughout, every request succeeds, and the 5th
+    is seen once the API answers again (the recovery time)."""
+    async with cluster(kind, pods=5, serve=4, page_size=page_size) as c:
+        good, spare = c.pods[:4], c.pods[4]
+        for fault in faults:
+            c.api.inject(fault)
+        if before is not None:
+            before(c)
+        start = time.monotonic()
+        c.api.store.drop_all()  # the live watch breaks: the next requests meet the faults
+        c.api.apply(pod_slice(spare))  # a change made while the API is unavailable
+        running = asyncio.create_task(c.load(requests))
+        if during is not None:
+            await during(c)
+        await c.until(lambda: spare.key in c.eligible, 30)
+        recovery = time.monotonic() - start
+        load = await running
+        await c.check(load, kept=good)
+        assert not c.api.pending_faults, c.api.pending_faults
+        return Row(name, kind, load.requests, load.failed, None, recovery, c.inflight())
+
+
+async def api_down_at_start(kind: str, requests: int = 300) -> Row:
+    """No API at start: requests go to the fallback (a pod's host:port standing for the Service
+    DNS name); once the API is up the endpoints take over. No request fails."""
+    async with cluster(kind, pods=4, fallback="pod", ready=False, api_down=True, startup_timeout=1.0) as c:
+        first = await c.load(requests // 2)
+        assert c.balancer.counters.fallback_requests >= requests // 2, c.balancer.status()
+        await c.api.start()  # same port, same objects
+        recovery = await c.until(lambda: c.eligible == c.keys(c.pods), 30)
+        second = await c.load(requests // 2)
+        assert len(second.pods) == 4, second.pods  # the endpoints serve now, not only the fallback
+        for load in (first, second):
+            await c.check(load)
+        total = first.requests + second.requests
+        return Row(
+            "apiserver down at start", kind, total, first.failed + second.failed, None, recovery, c.inflight()
+        )
+
+
+async def pod_fault(
+    kind: str,
+    name: str,
+    setup: Callable[[Cluster, FaultPod], Any],
+    *,
+    requests: int = 300,
+    allowed: Iterable[str] = (),
+) -> Row:
+    """One of 4 pods misbehaves (``setup``) during the load; the others stay eligible. Failures
+    at the caller may only be of the ``allowed`` kinds; the bad pod's share is recorded."""
+    async with cluster(kind, pods=4) as c:
+        bad = c.pods[1]
+        await setup(c, bad)
+        load = await c.load(requests)
+        await c.check(load, allowed=allowed, kept=[p for p in c.pods if p is not bad])
+        return Row(
+            name,
+            kind,
+            load.requests,
+            load.failed,
+            c.share([bad]),
+            None,
+            c.inflight(),
+            str(dict(load.failures)),
+        )
+
+
+async def pod_killed_mid_load(kind: str, requests: int = 600) -> Row:
+    """A pod dies while requests are in flight to it; its slice goes a little later. Retries move
+    its requests (nothing was sent, or an idempotent GET got no answer): none fails."""
+    async with cluster(kind, pods=4) as c:
+        bad = c.pods[1]
+        running = asyncio.create_task(c.load(requests))
+        await c.until(lambda: c.attempts[bad.key] >= 20)
+        start = time.monotonic()
+        await bad.kill()
+        await asyncio.sleep(0.1)  # discovery lags: the dead pod stays listed for a while
+        c.api.delete("EndpointSlice", "shop", bad.name)
+        await c.until(lambda: bad.key not in c.eligible)
+        recovery = time.monotonic() - start
+        load = await running
+        await c.check(load, kept=[p for p in c.pods if p is not bad])
+        return Row(
+            "pod killed mid-load", kind, load.requests, load.failed, c.share([bad]), recovery, c.inflight()
+        )
+
+
+async def rolling_update(kind: str, pods: int = 10, requests: int = 10_000, concurrency: int = 50) -> Row:
+    """Every one of ``pods`` pods replaced, one by one (new ready, old terminating, old slice gone,
+    old pod killed), during ``requests`` requests: 0 fail, the new pods serve at the end."""
+    async with cluster(kind, pods=2 * pods, serve=pods) as c:
+        old, new = c.pods[:pods], c.pods[pods:]
+        running = asyncio.create_task(c.load(requests, concurrency))
+        start = time.monotonic()
+        for old_pod, new_pod in zip(old, new, strict=True):
+            c.api.apply(pod_slice(new_pod, ready=False))
+            await asyncio.sleep(0.02)
+            c.api.apply(pod_slice(new_pod))
+            c.api.apply(pod_slice(old_pod, ready=False, serving=True, terminating=True))
+            await asyncio.sleep(0.02)
+            c.api.delete("EndpointSlice", "shop", old_pod.name)
+            await c.until(lambda p=old_pod: p.key not in c.eligible)  # type: ignore[misc]
+            await old_pod.kill()
+        recovery = time.monotonic() - start
+        load = await running
+        await c.check(load)
+        assert c.eligible == c.keys(new)
+        assert not running.cancelled() and load.requests == requests
+        return Row(
+            f"rolling update of {pods} pods", kind, load.requests, load.failed, None, recovery, c.inflight()
+        )
+
+
+async def zone_loss(kind: str, requests: int = 600) -> Row:
+    """A client in zone a: traffic stays in a; then zone a loses every endpoint mid-load and
+    traffic falls back to zone b. No request fails."""
+    async with cluster(kind, pods=4, zones=["a", "a", "b", "b"], zone="a") as c:
+        zone_a, zone_b = c.pods[:2], c.pods[2:]
+        await c.until(lambda: c.eligible == c.keys(zone_a))
+        before = await c.load(100)
+        assert set(before.pods) == {p.name for p in zone_a}, before.pods
+        running = asyncio.create_task(c.load(requests))
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        for pod in zone_a:
+            c.api.delete("EndpointSlice", "shop", pod.name)
+        await c.until(lambda: c.eligible == c.keys(zone_b))
+        recovery = time.monotonic() - start
+        for pod in zone_a:
+            await pod.kill()
+        load = await running
+        await c.check(load)
+        status = c.balancer.status().zone
+        assert status is not None and status.mode == "all-zones", status
+        total = before.requests + load.requests
+        return Row(
+            "zone loses all its endpoints",
+            kind,
+            total,
+            before.failed + load.failed,
+            None,
+            recovery,
+            c.inflight(),
+        )
+
+
+async def cancelled_requests(kind: str, count: int = 1000) -> Row:
+    """``count`` requests to a slow path, all cancelled by their callers mid-flight: every lease
+    comes back (in flight 0), they count as cancelled, and the next requests are served."""
+    async with cluster(kind, pods=4) as c:
+        tasks = [asyncio.create_task(c.get("/slow?delay=0.8")) for _ in range(count)]
+        await c.until(lambda: c.inflight() >= count // 2, 10)
+        await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
+        assert cancelled == count, Counter(type(r).__name__ for r in results)
+        await c.settle()
+        assert c.inflight() == 0, c.balancer.algorithm
+        after = await c.load(200)
+        await c.check(after)
+        outcomes = c.balancer.status().outcomes
+        return Row(
+            f"{count} cancelled requests",
+            kind,
+            count + after.requests,
+            after.failed,
+            None,
+            None,
+            c.inflight(),
+            str(dict(outcomes)),
+        )
