@@ -45,3 +45,11 @@ def test_error_tree() -> None:
             assert issubclass(obj, kube_balance.KubeBalanceError)
     assert issubclass(kube_balance.ConfigurationError, ValueError)
     assert issubclass(kube_balance.AffinityKeyRequired, kube_balance.ConfigurationError)
+
+
+def test_zone_names_are_public() -> None:
+    """Zone-aware routing's filter and status are exported; the fake apiserver builds Nodes."""
+    import kube_balance.testing
+
+    assert {"ZoneAware", "ZoneStatus"} <= set(kube_balance.__all__)
+    assert "node" in kube_balance.testing.__all__
