@@ -42,7 +42,14 @@ from kube_balance import (
 from kube_balance.discovery import KubernetesSource
 from kube_balance.integrations.aiohttp import BalancedConnector
 from kube_balance.integrations.httpx import BalancedTransport
-from kube_balance.testing import FakeApiServer, endpoint_slice, service, slice_endpoint
+from kube_balance.testing import (
+    FakeApiServer,
+    Fault,
+    Permissions,
+    endpoint_slice,
+    service,
+    slice_endpoint,
+)
 
 CLIENTS = ("httpx", "aiohttp")
 SERVICE = "web.shop:http"
@@ -374,7 +381,7 @@ async def api_fault(
         recovery = time.monotonic() - start
         load = await running
         await c.check(load, kept=good)
-        assert not c.api.pending_faults, c.api.pending_faults
+        await c.until(lambda: not c.api.pending_faults, 10)  # every scripted fault was met
         return Row(name, kind, load.requests, load.failed, None, recovery, c.inflight())
 
 
@@ -531,3 +538,109 @@ async def cancelled_requests(kind: str, count: int = 1000) -> Row:
             c.inflight(),
             str(dict(outcomes)),
         )
+
+
+# -- the matrix: every API fault as (faults to queue, hooks), and every row the report prints ----
+def _rotate_token(c: Cluster) -> None:
+    c.token_file.write_text("rotated-token")  # what the kubelet does when it refreshes the token
+    c.api.set_tokens({"rotated-token": None})
+
+
+def _forbid(c: Cluster) -> None:
+    c.api.set_tokens({c.api.token: Permissions.allow("services:get")})
+
+
+async def _restore_after_403(c: Cluster) -> None:
+    await c.until(lambda: any(r.status == 403 for r in c.api.requests), 10)
+    await asyncio.sleep(0.3)
+    c.api.set_tokens({c.api.token: None})
+
+
+GARBAGE_SLICES: list[dict[str, Any]] = [
+    {**endpoint_slice("web", "shop", name="junk-1"), "endpoints": "not a list", "ports": 7},
+    endpoint_slice("web", "shop", name="junk-2", endpoints=["999.1.1.1", "not-an-ip"]),
+    {**endpoint_slice("web", "shop", name="junk-3"), "addressType": "FQDN"},
+    {**endpoint_slice("web", "shop", name="junk-4"), "endpoints": [{"addresses": []}, {"conditions": 5}]},
+]
+
+
+def _apply_garbage(c: Cluster) -> None:
+    for obj in GARBAGE_SLICES:
+        c.api.apply(obj)
+
+
+API_FAULTS: dict[str, dict[str, Any]] = {
+    "watch dropped mid-stream": {"faults": [Fault.drop_mid_stream(after_events=0)]},
+    "watch dropped mid-line": {"faults": [Fault.drop_mid_line(after_events=0)]},
+    # aiohttp retries an idempotent GET once after a drop before headers: two make it fail
+    "watch dropped before headers": {"faults": [Fault.drop_before_headers(on="watch", count=2)]},
+    "watch stalled": {"faults": [Fault.stall(None, on="watch")]},
+    "410 in stream": {"faults": [Fault.gone_in_stream(after_events=0)]},
+    "410 as HTTP": {"faults": [Fault.gone(on="watch")]},
+    "expired continue token": {
+        "faults": [
+            Fault.gone_in_stream(after_events=0),  # relist, 2 slices a page ...
+            Fault.stall(0.05, on="list"),  # ... page one answers late ...
+            Fault.gone(on="list"),  # ... and page two's continue token has expired
+        ],
+        "page_size": 2,
+    },
+    "500 from the apiserver": {"faults": [Fault.http_error(500, count=3)]},
+    "503 from the apiserver": {"faults": [Fault.http_error(503, count=3)]},
+    "504 from the apiserver": {"faults": [Fault.http_error(504, count=3)]},
+    "429 with Retry-After": {"faults": [Fault.too_many_requests(retry_after=1, count=2)]},
+    "apiserver hangs": {"faults": [Fault.stall(None, on="api", count=2)]},
+    "401 with a rotated token": {"faults": [], "before": _rotate_token},
+    "403": {"faults": [], "before": _forbid, "during": _restore_after_403},
+    "malformed events": {
+        "faults": [
+            Fault.malformed_line("this is not json", after_events=0),
+            Fault.malformed_line('{"object": {}}', after_events=0),
+        ]
+    },
+    "garbage slices": {"faults": [], "before": _apply_garbage},
+}
+
+
+async def run_api_fault(kind: str, name: str, requests: int = 150) -> Row:
+    """One row of :data:`API_FAULTS`."""
+    spec = API_FAULTS[name]
+    return await api_fault(
+        kind,
+        name,
+        spec["faults"],
+        requests=requests,
+        before=spec.get("before"),
+        during=spec.get("during"),
+        page_size=spec.get("page_size", 500),
+    )
+
+
+async def _refuse(c: Cluster, pod: FaultPod) -> None:
+    await pod.kill()  # still listed in its slice, but its port is closed
+
+
+async def _answer_503(c: Cluster, pod: FaultPod) -> None:
+    pod.status = 503
+
+
+async def _hang(c: Cluster, pod: FaultPod) -> None:
+    pod.hang.set()
+
+
+async def _ten_times_slower(c: Cluster, pod: FaultPod) -> None:
+    pod.delay *= 10
+
+
+POD_FAULTS: dict[str, tuple[Callable[[Cluster, FaultPod], Any], tuple[str, ...]]] = {
+    "pod refusing": (_refuse, ()),
+    "pod answering 503": (_answer_503, ("HTTP 503",)),  # no status retry by default: the caller sees it
+    "pod hanging": (_hang, ("timeout",)),  # the caller's 1 s timeout ends those requests
+    "pod 10x slower": (_ten_times_slower, ()),
+}
+
+
+async def run_pod_fault(kind: str, name: str, requests: int = 250) -> Row:
+    """One row of :data:`POD_FAULTS`."""
+    setup, allowed = POD_FAULTS[name]
+    return await pod_fault(kind, name, setup, requests=requests, allowed=allowed)
