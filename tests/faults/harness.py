@@ -385,7 +385,7 @@ async def api_fault(
         return Row(name, kind, load.requests, load.failed, None, recovery, c.inflight())
 
 
-async def api_down_at_start(kind: str, requests: int = 300) -> Row:
+async def api_down_at_start(kind: str, requests: int = 200) -> Row:
     """No API at start: requests go to the fallback (a pod's host:port standing for the Service
     DNS name); once the API is up the endpoints take over. No request fails."""
     async with cluster(kind, pods=4, fallback="pod", ready=False, api_down=True, startup_timeout=1.0) as c:
@@ -430,7 +430,7 @@ async def pod_fault(
         )
 
 
-async def pod_killed_mid_load(kind: str, requests: int = 600) -> Row:
+async def pod_killed_mid_load(kind: str, requests: int = 400) -> Row:
     """A pod dies while requests are in flight to it; its slice goes a little later. Retries move
     its requests (nothing was sent, or an idempotent GET got no answer): none fails."""
     async with cluster(kind, pods=4) as c:
@@ -476,7 +476,7 @@ async def rolling_update(kind: str, pods: int = 10, requests: int = 10_000, conc
         )
 
 
-async def zone_loss(kind: str, requests: int = 600) -> Row:
+async def zone_loss(kind: str, requests: int = 300) -> Row:
     """A client in zone a: traffic stays in a; then zone a loses every endpoint mid-load and
     traffic falls back to zone b. No request fails."""
     # spill_at high: this is about losing a zone, not spilling under load (tests/test_zones.py)
