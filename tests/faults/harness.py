@@ -54,7 +54,7 @@ from kube_balance.testing import (
 CLIENTS = ("httpx", "aiohttp")
 SERVICE = "web.shop:http"
 URL = f"http://{SERVICE_HOST}"
-CLIENT_TIMEOUT = 1.0  # seconds per request: a hanging pod costs a request this much
+CLIENT_TIMEOUT = 2.0  # seconds per request: a hanging pod costs a request this much (the machine is shared)
 BASE_DELAY = 0.002  # every pod's service time, so "10x slower" means something
 
 
@@ -181,6 +181,11 @@ class Cluster:
         """Wait (bounded) until nothing is in flight: leases are released on the next loop turns."""
         with contextlib.suppress(TimeoutError):
             await self.until(lambda: self.inflight() == 0, 5.0)
+
+    async def drained(self, pod: Pod) -> None:
+        """Wait until no request is in flight to ``pod`` (what a terminating pod's grace period gives)."""
+        algorithm: Any = self.balancer.algorithm
+        await self.until(lambda: algorithm.inflight(pod.key) == 0, 10)
 
     def inflight(self) -> int:
         algorithm: Any = self.balancer.algorithm
@@ -465,6 +470,7 @@ async def rolling_update(kind: str, pods: int = 10, requests: int = 10_000, conc
             await asyncio.sleep(0.02)
             c.api.delete("EndpointSlice", "shop", old_pod.name)
             await c.until(lambda p=old_pod: p.key not in c.eligible)  # type: ignore[misc]
+            await c.drained(old_pod)
             await old_pod.kill()
         recovery = time.monotonic() - start
         load = await running
@@ -493,6 +499,7 @@ async def zone_loss(kind: str, requests: int = 300) -> Row:
         await c.until(lambda: c.eligible == c.keys(zone_b))
         recovery = time.monotonic() - start
         for pod in zone_a:
+            await c.drained(pod)
             await pod.kill()
         load = await running
         await c.check(load)
@@ -635,7 +642,7 @@ async def _ten_times_slower(c: Cluster, pod: FaultPod) -> None:
 POD_FAULTS: dict[str, tuple[Callable[[Cluster, FaultPod], Any], tuple[str, ...]]] = {
     "pod refusing": (_refuse, ()),
     "pod answering 503": (_answer_503, ("HTTP 503",)),  # no status retry by default: the caller sees it
-    "pod hanging": (_hang, ("timeout",)),  # the caller's 1 s timeout ends those requests
+    "pod hanging": (_hang, ("timeout",)),  # the caller's 2 s timeout ends those requests
     "pod 10x slower": (_ten_times_slower, ()),
 }
 

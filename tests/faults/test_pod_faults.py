@@ -25,7 +25,7 @@ async def test_pod_answering_503(kind: str) -> None:
 
 
 async def test_pod_hanging(kind: str) -> None:
-    """One pod never answers: its requests end at the caller's 1 s timeout (a typed timeout);
+    """One pod never answers: its requests end at the caller's 2 s timeout (a typed timeout);
     the others answer; nothing stays in flight."""
     row = await run_pod_fault(kind, "pod hanging")
     assert row.inflight_after == 0
