@@ -63,7 +63,7 @@ def fmt(row: harness.Row, status: str) -> str:
     recovery = "-" if row.recovery is None else f"{row.recovery:.2f} s"
     return (
         f"| {row.fault} | {row.client} | {row.requests} | {row.failures} | {share} | {recovery} "
-        f"| {row.inflight_after} | {status} |"
+        f"| {row.inflight_after} | {status}{'; ' + row.detail if row.detail and status == 'ok' else ''} |"
     )
 
 
