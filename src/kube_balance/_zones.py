@@ -280,7 +280,8 @@ class ZoneAware:
                 logger.info(
                     "reading the zone of node %s failed (attempt %d): %s", self.node, attempt + 1, exc
                 )
-                await asyncio.sleep(0.5 * 2**attempt)
+                if attempt + 1 < LOOKUP_ATTEMPTS:  # no pause after the last one
+                    await asyncio.sleep(0.5 * 2**attempt)
                 continue
             if zone is None:
                 self._zone_source = f"unknown (node {self.node} has no topology.kubernetes.io/zone label)"

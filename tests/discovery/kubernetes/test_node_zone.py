@@ -104,3 +104,18 @@ def test_zone_from_env_needs_no_node_read(rng: random.Random) -> None:
     lb = LoadBalancer("web.shop:80", source=StaticSource(), policy=zones.policy(), fallback="none", rng=rng)
     lb.on_endpoints(EndpointSet.of(["10.0.0.1:80"]))
     assert zones._lookup == "no" and zones.status().zone_source == "env KUBE_BALANCE_ZONE"
+
+
+async def test_missing_node_is_tried_three_times_then_given_up(api: Any, client: Any) -> None:
+    """A Node that cannot be read (404) is tried 3 times, then the zone stays unknown: all zones serve."""
+    api.apply(two_zone_slice())
+    zones = ZoneAware(environ={"NODE_NAME": "ghost"})
+    source = KubernetesSource("web.shop:http", api_client=client, rng=random.Random(1))
+    async with (
+        asyncio.timeout(10),
+        LoadBalancer("web.shop:http", source=source, policy=zones.policy(), fallback="none") as lb,
+    ):
+        await until(lambda: zones.status().zone_source.startswith("unknown"))
+        assert len(lb.eligible) == 2
+    assert zones.status().zone_source == "unknown (reading node ghost failed)"
+    assert [r.status for r in api.requests if r.path == "/api/v1/nodes/ghost"] == [404, 404, 404]
