@@ -104,3 +104,11 @@ def test_metrics_modules_all_sorted_importable_documented() -> None:
         "register",
     ]
     assert kube_balance.metrics.otel.__all__ == ["Instrumentation", "instrument"]
+
+
+def test_zone_names_are_public() -> None:
+    """Zone-aware routing's filter and status are exported; the fake apiserver builds Nodes."""
+    import kube_balance.testing
+
+    assert {"ZoneAware", "ZoneStatus"} <= set(kube_balance.__all__)
+    assert "node" in kube_balance.testing.__all__

@@ -35,6 +35,7 @@ from ._outcome import Outcome
 from ._policy import EndpointPolicy
 from ._retry import RetryBudget, RetryPolicy
 from ._service import ServiceRef
+from ._zones import ZoneAware, ZoneStatus
 from .algorithms import Algorithm, available, create
 
 __all__ = [
@@ -61,6 +62,8 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "ServiceRef",
+    "ZoneAware",
+    "ZoneStatus",
     "available",
     "create",
 ]

@@ -33,6 +33,7 @@ from ._policy import EndpointPolicy
 from ._redact import describe_error, format_exception
 from ._service import ServiceRef
 from ._validate import check_callable, check_instance, check_mapping, check_number, check_rng, invalid
+from ._zones import ZoneAware, ZoneStatus
 from .algorithms import Algorithm, Clock, available, create
 
 if TYPE_CHECKING:  # importing kube_balance.discovery loads the Kubernetes client: only when used
@@ -99,6 +100,8 @@ class BalancerStatus:
     overflowed: int = 0
     """Requests a bounded-load hash algorithm moved off their full first-choice endpoint."""
     source_restarts: int = 0
+    zone: ZoneStatus | None = None
+    """The zone filter's state (zone, how local endpoints are chosen, spill), if the policy has one."""
 
 
 class LoadBalancer:
@@ -180,6 +183,10 @@ class LoadBalancer:
         self._listeners: list[Listener] = []
         self._observers: tuple[Observer, ...] = ()
         self.counters = Counters()
+        for f in self.policy.filters:  # stateful filters (zones) observe this balancer's requests
+            bind = getattr(f, "bind", None)
+            if callable(bind):
+                bind(self)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -453,6 +460,7 @@ class LoadBalancer:
             fallback_requests=c.fallback_requests,
             overflowed=int(getattr(self.algorithm, "overflowed", 0)),
             source_restarts=c.source_restarts,
+            zone=next((f.status() for f in self.policy.filters if isinstance(f, ZoneAware)), None),
         )
 
     def __repr__(self) -> str:

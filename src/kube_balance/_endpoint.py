@@ -31,6 +31,7 @@ class Endpoint:
     terminating: bool = False
     weight: int = 1
     zone_hints: frozenset[str] = frozenset()
+    node_hints: frozenset[str] = frozenset()
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

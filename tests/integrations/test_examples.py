@@ -68,3 +68,22 @@ async def test_rbac_manifest_grants_what_discovery_needs() -> None:
             assert {r.status for r in api.requests if r.verb in ("list", "watch", "get")} <= {200}
         finally:
             await client.close()
+
+
+def test_zone_deployment_sets_the_variables_zone_aware_reads() -> None:
+    """deployment-zones.yaml sets KUBE_BALANCE_ZONE and NODE_NAME from the Downward API, and its
+    ClusterRole grants exactly the Node read the zone lookup needs."""
+    from kube_balance._zones import NODE_ENV, ZONE_ENV
+    from kube_balance.discovery.kubernetes._node import ZONE_LABEL
+
+    docs = list(
+        yaml.safe_load_all((ROOT / "integrations" / "kubernetes" / "deployment-zones.yaml").read_text())
+    )
+    (deployment,) = (d for d in docs if d["kind"] == "Deployment")
+    env = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env == {ZONE_ENV: f"metadata.labels['{ZONE_LABEL}']", NODE_ENV: "spec.nodeName"}
+    (role,) = (d for d in docs if d["kind"] == "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]

@@ -282,6 +282,17 @@ async def test_read_service_with_kubernetes_asyncio(api: FakeApiServer) -> None:
     assert eps.items[0].subsets[0].not_ready_addresses[0].ip == "10.0.0.2"
 
 
+async def test_nodes_are_cluster_scoped(api: FakeApiServer) -> None:
+    """A Node is stored without a namespace and read at /api/v1/nodes/<name> by the real client."""
+    from kube_balance.testing import node
+
+    stored = api.apply(node("worker-1", zone="eu-west-1a"))
+    assert "namespace" not in stored["metadata"]
+    async with asyncio.timeout(5), await api.new_api_client() as api_client:
+        got = await client.CoreV1Api(api_client).read_node("worker-1")
+    assert got.metadata.labels["topology.kubernetes.io/zone"] == "eu-west-1a"
+
+
 async def test_discovery_documents(api: FakeApiServer) -> None:
     """/version, /api, /apis and the group resource lists answer as a cluster serving discovery/v1."""
     async with asyncio.timeout(5), await api.new_api_client() as api_client:
@@ -294,7 +305,8 @@ async def test_discovery_documents(api: FakeApiServer) -> None:
     assert [g.name for g in groups.groups] == ["discovery.k8s.io"]
     assert [r.name for r in resources.resources] == ["endpointslices"]
     assert "watch" in resources.resources[0].verbs
-    assert sorted(r.name for r in core.resources) == ["endpoints", "services"]
+    assert sorted(r.name for r in core.resources) == ["endpoints", "nodes", "services"]
+    assert {r.name: r.namespaced for r in core.resources}["nodes"] is False  # cluster-scoped
     assert versions.versions == ["v1"]
 
 

@@ -157,7 +157,7 @@ class Proxy:
             return self._error(400, str(exc).splitlines()[0])
         except NoEndpointsAvailable as exc:
             return self._error(503, f"no endpoint available: {exc}")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._error(
                 504, f"no response from {self.balancer.service} within {self.timeout.sock_read} s"
             )
@@ -178,7 +178,7 @@ class Proxy:
             # algorithm and the peer's delayed ACK add milliseconds to every response.
             try:
                 body = await upstream.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 return self._error(502, f"upstream {self.balancer.service} broke mid-response: {exc!r}")
             small = web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
             if self.draining:
@@ -191,7 +191,7 @@ class Proxy:
         try:
             async for chunk in upstream.content.iter_chunked(CHUNK):
                 await response.write(chunk)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already: all we can do is cut the client's connection too.
             logger.warning("upstream %s broke mid-response: %r", self.balancer.service, exc)
             response.force_close()
@@ -293,7 +293,7 @@ async def serve(args: argparse.Namespace) -> int:
             server.close()  # stop accepting; open connections stay until their requests end
             try:
                 await asyncio.wait_for(proxy.idle.wait(), args.grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.warning(
                     "grace period of %s s over with %d requests in flight", args.grace, proxy.inflight
                 )

@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from .._balancer import LoadBalancer
@@ -97,7 +97,7 @@ def _slices(source: Any) -> dict[str, tuple[str, str]]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class View:

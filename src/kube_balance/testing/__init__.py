@@ -6,7 +6,8 @@
   docstring (``kube_balance.testing._apiserver``) is the usage guide.
 - :class:`Fault`: scripted failures for it; :class:`Permissions`: per-token RBAC for it;
   :class:`RequestRecord`: one entry of its request log.
-- :func:`endpoint_slice`, :func:`slice_endpoint`, :func:`service`, :func:`core_endpoints`: API
+- :func:`endpoint_slice`, :func:`slice_endpoint`, :func:`service`, :func:`core_endpoints`,
+  :func:`node`: API
   objects shaped as the real API returns them, to ``apply`` to the fake.
 - :class:`RecordingSink`: records the snapshots and errors a source pushes (to test a source).
 - :class:`StaticSource`: an endpoint source serving a fixed or updatable list, to give a
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ._apiauth import Permissions
 from ._clock import FakeClock
 from ._faults import Fault
-from ._objects import core_endpoints, endpoint_slice, service, slice_endpoint
+from ._objects import core_endpoints, endpoint_slice, node, service, slice_endpoint
 from ._sink import RecordingSink
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ __all__ = [
     "StaticSource",
     "core_endpoints",
     "endpoint_slice",
+    "node",
     "service",
     "slice_endpoint",
 ]

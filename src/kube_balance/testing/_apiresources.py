@@ -20,6 +20,7 @@ class Resource:
     plural: str
     singular: str
     short_names: tuple[str, ...] = ()
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -34,7 +35,7 @@ class Resource:
         entry: dict[str, Any] = {
             "name": self.plural,
             "singularName": self.singular,
-            "namespaced": True,
+            "namespaced": self.namespaced,
             "kind": self.kind,
             "verbs": list(_VERBS),
         }
@@ -46,7 +47,9 @@ class Resource:
 ENDPOINT_SLICES = Resource("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", "endpointslice")
 SERVICES = Resource("Service", "", "v1", "services", "service", ("svc",))
 ENDPOINTS = Resource("Endpoints", "", "v1", "endpoints", "endpoints", ("ep",))
-KINDS: dict[str, Resource] = {r.kind: r for r in (ENDPOINT_SLICES, SERVICES, ENDPOINTS)}
+NODES = Resource("Node", "", "v1", "nodes", "node", ("no",), namespaced=False)
+"""Cluster-scoped: stored without a namespace, read with ``GET /api/v1/nodes/<name>`` (zone lookup)."""
+KINDS: dict[str, Resource] = {r.kind: r for r in (ENDPOINT_SLICES, SERVICES, ENDPOINTS, NODES)}
 
 
 def resource_for(group: str, plural: str) -> Resource | None:

@@ -15,7 +15,8 @@ Usage::
 
 What it serves (GET only): EndpointSlices (``/apis/discovery.k8s.io/v1``), Services and core/v1
 Endpoints (``/api/v1``) -- namespaced and all-namespace lists, named gets, and watches
-(``?watch=1``) -- plus the discovery documents ``/version``, ``/api``, ``/api/v1``, ``/apis``,
+(``?watch=1``) -- cluster-scoped Nodes (``GET /api/v1/nodes/<name>``, for the zone lookup),
+plus the discovery documents ``/version``, ``/api``, ``/api/v1``, ``/apis``,
 ``/apis/discovery.k8s.io[/v1]`` (404 when ``serve_discovery_v1=False``, an old cluster).
 
 Behaviour a client must cope with, as the real apiserver has it:

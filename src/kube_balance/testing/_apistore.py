@@ -60,12 +60,12 @@ class Subscription:
 
 def _key(obj: dict[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
-    return obj["kind"], meta.get("namespace", "default"), meta["name"]
+    return obj["kind"], meta.get("namespace", ""), meta["name"]
 
 
 def storage_key(obj: dict[str, Any]) -> str:
     """``namespace/name``: lists come back in etcd key order, which this string order matches."""
-    return f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+    return f"{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
 
 
 def _same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -118,7 +118,10 @@ class ObjectStore:
         new = copy.deepcopy(obj)
         new["apiVersion"] = KINDS[kind].api_version
         meta = new["metadata"]
-        meta.setdefault("namespace", "default")
+        if KINDS[kind].namespaced:
+            meta.setdefault("namespace", "default")
+        else:  # a cluster-scoped object (Node) has no namespace
+            meta.pop("namespace", None)
         key = _key(new)
         old = self._objects.get(key)
         if old is not None and _same_content(old, new):

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["core_endpoints", "endpoint_slice", "service", "slice_endpoint"]
+__all__ = ["core_endpoints", "endpoint_slice", "node", "service", "slice_endpoint"]
 
 #: The label the EndpointSlice controller puts on every slice it manages for a Service.
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -30,10 +30,12 @@ def slice_endpoint(
     pod_name: str | None = None,
     hostname: str | None = None,
     hints: Sequence[str] = (),
+    node_hints: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One ``endpoints[]`` entry of an EndpointSlice; ``None`` conditions are left out of the dict.
 
-    ``hints`` are zone names for ``hints.forZones``; ``pod_name`` adds a Pod ``targetRef``.
+    ``hints`` are zone names for ``hints.forZones``; ``node_hints`` node names for
+    ``hints.forNodes`` (``trafficDistribution: PreferSameNode``); ``pod_name`` adds a Pod ``targetRef``.
     """
     conditions: dict[str, bool] = {}
     for key, value in (("ready", ready), ("serving", serving), ("terminating", terminating)):
@@ -48,8 +50,12 @@ def slice_endpoint(
         entry["nodeName"] = node_name
     if zone is not None:
         entry["zone"] = zone
+    if hints or node_hints:
+        entry["hints"] = {}
     if hints:
-        entry["hints"] = {"forZones": [{"name": z} for z in hints]}
+        entry["hints"]["forZones"] = [{"name": z} for z in hints]
+    if node_hints:
+        entry["hints"]["forNodes"] = [{"name": n} for n in node_hints]
     return entry
 
 
@@ -121,6 +127,22 @@ def service(
             "selector": {"app": name},
             "ports": [{"protocol": "TCP", **p} for p in ports],
         },
+    }
+
+
+def node(name: str, *, zone: str | None = None, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A cluster-scoped Node labelled as the cloud provider labels it (``topology.kubernetes.io/zone``)."""
+    all_labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    if zone is not None:
+        all_labels["topology.kubernetes.io/zone"] = zone
+        all_labels["topology.kubernetes.io/region"] = zone.rstrip("abcdefghijklmnopqrstuvwxyz") or zone
+    all_labels.update(labels or {})
+    return {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {"name": name, "labels": all_labels},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
     }
 
 

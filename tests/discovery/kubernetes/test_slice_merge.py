@@ -59,6 +59,18 @@ def test_example_slice_conditions_zones_hints_and_pods() -> None:
     assert snap.counts() == {"total": 3, "ready": 1, "serving_terminating": 1, "not_ready": 1}
 
 
+def test_node_hints_for_prefer_same_node() -> None:
+    """hints.forNodes (trafficDistribution: PreferSameNode) becomes node_hints; malformed ones are dropped."""
+    hinted = {
+        **ep("10.0.0.1"),
+        "hints": {"forZones": [{"name": "a"}], "forNodes": [{"name": "n1"}, {"x": 1}]},
+    }
+    bad = {**ep("10.0.0.2"), "hints": {"forNodes": "n2"}}
+    eps = by_key(merge_slices([slice_("web-1", hinted, bad)], "http"))
+    assert (eps["10.0.0.1:8080"].node_hints, eps["10.0.0.1:8080"].zone_hints) == ({"n1"}, {"a"})
+    assert eps["10.0.0.2:8080"].node_hints == frozenset()
+
+
 def test_dual_stack_list_uses_one_family_by_default() -> None:
     """The dual-stack list merges to the IPv4 endpoints only, unless another family is asked for."""
     items = load("list.json")["items"]

@@ -100,7 +100,7 @@ def _endpoint(entry: Any, port: int) -> Endpoint:
     cond = entry.get("conditions") or {}
     ready, serving, terminating = cond.get("ready"), cond.get("serving"), cond.get("terminating")
     target = entry.get("targetRef") or {}
-    hints = (entry.get("hints") or {}).get("forZones") or ()
+    hints = entry.get("hints") or {}
     return Endpoint(
         addresses[0],  # the API says consumers use the first address (kube-proxy does)
         port,
@@ -111,8 +111,14 @@ def _endpoint(entry: Any, port: int) -> Endpoint:
         ready=True if ready is None else bool(ready),
         serving=True if serving is None else bool(serving),
         terminating=False if terminating is None else bool(terminating),
-        zone_hints=frozenset(h["name"] for h in hints if isinstance(h, Mapping) and "name" in h),
+        zone_hints=_hint_names(hints.get("forZones")),
+        node_hints=_hint_names(hints.get("forNodes")),  # trafficDistribution: PreferSameNode
     )
+
+
+def _hint_names(hints: Any) -> frozenset[str]:
+    """``[{"name": "a"}, ...]`` -> ``{"a", ...}``; a missing or malformed list gives no hints."""
+    return frozenset(h["name"] for h in hints or () if isinstance(h, Mapping) and "name" in h)
 
 
 def parse_slice(

@@ -242,6 +242,17 @@ class KubernetesSource:
         finally:
             await config.aclose()
 
+    async def node_zone(self, node_name: str) -> str | None:
+        """The zone label of Node ``node_name``, read with this source's credentials (for
+        zone-aware routing). A 403 raises :class:`DiscoveryAuthError` naming the missing rule."""
+        from ._node import node_zone
+
+        config = ClientConfig(**self._config_args)
+        try:
+            return await node_zone(await config.client(), node_name, self._request_timeout)
+        finally:
+            await config.aclose()
+
     def __repr__(self) -> str:
         return f"KubernetesSource({str(self.service)!r}, resource_version={self.resource_version!r})"
 

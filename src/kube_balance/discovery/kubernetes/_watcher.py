@@ -84,8 +84,10 @@ class WatchStats:
 
 def _error_kind(exc: BaseException) -> str:
     """``Expired`` -> ``expired``, ``DiscoveryUnavailable`` -> ``unavailable``, a surprise -> ``other``."""
+    import aiohttp  # loaded already: only a running watch has errors to count
+
     name = type(exc).__name__
-    if isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError)):
+    if isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError)):
         return "unavailable"
     if not isinstance(exc, DiscoveryError):
         return "other"
