@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random as _random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -28,6 +29,7 @@ from ._backoff import Backoff
 from ._endpoint import Endpoint, EndpointSet
 from ._errors import ConfigurationError, DiscoveryError, NoEndpointsAvailable
 from ._fallback import Fallback, FallbackTarget
+from ._health import Ejection
 from ._outcome import Outcome
 from ._policy import EndpointPolicy
 from ._service import ServiceRef
@@ -97,6 +99,14 @@ class BalancerStatus:
     overflowed: int = 0
     """Requests a bounded-load hash algorithm moved off their full first-choice endpoint."""
     source_restarts: int = 0
+    ejected: Mapping[str, Ejection] = field(default_factory=dict)
+    """Endpoints ejected by outlier detection, by key: why, since and until when (the balancer's clock)."""
+    panic: bool = False
+    """Fewer endpoints healthy than the panic threshold: traffic goes to all of them."""
+    slow_start: Mapping[str, float] = field(default_factory=dict)
+    """Endpoints still ramping up, by key, with their current weight factor (0..1)."""
+    penalized: Mapping[str, float] = field(default_factory=dict)
+    """Endpoints under a 429 penalty, by key, with when it ends (the balancer's clock)."""
 
 
 class LoadBalancer:
@@ -134,6 +144,8 @@ class LoadBalancer:
         elif algorithm_options:
             raise ConfigurationError("algorithm_options only apply to an algorithm given by name")
         self.algorithm: Algorithm = algorithm
+        self.clock: Clock = clock if clock is not None else time.monotonic
+        self.rng = rng if rng is not None else _random.Random()  # the policy's steps (jitter)
         self.source: EndpointSource = source if source is not None else _kubernetes_source(self.service)
         self.policy = policy if policy is not None else EndpointPolicy()
         self._fallback = Fallback(fallback, self.service, self.source)
@@ -153,7 +165,9 @@ class LoadBalancer:
         self._restart_backoff = Backoff(rng=rng)
         self._listeners: list[Listener] = []
         self._observers: tuple[Observer, ...] = ()
+        self._factors: dict[str, float] = {}  # the policy's weight factors the algorithm has
         self.counters = Counters()
+        self.policy.bind(self)  # outlier ejection, 429 penalty, slow start: observers of put()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -270,7 +284,10 @@ class LoadBalancer:
         the next snapshot tries again.
         """
         eligible = self.policy.select(self._snapshot)
+        factors = self.policy.weight_factors()
         if eligible == self._eligible:
+            if factors != self._factors:
+                self._set_factors(factors)
             return
         try:
             self.algorithm.update(eligible)
@@ -279,10 +296,19 @@ class LoadBalancer:
             error.__cause__ = exc
             self.on_error(error)
             return
+        if factors or self._factors:  # new slots start at factor 1
+            self._set_factors(factors)
         self._eligible = eligible
         for listener in tuple(self._listeners):
             listener(eligible)
         self._changed.set()
+
+    def _set_factors(self, factors: dict[str, float]) -> None:
+        """Hand slow start's weight factors to an algorithm that takes them (see SlowStart)."""
+        self._factors = factors
+        set_factors = getattr(self.algorithm, "set_weight_factors", None)
+        if set_factors is not None:
+            set_factors(factors)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(eligible)`` on every change of the eligible set; returns a remover."""
@@ -371,6 +397,7 @@ class LoadBalancer:
         """A snapshot of endpoints by condition, eligibility, resourceVersion, the last error and
         every counter (requests by outcome, retries, fallback use, unclosed responses...)."""
         c = self.counters
+        health = self.policy.report()
         total_inflight = getattr(self.algorithm, "total_inflight", None)
         return BalancerStatus(
             service=str(self.service),
@@ -390,6 +417,10 @@ class LoadBalancer:
             fallback_requests=c.fallback_requests,
             overflowed=int(getattr(self.algorithm, "overflowed", 0)),
             source_restarts=c.source_restarts,
+            ejected=health.ejected,
+            panic=health.panic,
+            slow_start=health.slow_start,
+            penalized=health.penalized,
         )
 
     def __repr__(self) -> str:
