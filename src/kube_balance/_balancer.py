@@ -20,7 +20,7 @@ import contextlib
 import logging
 import random as _random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -345,6 +345,20 @@ class LoadBalancer:
         self.counters.outcomes[outcome] += 1
         for observer in self._observers:
             observer(endpoint, elapsed, outcome, status, retry_after)
+
+    def get_untried(self, tried: Collection[str]) -> Endpoint | None:
+        """The eligible endpoint not in ``tried`` (keys) with the fewest requests in flight, picked
+        as by :meth:`get` (pair it with :meth:`put`); None if there is none or the algorithm cannot
+        take a direct pick. A retry's last resort when the algorithm keeps picking tried endpoints
+        (a loaded live pod loses every two-choice comparison against idle dead ones)."""
+        take = getattr(self.algorithm, "take", None)
+        untried = [ep for ep in self._eligible if ep.key not in tried]
+        if take is None or not untried:
+            return None
+        start = self.rng.randrange(len(untried))  # ties go to a random one, not the first listed
+        best = min(untried[start:] + untried[:start], key=self.algorithm.inflight)
+        endpoint: Endpoint | None = take(best)
+        return endpoint
 
     def unget(self, endpoint: Endpoint) -> None:
         """Give back a pick that was never used (no request was sent): nothing is observed."""

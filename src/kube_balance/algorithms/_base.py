@@ -135,6 +135,15 @@ class BaseAlgorithm:
         slot.inflight = max(0, slot.inflight + load - slot.penalty)
         slot.penalty = load
 
+    def take(self, endpoint: Endpoint) -> Endpoint | None:
+        """Count a request on ``endpoint`` as if ``get()`` had picked it (a retry choosing an
+        untried endpoint directly); None if it is not active. Pair it with ``put()`` as a pick."""
+        slot = self._slots.get(endpoint.key)
+        if slot is None or not slot.active:
+            return None
+        slot.inflight += 1
+        return slot.endpoint
+
     def set_weight_factors(self, factors: Mapping[str, float]) -> None:
         """Scale endpoints' weights by ``factors`` (by key; 1.0 for the others) and rebuild.
 
