@@ -20,7 +20,7 @@ def ramped(
     """3 endpoints from the start, then a 4th added at ``clock()`` (the one that ramps)."""
     eps = endpoints(4)
     policy = EndpointPolicy.default(slow_start=SlowStart(window))
-    lb, first = balancer(3, clock, rng, algorithm=algorithm, policy=policy)
+    lb, _first = balancer(3, clock, rng, algorithm=algorithm, policy=policy)
     lb.on_endpoints(EndpointSet(tuple(eps)))
     return lb, eps
 
@@ -97,7 +97,7 @@ def test_an_ejected_endpoint_ramps_again_on_return(clock: FakeClock, rng: random
 
 def test_off_by_default(clock: FakeClock, rng: random.Random) -> None:
     """Without SlowStart in the policy a new endpoint takes its full share at once."""
-    lb, eps = balancer(3, clock, rng, algorithm="weighted_random")
+    lb, _eps = balancer(3, clock, rng, algorithm="weighted_random")
     lb.on_endpoints(EndpointSet(tuple(endpoints(4))))
     assert lb.status().slow_start == {}
     assert share(lb, endpoints(4)[3]) == pytest.approx(0.25, abs=0.015)
