@@ -27,10 +27,15 @@ from ._errors import (
     KubeBalanceError,
     NoEndpointsAvailable,
 )
+from ._health import Ejection
 from ._outcome import Outcome
+from ._outlier import OutlierDetector, SuccessRate
+from ._panic import PanicThreshold
+from ._penalty import OverloadPenalty
 from ._policy import EndpointPolicy
 from ._retry import RetryBudget, RetryPolicy
 from ._service import ServiceRef
+from ._slow_start import SlowStart
 from .algorithms import Algorithm, available, create
 
 __all__ = [
@@ -42,6 +47,7 @@ __all__ = [
     "DiscoveryAuthError",
     "DiscoveryError",
     "DiscoveryUnavailable",
+    "Ejection",
     "Endpoint",
     "EndpointPolicy",
     "EndpointSet",
@@ -50,9 +56,14 @@ __all__ = [
     "LoadBalancer",
     "NoEndpointsAvailable",
     "Outcome",
+    "OutlierDetector",
+    "OverloadPenalty",
+    "PanicThreshold",
     "RetryBudget",
     "RetryPolicy",
     "ServiceRef",
+    "SlowStart",
+    "SuccessRate",
     "available",
     "create",
 ]
