@@ -22,6 +22,13 @@ Linkerd's and Finagle's failure accrual). Defaults and their sources:
   (Envoy's ``max_ejection_percent`` and its "at least one host" rule).
 - ``success_rate``: off by default; :class:`SuccessRate` with Envoy's defaults ejects endpoints
   whose success rate is below ``mean - 1.9 x stddev`` of the others'.
+- ``suspect_load=5``: until it is ejected, succeeds, or ``suspect_time`` (1 s) passes after its
+  last failure, each consecutive failure counts as 5 more requests in flight on the endpoint
+  (our choice, beyond Envoy). A pod that fails fast looks idle to ``least_request`` (and cheap to
+  ``peak_ewma``), so without it the two-choice pick keeps feeding it until the 5th failure comes
+  back; with it, it loses the comparisons after one or two. The time limit keeps a pod that is
+  barely picked any more from being starved for good: it is tried again, and either succeeds or
+  reaches the ejection. Goes through the algorithm's ``penalize`` hook, like the 429 penalty.
 
 Returns need no traffic to the ejected endpoint: every ``put()`` (of any endpoint), every run of
 the policy and ``LoadBalancer.status()`` return the endpoints whose time is up. Each ejection and
@@ -55,6 +62,10 @@ DEFAULT_MAX_EJECTION_PERCENT = 10.0
 """Envoy ``outlier_detection.max_ejection_percent`` (at least one endpoint may always be ejected)."""
 DEFAULT_JITTER = 0.1
 """Up to 10% added to each ejection time (our choice: spreads the returns of endpoints ejected together)."""
+DEFAULT_SUSPECT_LOAD = 5
+"""Phantom requests in flight per consecutive failure before an ejection (our choice)."""
+DEFAULT_SUSPECT_TIME = 1.0
+"""Seconds the phantom load lasts after the latest failure (our choice)."""
 
 _NEUTRAL, _FAILURE, _LOCAL = 0, 1, 2
 
@@ -113,6 +124,8 @@ class OutlierDetector(Bound):
         jitter: float = DEFAULT_JITTER,
         max_ejection_percent: float = DEFAULT_MAX_EJECTION_PERCENT,
         success_rate: SuccessRate | None = None,
+        suspect_load: int = DEFAULT_SUSPECT_LOAD,
+        suspect_time: float = DEFAULT_SUSPECT_TIME,
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -138,6 +151,12 @@ class OutlierDetector(Bound):
                 f"OutlierDetector success_rate must be a SuccessRate or None, not {success_rate!r}"
             )
         self.success_rate = success_rate
+        self.suspect_load = check_count(name, "suspect_load", suspect_load, 0)
+        self.suspect_time = check_seconds(name, "suspect_time", suspect_time)
+        self._suspect: dict[str, int] = {}  # phantom load added per endpoint (taken back on success)
+        self._suspect_until: dict[str, float] = {}
+        self._next_unsuspect = math.inf
+        self._penalize: Callable[[str, int], None] | None = None
         self._clock = clock
         self._rng = rng
         self._states: dict[str, _State] = {}
@@ -158,6 +177,7 @@ class OutlierDetector(Bound):
         if self._rng is None:
             self._rng = host.rng
         self._service = str(getattr(host, "service", ""))
+        self._penalize = getattr(host.algorithm, "penalize", None) if self.suspect_load else None
         if self.success_rate is not None:
             self._window_end = self._now() + self.success_rate.interval
         host.add_observer(self._observe)
@@ -194,6 +214,7 @@ class OutlierDetector(Bound):
         for key in [k for k in self._states if k not in keys]:
             del self._states[key]
             self._ejected.pop(key, None)
+            self._unsuspect(key)
         self._next_return = min((e.until for e in self._ejected.values()), default=math.inf)
 
     # -- outcomes -------------------------------------------------------------------------
@@ -205,16 +226,25 @@ class OutlierDetector(Bound):
         status: int | None,
         retry_after: float | None,
     ) -> None:
-        now = self._now()
-        if now >= self._next_return and self._return_due(now):
-            self._refresh()
+        # On every request's path: a success with nothing ejected and no success-rate window
+        # costs two dict-truth tests, no clock read.
+        if self._ejected:
+            now = self._now()
+            if now >= self._next_return and self._return_due(now):
+                self._refresh()
+        if self._suspect and self._now() >= self._next_unsuspect:
+            self._unsuspect_due(self._now())
         key = endpoint.key
         kind = _NEUTRAL
         if outcome is Outcome.OK:
-            state = self._states.get(key)
-            if state is not None:
-                state.failures = state.local = 0
-                state.probation = False
+            if self._states:
+                state = self._states.get(key)
+                if state is not None and (state.failures or state.local or state.probation):
+                    state.failures = state.local = 0
+                    state.probation = False
+                    self._unsuspect(key)
+            if self.success_rate is None:
+                return
         elif outcome.local_origin:
             kind = _LOCAL
         elif outcome is Outcome.SERVER_ERROR:
@@ -225,12 +255,13 @@ class OutlierDetector(Bound):
                 state.local = 0  # the connection worked
                 if not self.count_server_errors:
                     state.failures = 0  # an answer, and answers are not judged: a success here
+                    self._unsuspect(key)
         elif outcome is Outcome.ERROR:
             kind = _FAILURE
         if self.success_rate is not None:
-            self._count(key, outcome, kind, now)
+            self._count(key, outcome, kind, self._now())
         if kind != _NEUTRAL and key not in self._ejected:
-            self._failed(key, outcome, kind == _LOCAL, now)
+            self._failed(key, outcome, kind == _LOCAL, self._now())
 
     def _failed(self, key: str, outcome: Outcome, local: bool, now: float) -> None:
         state = self._states.get(key)
@@ -247,6 +278,11 @@ class OutlierDetector(Bound):
         elif local and local_limit is not None and state.local >= local_limit:
             reason = f"{state.local} consecutive local-origin failures (last: {outcome.label})"
         else:
+            if self._penalize is not None:
+                self._suspect[key] = self._suspect.get(key, 0) + self.suspect_load
+                self._suspect_until[key] = until = now + self.suspect_time
+                self._next_unsuspect = min(self._next_unsuspect, until)
+                self._penalize(key, self.suspect_load)
             return
         if self._eject(key, state, reason, now):
             self._refresh()
@@ -302,6 +338,7 @@ class OutlierDetector(Bound):
         duration *= 1.0 + self.jitter * rng.random()
         ejection = Ejection(key, reason, now, now + duration, state.times)
         self._ejected[key] = ejection
+        self._unsuspect(key)
         state.failures = state.local = 0
         state.probation = False
         self._next_return = min(self._next_return, ejection.until)
@@ -310,6 +347,18 @@ class OutlierDetector(Bound):
             self._service, key, duration, state.times, reason,
         )  # fmt: skip
         return True
+
+    def _unsuspect(self, key: str) -> None:
+        """Take back the phantom load added for ``key``'s failures."""
+        load = self._suspect.pop(key, 0)
+        self._suspect_until.pop(key, None)
+        if load and self._penalize is not None:
+            self._penalize(key, -load)
+
+    def _unsuspect_due(self, now: float) -> None:
+        for key in [k for k, until in self._suspect_until.items() if until <= now]:
+            self._unsuspect(key)
+        self._next_unsuspect = min(self._suspect_until.values(), default=math.inf)
 
     def _return_due(self, now: float) -> bool:
         """Return every endpoint whose ejection is over; whether any did."""

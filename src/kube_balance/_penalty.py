@@ -102,7 +102,7 @@ class OverloadPenalty(Bound):
         for key in [k for k, until in self._until.items() if until <= now]:
             del self._until[key]
             if self._penalize is not None:
-                self._penalize(key, 0)
+                self._penalize(key, -self.load)
         self._next = min(self._until.values(), default=math.inf)
 
     @property

@@ -320,3 +320,64 @@ def test_used_as_a_plain_filter() -> None:
     """Unbound (no balancer), the step filters nothing and needs no clock of its own."""
     eps = tuple(endpoints(3))
     assert OutlierDetector()(EndpointSet(eps), eps) == eps
+
+
+def phantom(lb: LoadBalancer, ep: object) -> int:
+    """The phantom requests in flight the health steps put on an endpoint's slot."""
+    slot = lb.algorithm._slots.get(ep.key)  # type: ignore[attr-defined]
+    return 0 if slot is None else int(slot.penalty)
+
+
+def test_failing_endpoint_looks_loaded_until_it_succeeds(clock: FakeClock, rng: random.Random) -> None:
+    """Each consecutive failure before the ejection adds 5 phantom requests in flight (least_request
+    stops picking a fast-failing pod); a success takes them back; inflight() stays the real count."""
+    lb, eps = balancer(4, clock, rng)
+    fail(lb, eps[0], 2)
+    assert phantom(lb, eps[0]) == 10 and lb.algorithm.inflight(eps[0]) == 0
+    picks = [lb.get() for _ in range(12)]  # 3 each would be fair; 10 phantom: none while others < 10
+    assert eps[0] not in picks
+    for ep in picks:
+        assert ep is not None
+        lb.unget(ep)
+    ok(lb, eps[0])
+    assert phantom(lb, eps[0]) == 0
+    fail(lb, eps[1], 5)
+    assert phantom(lb, eps[1]) == 0  # taken back on ejection
+    assert lb.status().inflight == 0
+
+
+def test_suspect_load_shares_the_slot_with_the_429_penalty(clock: FakeClock, rng: random.Random) -> None:
+    """The 429 penalty and the failure load add up, and each takes back only its own share."""
+    lb, eps = balancer(4, clock, rng)
+    lb.put(eps[0], 0.001, True, Outcome.OVERLOADED, 429, 2.0)
+    fail(lb, eps[0], 3)
+    assert phantom(lb, eps[0]) == 25 + 15
+    ok(lb, eps[0])
+    assert phantom(lb, eps[0]) == 25
+    clock.advance(2)
+    ok(lb, eps[1])
+    assert phantom(lb, eps[0]) == 0
+
+
+def test_suspect_load_zero_turns_it_off(clock: FakeClock, rng: random.Random) -> None:
+    """suspect_load=0: failures before the ejection add no load."""
+    lb, eps, _ = detector_lb(4, clock, rng, suspect_load=0)
+    fail(lb, eps[0], 4)
+    assert phantom(lb, eps[0]) == 0
+
+
+def test_suspect_load_lasts_suspect_time_after_the_last_failure(clock: FakeClock, rng: random.Random) -> None:
+    """The phantom load ends suspect_time after the latest failure (an outcome of any endpoint
+    ends it), so a pod no longer picked is tried again; the failure count itself stays."""
+    lb, eps = balancer(4, clock, rng)
+    fail(lb, eps[0], 2)
+    clock.advance(0.9)
+    fail(lb, eps[0])
+    clock.advance(0.9)
+    ok(lb, eps[1])
+    assert phantom(lb, eps[0]) == 15  # 0.9 s after the last failure
+    clock.advance(0.1)
+    ok(lb, eps[1])
+    assert phantom(lb, eps[0]) == 0
+    fail(lb, eps[0], 2)
+    assert eps[0] not in lb.eligible  # 5 in a row: the count survived

@@ -9,8 +9,9 @@ late ``put()`` is harmless and an endpoint that comes back finds its true in-fli
 
 Two hooks for the balancer's health policy, both paid for outside ``get()``:
 
-- :meth:`BaseAlgorithm.penalize` (the 429 penalty) adds phantom requests to a slot's in-flight
-  count, which the load-aware algorithms already compare; ``inflight()`` reports the real count.
+- :meth:`BaseAlgorithm.penalize` (the 429 penalty, outlier ejection's suspects) adds phantom
+  requests to a slot's in-flight count, which the load-aware algorithms already compare;
+  ``inflight()`` reports the real count. Each caller adds and later removes its own share.
 - :meth:`BaseAlgorithm.set_weight_factors` (slow start) scales endpoints' weights: the
   algorithms that honour weights rebuild their lookup with ``weight x factor``.
 """
@@ -105,11 +106,9 @@ class BaseAlgorithm:
             active.append(slot)
         for slot in removed:
             slot.active = False
-            slot.inflight = max(0, slot.inflight - slot.penalty)  # a penalty ends with the endpoint
-            slot.penalty = 0
         # Removed endpoints' slots linger until idle, so a late put() still finds its count;
         # idle ones are dropped here rather than in put(), which stays minimal.
-        for key in [k for k, s in slots.items() if not s.active and s.inflight == 0]:
+        for key in [k for k, s in slots.items() if not s.active and s.inflight <= s.penalty]:
             del slots[key]
         self._active = tuple(active)
         self._rebuild(self._active, added, removed)
@@ -125,15 +124,18 @@ class BaseAlgorithm:
 
     # -- health hooks ---------------------------------------------------------------------
     def penalize(self, key: str, load: int) -> None:
-        """Count endpoint ``key`` as ``load`` extra requests in flight (0 ends the penalty).
+        """Add ``load`` phantom requests in flight to endpoint ``key`` (a negative ``load`` takes
+        them back; the penalty never goes below 0). A removed endpoint's slot keeps its penalty
+        while it lingers, so its owner can take it back.
 
         Only algorithms that compare in-flight counts (``honours_penalty``) take it.
         """
         slot = self._slots.get(key)
-        if slot is None or not self.honours_penalty or not slot.active:
+        if slot is None or not self.honours_penalty:
             return
-        slot.inflight = max(0, slot.inflight + load - slot.penalty)
-        slot.penalty = load
+        load = max(load, -slot.penalty)
+        slot.penalty += load
+        slot.inflight = max(0, slot.inflight + load)
 
     def take(self, endpoint: Endpoint) -> Endpoint | None:
         """Count a request on ``endpoint`` as if ``get()`` had picked it (a retry choosing an
