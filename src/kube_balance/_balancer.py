@@ -118,6 +118,9 @@ class LoadBalancer:
     :class:`~kube_balance.discovery.KubernetesSource` watching the Service's EndpointSlices.
     ``fallback`` is ``"service"`` (default: the Service DNS name, as the seed's FallbackService),
     ``"none"`` (raise :class:`NoEndpointsAvailable`) or an explicit ``"host:port"``.
+    ``policy`` decides which endpoints get traffic: :meth:`EndpointPolicy.default` (readiness,
+    outlier ejection under a panic threshold, the 429 penalty) unless given; its steps observe
+    every ``put()`` and use ``clock`` and ``rng`` too.
 
     Use it as an async context manager, or let the first :meth:`get` inside a running loop
     start it; :meth:`aclose` stops the watcher.
