@@ -84,32 +84,35 @@ SEAM_TARGET_NS = 500.0
 
 
 async def through_balancer(number: int) -> None:
-    """What the outcome seam adds: ``lb.put(lb.get())`` (counters, one observer) vs the algorithm's
+    """What the outcome seam adds: ``lb.put(lb.get())`` (counters, observers) vs the algorithm's
     own ``put(get())``, least_request over 100 endpoints, timed interleaved in a running loop
-    (where the balancer's get() finds its watcher started)."""
-    from kube_balance import LoadBalancer
+    (where the balancer's get() finds its watcher started). Three balancers: no health steps
+    (kube-proxy's rule only), the default policy (outlier ejection and the 429 penalty observe
+    every put, nothing ejected), and the default policy plus one more (empty) observer."""
+    from kube_balance import EndpointPolicy, LoadBalancer
+    from kube_balance._policy import ready_else_serving_terminating
     from kube_balance.discovery import StaticSource
 
     eps = endpoints(100, weighted=False)
-    async with LoadBalancer("web.shop:80", source=StaticSource(eps), rng=random.Random(1)) as lb:
-        await lb.wait_ready(5)
-        algo = lb.algorithm
-        rows = []
-        for observers in (0, 1):
-            if observers:
+    rows = []
+    cases = [
+        ("no health steps", EndpointPolicy([ready_else_serving_terminating]), 0),
+        ("default health policy", None, 0),
+        ("default health policy + 1 observer", None, 1),
+    ]
+    for label, policy, observers in cases:
+        lb = LoadBalancer("web.shop:80", source=StaticSource(eps), policy=policy, rng=random.Random(1))
+        async with lb:
+            await lb.wait_ready(5)
+            algo = lb.algorithm
+            for _ in range(observers):
                 lb.add_observer(lambda ep, elapsed, outcome, status, retry_after: None)
             bare, _ = ratio_to_empty("put(get())", {"get": algo.get, "put": algo.put}, number)
             seam, _ = ratio_to_empty("put(get())", {"get": lb.get, "put": lb.put}, number)
             added = seam - bare
             verdict = "ok" if added < SEAM_TARGET_NS else "MISSED"
             rows.append(
-                [
-                    f"least_request, n=100, {observers} observer(s)",
-                    f"{bare:.0f}",
-                    f"{seam:.0f}",
-                    f"{added:+.0f}",
-                    verdict,
-                ]
+                [f"least_request, n=100, {label}", f"{bare:.0f}", f"{seam:.0f}", f"{added:+.0f}", verdict]
             )
     print("\n# The outcome seam: LoadBalancer.get/put vs the algorithm's own (target: < 500 ns added)\n")
     print(table(["case", "algorithm ns", "through LoadBalancer ns", "added ns", ""], rows))

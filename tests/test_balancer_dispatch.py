@@ -161,16 +161,20 @@ async def test_send_retries_on_a_different_endpoint(rng: random.Random) -> None:
     await shut(d, lb)
 
 
-async def test_hash_key_with_one_target_gives_up_after_bounded_picks(rng: random.Random) -> None:
-    """A key that always maps to the failed endpoint: no retry, the error surfaces, counts are 0."""
+async def test_hash_key_with_one_target_retries_elsewhere_after_bounded_picks(rng: random.Random) -> None:
+    """A key that always maps to the failed endpoint: after bounded picks the retry takes the
+    untried endpoint directly (as Envoy's ring hash walks on); when it fails too, the error
+    surfaces and counts are back to 0."""
     d, lb, _ = make(["10.0.0.1:80", "10.0.0.2:80"], rng, algorithm="ring_hash")
+    tried: list[str] = []
 
     async def attempt(lease: Lease[Pool]) -> int:
+        tried.append(lease.key)
         raise ConnectionRefusedError
 
     with pytest.raises(ConnectionRefusedError):
         await send(d, attempt, key=b"user-1")
-    assert d.retries == 0
+    assert sorted(tried) == ["10.0.0.1:80", "10.0.0.2:80"] and d.retries == 1
     assert lb.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
     await shut(d, lb)
 

@@ -112,3 +112,15 @@ def test_zone_names_are_public() -> None:
 
     assert {"ZoneAware", "ZoneStatus"} <= set(kube_balance.__all__)
     assert "node" in kube_balance.testing.__all__
+
+
+def test_health_policy_names_are_public() -> None:
+    """The health steps and their report types are importable from the package root."""
+    from kube_balance import _health, _outlier, _panic, _penalty, _slow_start
+
+    assert kube_balance.OutlierDetector is _outlier.OutlierDetector
+    assert kube_balance.SuccessRate is _outlier.SuccessRate
+    assert kube_balance.PanicThreshold is _panic.PanicThreshold
+    assert kube_balance.OverloadPenalty is _penalty.OverloadPenalty
+    assert kube_balance.SlowStart is _slow_start.SlowStart
+    assert kube_balance.Ejection is _health.Ejection

@@ -40,7 +40,25 @@ def test_not_sent_is_retried_for_any_method() -> None:
     policy = RetryPolicy()
     assert policy.should_retry(Failure.NOT_SENT, method="POST", replayable=False, attempt=1)
     assert policy.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=2)
-    assert not policy.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=3)
+    assert policy.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=7)
+    assert not policy.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=8)
+
+
+def test_not_sent_bound_is_the_larger_of_both_and_one_attempt_disables_it() -> None:
+    """max_not_sent_attempts bounds refused attempts (never below max_attempts); max_attempts=1
+    still means no retry at all; a bad bound is named."""
+    assert RetryPolicy(max_attempts=10).should_retry(
+        Failure.NOT_SENT, method="GET", replayable=True, attempt=9
+    )
+    two = RetryPolicy(max_not_sent_attempts=2)
+    assert two.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=2)
+    assert not two.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=3)
+    assert not RetryPolicy(max_attempts=1).should_retry(
+        Failure.NOT_SENT, method="GET", replayable=True, attempt=1
+    )
+    assert not RetryPolicy().should_retry(Failure.NO_RESPONSE, method="GET", replayable=True, attempt=3)
+    with pytest.raises(ConfigurationError, match="max_not_sent_attempts must be an int >= 1, not 0"):
+        RetryPolicy(max_not_sent_attempts=0)
 
 
 def test_no_response_is_retried_for_idempotent_replayable_requests_only() -> None:

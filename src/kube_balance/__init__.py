@@ -31,10 +31,15 @@ from ._errors import (
     KubeBalanceError,
     NoEndpointsAvailable,
 )
+from ._health import Ejection
 from ._outcome import Outcome
+from ._outlier import OutlierDetector, SuccessRate
+from ._panic import PanicThreshold
+from ._penalty import OverloadPenalty
 from ._policy import EndpointPolicy
 from ._retry import RetryBudget, RetryPolicy
 from ._service import ServiceRef
+from ._slow_start import SlowStart
 from ._zones import ZoneAware, ZoneStatus
 from .algorithms import Algorithm, available, create
 
@@ -51,6 +56,7 @@ __all__ = [
     "DiscoveryResponseTooLarge",
     "DiscoveryUnauthorized",
     "DiscoveryUnavailable",
+    "Ejection",
     "Endpoint",
     "EndpointPolicy",
     "EndpointSet",
@@ -59,9 +65,14 @@ __all__ = [
     "LoadBalancer",
     "NoEndpointsAvailable",
     "Outcome",
+    "OutlierDetector",
+    "OverloadPenalty",
+    "PanicThreshold",
     "RetryBudget",
     "RetryPolicy",
     "ServiceRef",
+    "SlowStart",
+    "SuccessRate",
     "ZoneAware",
     "ZoneStatus",
     "available",

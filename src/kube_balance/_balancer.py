@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import logging
 import random as _random
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from ._backoff import Backoff
 from ._endpoint import Endpoint, EndpointSet
 from ._errors import ConfigurationError, DiscoveryError, NoEndpointsAvailable
 from ._fallback import Fallback, FallbackTarget
+from ._health import Ejection
 from ._outcome import Outcome
 from ._policy import EndpointPolicy
 from ._redact import describe_error, format_exception
@@ -102,6 +104,14 @@ class BalancerStatus:
     source_restarts: int = 0
     zone: ZoneStatus | None = None
     """The zone filter's state (zone, how local endpoints are chosen, spill), if the policy has one."""
+    ejected: Mapping[str, Ejection] = field(default_factory=dict)
+    """Endpoints ejected by outlier detection, by key: why, since and until when (the balancer's clock)."""
+    panic: bool = False
+    """Fewer endpoints healthy than the panic threshold: traffic goes to all of them."""
+    slow_start: Mapping[str, float] = field(default_factory=dict)
+    """Endpoints still ramping up, by key, with their current weight factor (0..1)."""
+    penalized: Mapping[str, float] = field(default_factory=dict)
+    """Endpoints under a 429 penalty, by key, with when it ends (the balancer's clock)."""
 
 
 class LoadBalancer:
@@ -115,6 +125,9 @@ class LoadBalancer:
     ``"none"`` (raise :class:`NoEndpointsAvailable`) or an explicit ``"host:port"`` (a DNS name,
     an IPv4 address or a bracketed IPv6 one; checked here). The Service port the DNS fallback
     needs is read once; no request waits for it longer than ``startup_timeout``.
+    ``policy`` decides which endpoints get traffic: :meth:`EndpointPolicy.default` (readiness,
+    outlier ejection under a panic threshold, the 429 penalty) unless given; its steps observe
+    every ``put()`` and use ``clock`` and ``rng`` too.
 
     Use it as an async context manager, or let the first :meth:`get` inside a running loop
     start it; :meth:`aclose` stops the watcher.
@@ -162,6 +175,8 @@ class LoadBalancer:
         elif algorithm_options:
             raise ConfigurationError("algorithm_options only apply to an algorithm given by name")
         self.algorithm: Algorithm = algorithm
+        self.clock: Clock = clock if clock is not None else time.monotonic
+        self.rng = rng if rng is not None else _random.Random()  # the policy's steps (jitter)
         self.source: EndpointSource = source if source is not None else _kubernetes_source(self.service)
         self.policy = policy if policy is not None else EndpointPolicy()
         self._fallback = Fallback(
@@ -182,11 +197,9 @@ class LoadBalancer:
         self._restart_backoff = Backoff(rng=rng)
         self._listeners: list[Listener] = []
         self._observers: tuple[Observer, ...] = ()
+        self._factors: dict[str, float] = {}  # the policy's weight factors the algorithm has
         self.counters = Counters()
-        for f in self.policy.filters:  # stateful filters (zones) observe this balancer's requests
-            bind = getattr(f, "bind", None)
-            if callable(bind):
-                bind(self)
+        self.policy.bind(self)  # ejection, 429 penalty, slow start, zones: observers of put()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -311,7 +324,10 @@ class LoadBalancer:
         the next snapshot tries again.
         """
         eligible = self.policy.select(self._snapshot)
+        factors = self.policy.weight_factors()
         if eligible == self._eligible:
+            if factors != self._factors:
+                self._set_factors(factors)
             return
         try:
             self.algorithm.update(eligible)
@@ -321,10 +337,19 @@ class LoadBalancer:
             logger.warning("%s", error)
             self.on_error(error)
             return
+        if factors or self._factors:  # new slots start at factor 1
+            self._set_factors(factors)
         self._eligible = eligible
         for listener in tuple(self._listeners):
             listener(eligible)
         self._changed.set()
+
+    def _set_factors(self, factors: dict[str, float]) -> None:
+        """Hand slow start's weight factors to an algorithm that takes them (see SlowStart)."""
+        self._factors = factors
+        set_factors = getattr(self.algorithm, "set_weight_factors", None)
+        if set_factors is not None:
+            set_factors(factors)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(eligible)`` on every change of the eligible set; returns a remover."""
@@ -361,6 +386,20 @@ class LoadBalancer:
         self.counters.outcomes[outcome] += 1
         for observer in self._observers:
             observer(endpoint, elapsed, outcome, status, retry_after)
+
+    def get_untried(self, tried: Collection[str]) -> Endpoint | None:
+        """The eligible endpoint not in ``tried`` (keys) with the fewest requests in flight, picked
+        as by :meth:`get` (pair it with :meth:`put`); None if there is none or the algorithm cannot
+        take a direct pick. A retry's last resort when the algorithm keeps picking tried endpoints
+        (a loaded live pod loses every two-choice comparison against idle dead ones)."""
+        take = getattr(self.algorithm, "take", None)
+        untried = [ep for ep in self._eligible if ep.key not in tried]
+        if take is None or not untried:
+            return None
+        start = self.rng.randrange(len(untried))  # ties go to a random one, not the first listed
+        best = min(untried[start:] + untried[:start], key=self.algorithm.inflight)
+        endpoint: Endpoint | None = take(best)
+        return endpoint
 
     def unget(self, endpoint: Endpoint) -> None:
         """Give back a pick that was never used (no request was sent): nothing is observed."""
@@ -441,6 +480,7 @@ class LoadBalancer:
         """A snapshot of endpoints by condition, eligibility, resourceVersion, the last error and
         every counter (requests by outcome, retries, fallback use, unclosed responses...)."""
         c = self.counters
+        health = self.policy.report()
         total_inflight = getattr(self.algorithm, "total_inflight", None)
         return BalancerStatus(
             service=str(self.service),
@@ -461,6 +501,10 @@ class LoadBalancer:
             overflowed=int(getattr(self.algorithm, "overflowed", 0)),
             source_restarts=c.source_restarts,
             zone=next((f.status() for f in self.policy.filters if isinstance(f, ZoneAware)), None),
+            ejected=health.ejected,
+            panic=health.panic,
+            slow_start=health.slow_start,
+            penalized=health.penalized,
         )
 
     def __repr__(self) -> str:

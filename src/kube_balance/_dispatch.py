@@ -186,11 +186,14 @@ class Dispatcher(Generic[P, Q, R]):
         return Lease(self, endpoint, key, pool, host, port)
 
     def _pick_other(self, key: str | bytes | None, tried: set[str]) -> Lease[P] | None:
-        """A lease on an endpoint not in ``tried``, or None after ``MAX_RETRY_PICKS`` picks.
+        """A lease on an endpoint not in ``tried``, or None when no eligible one is left.
 
         Picks of tried endpoints are held until the search ends: their raised in-flight counts
         steer load-aware algorithms (P2C, bounded-load hashing) elsewhere. Putting them back at
-        once would not: a dead pod fails fast, looks idle, and P2C would pick it again.
+        once would not: a dead pod fails fast, looks idle, and P2C would pick it again. After
+        ``MAX_RETRY_PICKS`` picks of tried endpoints, the least loaded untried eligible endpoint
+        is taken directly: with 3 of 4 pods refusing, the live pod carries every request in
+        flight and loses each two-choice comparison against the idle dead ones.
         """
         balancer = self.balancer
         held: list[Endpoint] = []
@@ -202,7 +205,10 @@ class Dispatcher(Generic[P, Q, R]):
                 if endpoint.key not in tried:
                     return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
                 held.append(endpoint)
-            return None
+            endpoint = balancer.get_untried(tried)
+            if endpoint is None:
+                return None
+            return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
         finally:
             for endpoint in held:
                 balancer.unget(endpoint)

@@ -22,6 +22,13 @@ closed. The budget caps the retries that repeat work a server may already have d
 they are bounded by ``max_attempts`` only: a pod killed under load (still listed until discovery
 catches up) draws about 1/n of all requests, more than any budget of 20% allows when n < 5.
 ``budget_not_sent=True`` charges them to the budget too, as Envoy does.
+
+Beyond Envoy: since a ``NOT_SENT`` retry is safe and free for the servers, it is not held to
+``max_attempts`` but to ``max_not_sent_attempts`` (8): a request whose attempts keep being
+refused tries every untried eligible endpoint, up to 8 attempts in all, so with 3 pods of 4
+refusing connections (and only one of them ejected, outlier ejection's 10% cap) requests still
+reach the good one. Each retry goes to an endpoint not tried yet; when none is left the request
+fails. ``max_attempts=1`` still disables every retry.
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 DEFAULT_MAX_ATTEMPTS = 3
 """One try and two retries: a request survives two dead pods in a row during a rollout
 (Envoy's default is one retry, gRPC's retry policy allows up to 5 attempts)."""
+
+DEFAULT_MAX_NOT_SENT_ATTEMPTS = 8
+"""Attempts allowed while the last one sent nothing (refused connections): our choice, beyond
+Envoy, bounded by the untried eligible endpoints too."""
 
 DEFAULT_RETRY_STATUSES = frozenset({502, 503, 504})
 """Envoy's ``retriable-status-codes`` / ``gateway-error`` set."""
@@ -115,10 +126,12 @@ class RetryPolicy:
     budget_percent: float = 0.2
     budget_min_concurrency: int = 3
     budget_not_sent: bool = False
+    max_not_sent_attempts: int = DEFAULT_MAX_NOT_SENT_ATTEMPTS
     statuses: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
         check_int("RetryPolicy max_attempts", self.max_attempts, low=1)
+        check_int("RetryPolicy max_not_sent_attempts", self.max_not_sent_attempts, low=1)
         check_number("RetryPolicy budget_percent", self.budget_percent, low=0.0, high=1.0)
         check_int("RetryPolicy budget_min_concurrency", self.budget_min_concurrency, low=0)
         check_bool("RetryPolicy budget_not_sent", self.budget_not_sent)
@@ -138,10 +151,10 @@ class RetryPolicy:
         The budget is checked separately, last, so a refused retry is counted only when it
         would otherwise have happened.
         """
+        if failure is Failure.NOT_SENT:  # nothing was sent: up to the larger bound
+            return self.max_attempts > 1 and attempt < max(self.max_attempts, self.max_not_sent_attempts)
         if attempt >= self.max_attempts:
             return False
-        if failure is Failure.NOT_SENT:
-            return True
         return replayable and method.upper() in IDEMPOTENT_METHODS
 
     def retry_status(self, status: int, *, method: str, replayable: bool, attempt: int) -> bool:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from helpers_pods import SERVICE_HOST, running_pods
 
+from kube_balance import EndpointPolicy, LoadBalancer
 from kube_balance._retry import RetryPolicy
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.httpx import BalancedTransport
@@ -26,7 +27,8 @@ def dead_port() -> int:
 
 
 async def test_refused_connection_is_retried_on_another_pod_for_any_method(rng: random.Random) -> None:
-    """With a dead endpoint in the set, every GET and POST still succeeds on a live pod."""
+    """With a dead endpoint in the set, every GET and POST still succeeds on a live pod; the dead
+    one is tried 5 times, then ejected (outlier ejection is on by default)."""
     async with running_pods(2) as pods:
         dead = f"127.0.0.1:{dead_port()}"
         source = StaticSource([dead, *(p.key for p in pods)])
@@ -35,8 +37,9 @@ async def test_refused_connection_is_retried_on_another_pod_for_any_method(rng: 
             for i in range(30):
                 r = await (client.get(f"{URL}/") if i % 2 else client.post(f"{URL}/echo", content=b"x"))
                 assert r.status_code == 200
-        # Round robin picks the dead endpoint every third get(), retries' get()s included.
-        assert 10 <= transport.dispatcher.retries <= 15
+        # Round robin picks the dead endpoint every third get() until its 5th refusal ejects it.
+        assert transport.dispatcher.retries == 5
+        assert list(transport.balancer.status().ejected) == [dead]
         assert transport.balancer.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
 
 
@@ -100,13 +103,14 @@ async def test_gateway_errors_retried_for_idempotent_methods_only(rng: random.Ra
     """retry_statuses=True retries a 503 GET on another pod; a POST gets the 503."""
     async with running_pods(2) as pods:
         pods[0].status = 503
-        transport = BalancedTransport(
+        balancer = LoadBalancer(  # no ejection: the 503 pod must keep its turn for this test
             "web.shop:http",
             source=StaticSource([p.key for p in pods]),
             algorithm="round_robin",
-            retry=RetryPolicy(retry_statuses=True),
+            policy=EndpointPolicy.default(ejection=False),
             rng=rng,
         )
+        transport = BalancedTransport(balancer, retry=RetryPolicy(retry_statuses=True))
         async with httpx.AsyncClient(transport=transport) as client, asyncio.timeout(10):
             gets = Counter([(await client.get(f"{URL}/")).status_code for _ in range(10)])
             posts = Counter([(await client.post(f"{URL}/")).status_code for _ in range(10)])

@@ -6,13 +6,21 @@ immutable lookup structures and swaps one reference, so a ``get()`` never sees a
 update. Per-endpoint load lives in a :class:`Slot` that survives updates for endpoints that stay;
 a removed endpoint's slot lingers, inactive, until its last in-flight request is put back, so a
 late ``put()`` is harmless and an endpoint that comes back finds its true in-flight count.
+
+Two hooks for the balancer's health policy, both paid for outside ``get()``:
+
+- :meth:`BaseAlgorithm.penalize` (the 429 penalty, outlier ejection's suspects) adds phantom
+  requests to a slot's in-flight count, which the load-aware algorithms already compare;
+  ``inflight()`` reports the real count. Each caller adds and later removes its own share.
+- :meth:`BaseAlgorithm.set_weight_factors` (slow start) scales endpoints' weights: the
+  algorithms that honour weights rebuild their lookup with ``weight x factor``.
 """
 
 from __future__ import annotations
 
 import random as _random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import ClassVar
 
 from mypy_extensions import mypyc_attr
@@ -27,12 +35,14 @@ Clock = Callable[[], float]
 class Slot:
     """Mutable per-endpoint load: the only state ``get()``/``put()`` write."""
 
-    __slots__ = ("endpoint", "inflight", "active")
+    __slots__ = ("endpoint", "inflight", "active", "penalty", "factor")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self.inflight = 0
+        self.inflight = 0  # requests in flight, plus the penalty
         self.active = True
+        self.penalty = 0  # phantom requests in flight (the 429 penalty), part of ``inflight``
+        self.factor = 1.0  # weight factor (slow start), for the algorithms that honour weights
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.endpoint.key} inflight={self.inflight}{'' if self.active else ' removed'}>"
@@ -50,6 +60,10 @@ class BaseAlgorithm:
     name: ClassVar[str] = ""
     requires_key: ClassVar[bool] = False
     slot_type: ClassVar[type[Slot]] = Slot
+    honours_penalty: ClassVar[bool] = False
+    """Whether ``get()`` compares in-flight counts, so that :meth:`penalize` steers it."""
+    honours_weight_factors: ClassVar[bool] = False
+    """Whether ``_rebuild`` uses ``weight x slot.factor``, so that :meth:`set_weight_factors` matters."""
 
     def __init__(self, *, rng: _random.Random | None = None, clock: Clock | None = None) -> None:
         self._rng = rng if rng is not None else _random.Random()
@@ -94,7 +108,7 @@ class BaseAlgorithm:
             slot.active = False
         # Removed endpoints' slots linger until idle, so a late put() still finds its count;
         # idle ones are dropped here rather than in put(), which stays minimal.
-        for key in [k for k, s in slots.items() if not s.active and s.inflight == 0]:
+        for key in [k for k, s in slots.items() if not s.active and s.inflight <= s.penalty]:
             del slots[key]
         self._active = tuple(active)
         self._rebuild(self._active, added, removed)
@@ -108,6 +122,41 @@ class BaseAlgorithm:
         gone = {e.key if isinstance(e, Endpoint) else e for e in endpoints}
         self.update(s.endpoint for s in self._active if s.endpoint.key not in gone)
 
+    # -- health hooks ---------------------------------------------------------------------
+    def penalize(self, key: str, load: int) -> None:
+        """Add ``load`` phantom requests in flight to endpoint ``key`` (a negative ``load`` takes
+        them back; the penalty never goes below 0). A removed endpoint's slot keeps its penalty
+        while it lingers, so its owner can take it back.
+
+        Only algorithms that compare in-flight counts (``honours_penalty``) take it.
+        """
+        slot = self._slots.get(key)
+        if slot is None or not self.honours_penalty:
+            return
+        load = max(load, -slot.penalty)
+        slot.penalty += load
+        slot.inflight = max(0, slot.inflight + load)
+
+    def take(self, endpoint: Endpoint) -> Endpoint | None:
+        """Count a request on ``endpoint`` as if ``get()`` had picked it (a retry choosing an
+        untried endpoint directly); None if it is not active. Pair it with ``put()`` as a pick."""
+        slot = self._slots.get(endpoint.key)
+        if slot is None or not slot.active:
+            return None
+        slot.inflight += 1
+        return slot.endpoint
+
+    def set_weight_factors(self, factors: Mapping[str, float]) -> None:
+        """Scale endpoints' weights by ``factors`` (by key; 1.0 for the others) and rebuild.
+
+        Only algorithms that honour weights (``honours_weight_factors``) take it.
+        """
+        if not self.honours_weight_factors:
+            return
+        for slot in self._active:
+            slot.factor = factors.get(slot.endpoint.key, 1.0)
+        self._rebuild(self._active, [], [])
+
     def _rebuild(self, active: tuple[Slot, ...], added: list[Slot], removed: list[Slot]) -> None:
         """Build and swap in the lookup structure for ``active`` (in endpoint order)."""
         raise NotImplementedError
@@ -119,11 +168,11 @@ class BaseAlgorithm:
 
     def inflight(self, endpoint: Endpoint | str) -> int:
         slot = self._slots.get(endpoint.key if isinstance(endpoint, Endpoint) else endpoint)
-        return slot.inflight if slot is not None else 0
+        return max(0, slot.inflight - slot.penalty) if slot is not None else 0
 
     def total_inflight(self) -> int:
         """Outstanding requests on all known endpoints, removed ones still draining included."""
-        return sum(s.inflight for s in self._slots.values())
+        return sum(max(0, s.inflight - s.penalty) for s in self._slots.values())
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} endpoints={len(self._active)} inflight={self.total_inflight()}>"

@@ -6,7 +6,8 @@ grpc-go's ``least_request_experimental`` default to 2 choices). Two random choic
 that a global "least loaded" pick causes when many clients see the same counts, and cost O(1).
 
 With unequal ``Endpoint.weight``, the comparison is ``(in-flight + 1) / weight``; endpoints of
-weight 0 receive no traffic.
+weight 0 receive no traffic. Slow start's weight factors scale the weights (a ramping endpoint
+takes the weighted path until its ramp ends); the 429 penalty adds to the in-flight counts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class LeastRequest(BaseAlgorithm):
     """P2C over in-flight requests (``choice_count`` candidates, default 2)."""
 
     name = "least_request"
+    honours_penalty = True
+    honours_weight_factors = True
 
     _pool: tuple[Slot, ...]
     _weighted: bool
@@ -72,10 +75,10 @@ class LeastRequest(BaseAlgorithm):
             start = self._rng.randrange(n)
             candidates = pool[start:] + pool[:start]
         if self._weighted:
-            return min(candidates, key=lambda s: (s.inflight + 1) / s.endpoint.weight)
+            return min(candidates, key=lambda s: (s.inflight + 1) / (s.endpoint.weight * s.factor))
         return min(candidates, key=lambda s: s.inflight)
 
     def _rebuild(self, active: tuple[Slot, ...], added: list[Slot], removed: list[Slot]) -> None:
         pool = tuple(s for s in active if s.endpoint.weight > 0)
-        self._weighted = len({s.endpoint.weight for s in pool}) > 1
+        self._weighted = len({s.endpoint.weight * s.factor for s in pool}) > 1
         self._pool = pool

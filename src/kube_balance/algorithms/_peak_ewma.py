@@ -53,6 +53,7 @@ class PeakEwma(BaseAlgorithm):
     """P2C with cost = peak-EWMA latency x (in-flight + 1)."""
 
     name = "peak_ewma"
+    honours_penalty = True  # cost = ewma x (in-flight + 1): the 429 penalty multiplies it
     slot_type = EwmaSlot
 
     _pool: tuple[EwmaSlot, ...]

@@ -20,6 +20,8 @@ class _Nobody(Slot):
         self.endpoint = None  # type: ignore[assignment]
         self.inflight = 0
         self.active = False
+        self.penalty = 0
+        self.factor = 1.0
 
 
 _NOBODY = _Nobody()
