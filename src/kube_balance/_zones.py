@@ -156,10 +156,11 @@ class ZoneAware:
         self._local_load = self._remote_load = 0.0
 
     def policy(self) -> EndpointPolicy:
-        """The default policy (kube-proxy's readiness rule) followed by this filter."""
-        from ._policy import EndpointPolicy, ready_else_serving_terminating
+        """The default policy (readiness, outlier ejection under the panic threshold, the 429
+        penalty) followed by this filter: zones choose among the healthy endpoints."""
+        from ._policy import EndpointPolicy, default_filters
 
-        return EndpointPolicy([ready_else_serving_terminating, self])
+        return EndpointPolicy([*default_filters(), self])
 
     # -- wiring --------------------------------------------------------------------------------
     def bind(self, balancer: LoadBalancer) -> None:
