@@ -83,6 +83,7 @@ def machine_for(name: str) -> type[RuleBasedStateMachine]:
     return InflightMachine
 
 
+@pytest.mark.timeout(300)  # 60 x 60 steps; minutes on a loaded 2-core machine
 @pytest.mark.parametrize("name", available())
 def test_inflight_counts_exact(name: str) -> None:
     """In-flight never negative, equals outstanding gets, and is zero once everything is put back."""

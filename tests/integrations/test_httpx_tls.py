@@ -129,5 +129,5 @@ async def test_client_certificate_is_presented(
 @pytest.mark.parametrize("cert", [123, ("only-one-file",), ["cert.pem", "key.pem"], ("a", "b", "c", "d")])
 def test_a_malformed_cert_is_a_configuration_error(cert: Any) -> None:
     """cert that is not a path or a (certfile, keyfile[, password]) tuple fails at construction, named."""
-    with pytest.raises(ConfigurationError, match=r"cert=.* is not a client certificate"):
+    with pytest.raises(ConfigurationError, match=r"cert=.* is invalid: expected a certificate file path"):
         BalancedTransport("web.shop:https", source=StaticSource([]), cert=cert)
