@@ -52,6 +52,20 @@ def balancers(
     ``source`` can only serve one Service.
     """
     specs = as_list(services)
+    if any(isinstance(spec, LoadBalancer) for spec in specs):
+        # A given balancer was built with its own algorithm, source, fallback and rng: a value
+        # given here too would be silently ignored, so it is refused instead.
+        defaults = {"algorithm": "least_request", "fallback": "service"}
+        given = [
+            name
+            for name, value in balancer_options.items()
+            if name != "clock" and value is not None and value != defaults.get(name)
+        ]
+        if given:
+            raise ConfigurationError(
+                f"given a LoadBalancer and {', '.join(given)}: these belong to the LoadBalancer; "
+                "pass them to LoadBalancer(...) instead, or pass the service name here"
+            )
     if balancer_options.get("source") is not None and len(specs) > 1:
         raise ConfigurationError(
             f"service {services!r} names {len(specs)} Services, but source= applies to one Service: "

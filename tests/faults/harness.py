@@ -308,7 +308,7 @@ async def _client(
 ) -> Callable[..., Any]:
     """``get(path, timeout=1.0) -> (status, pod name or None)`` through the chosen integration."""
     if kind == "httpx":
-        transport = BalancedTransport(balancer, rng=rng)
+        transport = BalancedTransport(balancer)
         client = await stack.enter_async_context(
             httpx.AsyncClient(transport=transport, timeout=CLIENT_TIMEOUT)
         )
@@ -319,7 +319,7 @@ async def _client(
 
         return get_httpx
     if kind == "aiohttp":
-        connector = BalancedConnector(balancer, rng=rng)
+        connector = BalancedConnector(balancer)
         session = await stack.enter_async_context(
             aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT))
         )

@@ -379,3 +379,12 @@ async def test_every_attempt_failing_names_the_service_and_the_pods_tried(rng: r
         assert all(p.key in message for p in pods)
         assert isinstance(info.value.__cause__, aiohttp.ClientConnectorError)
         assert inflight(connector) == 0
+
+
+async def test_options_beside_a_load_balancer_are_refused(rng: random.Random) -> None:
+    """BalancedConnector(lb, rng=...) would ignore the option: it is refused, naming where it belongs."""
+    lb = LoadBalancer("web.shop:http", source=StaticSource([]), rng=rng)
+    from kube_balance import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="LoadBalancer and rng, algorithm: these belong"):
+        BalancedConnector(lb, rng=rng, algorithm="random")

@@ -173,24 +173,6 @@ class BalancedTransport(httpx.AsyncBaseTransport):
             local_address=local_address,
             clock=clock,
         )
-        if isinstance(service, LoadBalancer) or (
-            isinstance(service, (list, tuple)) and any(isinstance(s, LoadBalancer) for s in service)
-        ):
-            # A given balancer was built with its own algorithm, source, fallback and rng: a
-            # different value here would be silently ignored, so it is refused instead.
-            ignored = {
-                "algorithm": algorithm != "least_request",
-                "source": source is not None,
-                "fallback": fallback != "service",
-                "algorithm_options": algorithm_options is not None,
-                "rng": rng is not None,
-            }
-            if any(ignored.values()):
-                names = ", ".join(name for name, given in ignored.items() if given)
-                raise _errors.ConfigurationError(
-                    f"BalancedTransport was given a LoadBalancer and {names}: these belong to the "
-                    "LoadBalancer; pass them to LoadBalancer(...) instead, or pass the service name here"
-                )
         options = {
             "algorithm": algorithm,
             "source": source,
