@@ -386,5 +386,5 @@ async def test_options_beside_a_load_balancer_are_refused(rng: random.Random) ->
     lb = LoadBalancer("web.shop:http", source=StaticSource([]), rng=rng)
     from kube_balance import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="LoadBalancer and rng, algorithm: these belong"):
+    with pytest.raises(ConfigurationError, match="LoadBalancer and algorithm, rng: these belong"):
         BalancedConnector(lb, rng=rng, algorithm="random")
