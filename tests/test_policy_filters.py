@@ -14,10 +14,14 @@ def keep_all(snapshot: EndpointSet, candidates: tuple[Endpoint, ...]) -> tuple[E
     return candidates
 
 
-def test_default_filters_are_kube_proxys_rule() -> None:
-    """The default policy runs exactly one filter: ready, else serving-and-terminating."""
-    assert tuple(EndpointPolicy().filters) == (ready_else_serving_terminating,)
-    assert repr(EndpointPolicy()) == "EndpointPolicy([ready_else_serving_terminating])"
+def test_default_filters_start_with_kube_proxys_rule() -> None:
+    """The default policy runs kube-proxy's rule first (ready, else serving-and-terminating), then
+    the health steps (outlier ejection under the panic threshold, the 429 penalty)."""
+    filters = tuple(EndpointPolicy().filters)
+    assert filters[0] is ready_else_serving_terminating
+    assert [type(f).__name__ for f in filters[1:]] == ["PanicThreshold", "OverloadPenalty"]
+    explicit = EndpointPolicy([ready_else_serving_terminating])
+    assert repr(explicit) == "EndpointPolicy([ready_else_serving_terminating])"
 
 
 def test_filters_are_the_given_ones_in_order() -> None:

@@ -57,7 +57,7 @@ def test_not_sent_bound_is_the_larger_of_both_and_one_attempt_disables_it() -> N
         Failure.NOT_SENT, method="GET", replayable=True, attempt=1
     )
     assert not RetryPolicy().should_retry(Failure.NO_RESPONSE, method="GET", replayable=True, attempt=3)
-    with pytest.raises(ConfigurationError, match="max_not_sent_attempts must be an int >= 1, not 0"):
+    with pytest.raises(ConfigurationError, match=r"max_not_sent_attempts=0 is invalid: expected an int >= 1"):
         RetryPolicy(max_not_sent_attempts=0)
 
 

@@ -196,7 +196,7 @@ def test_retry_policy_repr_shows_the_effective_statuses() -> None:
 
 def test_should_retry_answers_a_bool() -> None:
     """should_retry is True or False (never a falsy stand-in) on each path."""
-    policy = RetryPolicy(max_attempts=2)
+    policy = RetryPolicy(max_attempts=2, max_not_sent_attempts=2)
     assert policy.should_retry(Failure.NOT_SENT, method="GET", replayable=True, attempt=2) is False
     assert policy.should_retry(Failure.NOT_SENT, method="POST", replayable=False, attempt=1) is True
     assert policy.should_retry(Failure.NO_RESPONSE, method="POST", replayable=True, attempt=1) is False

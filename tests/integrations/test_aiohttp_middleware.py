@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from helpers_pods import SERVICE_HOST, running_pods
 
-from kube_balance import ConfigurationError, LoadBalancer, RetryPolicy
+from kube_balance import ConfigurationError, EndpointPolicy, LoadBalancer, RetryPolicy
+from kube_balance._policy import ready_else_serving_terminating
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddleware
 
@@ -42,10 +43,12 @@ async def test_a_503_is_retried_on_the_other_pod(rng: random.Random) -> None:
                     assert r.status == 200
                     assert (await r.json())["pod"] == "pod-1"
             status = connector.balancers[0].status()
-        failed = pods[0].hits  # round robin: the retry's pick of pod-1 makes pod-0 the next first pick
-        assert failed >= 10 and pods[1].hits == 20
-        assert status.retries == failed and status.inflight == 0
-        assert status.outcomes == {"ok": 20, "server_error": failed}
+        # Round robin makes pod-0 every request's first pick until outlier ejection (5 consecutive
+        # failures, the default) takes it out: 5 answers of 503, each retried on pod-1.
+        assert pods[0].hits == 5 and pods[1].hits == 20
+        assert status.retries == 5 and status.inflight == 0
+        assert status.outcomes == {"ok": 20, "server_error": 5}
+        assert set(status.ejected) == {pods[0].key}
         assert connector._routes.routes[0].dispatcher.budget.retries == 0  # every slot given back
 
 
@@ -56,7 +59,11 @@ async def test_a_dropped_connection_is_retried_for_idempotent_requests_only(rng:
     async with running_pods(2) as pods, asyncio.timeout(10):
         pods[0].status = 0  # drops every connection
         lb = LoadBalancer(
-            "web.shop:http", source=StaticSource([p.key for p in pods]), algorithm="round_robin", rng=rng
+            "web.shop:http",
+            source=StaticSource([p.key for p in pods]),
+            algorithm="round_robin",
+            policy=EndpointPolicy([ready_else_serving_terminating]),  # no ejection: pod-0 stays
+            rng=rng,
         )
         connector = BalancedConnector(lb, force_close=True)  # no keep-alive: aiohttp retries nothing
         async with lb, session_for(connector) as session:
