@@ -81,6 +81,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "src/kube_balance/discovery/kubernetes/_merge.py": [
         "tests/discovery/kubernetes/test_slice_merge.py",
         "tests/discovery/kubernetes/test_slice_merge_gaps.py",
+        "tests/test_validation_boundaries.py",  # normalize_family
         "tests/discovery/kubernetes/test_slice_merge_props.py",
     ],
 }
@@ -443,6 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests", nargs="+", help="test files to run instead of the module's mapped ones")
     parser.add_argument("--list", action="store_true", help="print the mutants and stop")
     parser.add_argument(
+        "--line",
+        type=int,
+        action="append",
+        help="only the mutants on this line (repeatable): rerun survivors",
+    )
+    parser.add_argument(
         "--fail-under", type=float, default=0.0, help="exit 1 if a module scores below (percent)"
     )
     args = parser.parse_args(argv)
@@ -457,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     equivalents = load_equivalents()
     found = {module: find_mutants(module) for module in modules}
+    if args.line:
+        found = {module: [m for m in ms if m.line in args.line] for module, ms in found.items()}
     if args.list:
         try:
             for module in modules:
@@ -495,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
             summary.append(line)
             failing = failing or score < args.fail_under
-        stale = set(equivalents) - {m.ident() for ms in found.values() for m in ms}
+        stale = set() if args.line else set(equivalents) - {m.ident() for ms in found.values() for m in ms}
         for path, what, text in sorted(stale):
             if path in modules:
                 print(f"note: an equivalent no longer matches a mutant (stale): {path}: {what}  [{text}]")

@@ -97,6 +97,8 @@ def test_unknown_address_type_and_unmatched_port_are_skipped_with_warnings(
     assert unmatched.family == 4 and not unmatched.endpoints
     assert not empty_unmatched.endpoints
     assert "addressType 'Mystery'" in caplog.text
+    odd_records = [r for r in caplog.records if "EndpointSlice odd" in r.getMessage()]
+    assert len(odd_records) == 1  # skipped whole: its entries are not looked at one by one
     assert "EndpointSlice np has no TCP port matching 'grpc'" in caplog.text
     assert "EndpointSlice none" not in caplog.text  # an empty slice without the port is not news
 
