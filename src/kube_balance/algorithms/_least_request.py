@@ -58,6 +58,8 @@ class LeastRequest(BaseAlgorithm):
             other = pool[j]
             if other.inflight < slot.inflight:
                 slot = other
+        elif n == 1:  # one endpoint: nothing to choose (a Service of one pod, or all but one ejected)
+            slot = pool[0]
         elif n:
             slot = self._pick_general(pool)
         else:
