@@ -507,12 +507,16 @@ class LoadBalancer:
             fallback_requests=c.fallback_requests,
             overflowed=int(getattr(self.algorithm, "overflowed", 0)),
             source_restarts=c.source_restarts,
-            zone=next((f.status() for f in self.policy.filters if isinstance(f, ZoneAware)), None),
+            zone=self.status_zone(),
             ejected=health.ejected,
             panic=health.panic,
             slow_start=health.slow_start,
             penalized=health.penalized,
         )
+
+    def status_zone(self) -> ZoneStatus | None:
+        """The zone filter's state, if the policy has one (also in ``status().zone``)."""
+        return next((f.status() for f in self.policy.filters if isinstance(f, ZoneAware)), None)
 
     def __repr__(self) -> str:
         s = self.status()

@@ -67,6 +67,8 @@ class HealthReport:
     panic: bool = False
     slow_start: dict[str, float] = field(default_factory=dict)
     penalized: dict[str, float] = field(default_factory=dict)
+    ejections: int = 0
+    """Ejections since the balancer started (every one, returns not subtracted)."""
 
 
 class Bound:

@@ -161,6 +161,7 @@ class OutlierDetector(Bound):
         self._rng = rng
         self._states: dict[str, _State] = {}
         self._ejected: dict[str, Ejection] = {}
+        self.ejections = 0  # every ejection so far, for metrics
         self._next_return = math.inf  # the earliest ``until`` of the ejected endpoints
         self._total = 0  # endpoints the step saw last time (the base of max_ejection_percent)
         self._snapshot: EndpointSet | None = None
@@ -337,6 +338,7 @@ class OutlierDetector(Bound):
         rng = self._rng if self._rng is not None else random
         duration *= 1.0 + self.jitter * rng.random()
         ejection = Ejection(key, reason, now, now + duration, state.times)
+        self.ejections += 1
         self._ejected[key] = ejection
         self._unsuspect(key)
         state.failures = state.local = 0
@@ -387,6 +389,7 @@ class OutlierDetector(Bound):
         if self._ejected and self._return_due(self._now()):
             self._refresh()
         health.ejected.update(self._ejected)
+        health.ejections += self.ejections
 
     def __repr__(self) -> str:
         return (

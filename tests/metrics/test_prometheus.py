@@ -199,3 +199,40 @@ def test_per_endpoint_series_are_capped() -> None:
     plain = CollectorRegistry()
     metrics.register(lb, registry=plain)
     assert "kube_balance_lb_endpoint_requests" not in registry_text(plain)  # off by default
+
+
+def test_health_series_follow_ejection_penalty_and_zone_spill() -> None:
+    """Five consecutive failures eject an endpoint (lb_endpoints_ejected 1, lb_ejections_total 1),
+    a 429 with Retry-After penalises another, and a zone filter's series appear only with one."""
+    lb = static_lb(1)
+    lb.on_endpoints(EndpointSet.of([f"10.0.0.{i}:8080" for i in range(1, 11)]))
+    registry = CollectorRegistry()
+    metrics.register(lb, registry=registry)
+    name = {"name": "web.shop:http"}
+    before = parse(registry_text(registry))
+    assert value(before, "kube_balance_lb_endpoints_ejected", **name) == 0
+    assert value(before, "kube_balance_lb_ejections", "kube_balance_lb_ejections_total", **name) == 0
+    bad, busy = Endpoint.parse("10.0.0.1:8080"), Endpoint.parse("10.0.0.2:8080")
+    for _ in range(5):
+        lb.put(bad, 0.001, outcome=Outcome.CONNECT_FAILED)
+    lb.put(busy, 0.001, outcome=Outcome.OVERLOADED, status=429, retry_after=7.0)
+    after = parse(registry_text(registry))
+    assert value(after, "kube_balance_lb_endpoints_ejected", **name) == 1
+    assert value(after, "kube_balance_lb_ejections", "kube_balance_lb_ejections_total", **name) == 1
+    assert value(after, "kube_balance_lb_endpoints_penalized", **name) == 1
+    assert value(after, "kube_balance_lb_panic", **name) == 0
+    assert "kube_balance_lb_zone_spilling" not in registry_text(registry)  # no zone filter
+
+    from kube_balance import ZoneAware
+
+    zoned = LoadBalancer(
+        "cart.shop:http", source=StaticSource([]), policy=ZoneAware(zone="a").policy(), fallback="none"
+    )
+    zoned_registry = CollectorRegistry()
+    metrics.register(zoned, registry=zoned_registry)
+    z = parse(registry_text(zoned_registry))
+    assert value(z, "kube_balance_lb_zone_spilling", name="cart.shop:http") == 0
+    assert (
+        value(z, "kube_balance_lb_zone_spills", "kube_balance_lb_zone_spills_total", name="cart.shop:http")
+        == 0
+    )

@@ -157,6 +157,14 @@ class Bound:
         counts = self.balancer.counters.outcomes
         return [((o.label,), counts[o]) for o in Outcome]
 
+    def health(self) -> Any:
+        """What the policy's health steps report (ejected endpoints, panic, ramps, penalties)."""
+        return self.balancer.policy.report()
+
+    def zone(self) -> Any:
+        """The zone filter's status, or None when the policy has no zone filter."""
+        return self.balancer.status_zone()
+
     def watch_stats(self) -> Any:
         """The source's WatchStats (KubernetesSource), or None for another source."""
         return getattr(self.balancer.source, "watch_stats", None)
@@ -247,7 +255,14 @@ SERIES: tuple[Series, ...] = (
     # Per endpoint: opt-in (per_endpoint=True), at most endpoint_limit endpoints per balancer.
     Series("lb_endpoint_requests_inflight", GAUGE, "Requests in flight per endpoint (opt-in, capped).", ("endpoint", "pod"), Bound.endpoint_inflight),
     Series("lb_endpoint_requests", COUNTER, "Completed attempts per endpoint (opt-in, capped).", ("endpoint", "pod"), Bound.endpoint_requests_total),
-    # Health (outlier ejection, panic mode, zone spill) goes here when it lands, one line each.
+    # Health: outlier ejection, panic, slow start, 429 penalties, zone spill.
+    Series("lb_endpoints_ejected", GAUGE, "Endpoints ejected by outlier detection now.", (), _one(lambda b: len(b.health().ejected))),
+    Series("lb_ejections", COUNTER, "Outlier ejections since the balancer started.", (), _one(lambda b: b.health().ejections)),
+    Series("lb_panic", GAUGE, "1 while fewer endpoints are healthy than the panic threshold (traffic to all), else 0.", (), _one(lambda b: int(b.health().panic))),
+    Series("lb_endpoints_slow_start", GAUGE, "Endpoints still ramping up under slow start.", (), _one(lambda b: len(b.health().slow_start))),
+    Series("lb_endpoints_penalized", GAUGE, "Endpoints under a 429 / Retry-After penalty now.", (), _one(lambda b: len(b.health().penalized))),
+    Series("lb_zone_spilling", GAUGE, "1 while the zone filter spills to other zones under load, else 0 (no zone filter: absent).", (), _one(lambda b: None if (z := b.zone()) is None else int(z.spilling))),
+    Series("lb_zone_spills", COUNTER, "Times the zone filter started spilling to other zones.", (), _one(lambda b: None if (z := b.zone()) is None else z.spills)),
 )  # fmt: skip
 
 DURATION = Series(
