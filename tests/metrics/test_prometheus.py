@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import helpers_metrics  # noqa: F401 - makes helpers_pods importable
 import httpx
 import pytest
+from aiohttp import web
 from helpers_pods import SERVICE_HOST, pod_slice, running_pods
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kube_balance import ConfigurationError, Endpoint, EndpointSet, LoadBalancer, Outcome, metrics
@@ -26,6 +28,26 @@ async def until(condition: Callable[[], bool]) -> None:
     """Poll a condition on loop turns; bounded by the caller's timeout."""
     while not condition():  # noqa: ASYNC110 - the condition lives in the balancer
         await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def metrics_server(registry: CollectorRegistry) -> AsyncIterator[int]:
+    """``/metrics`` over real HTTP on 127.0.0.1, as prometheus-client exposes it (every
+    prometheus-client version alike; 0.19's start_http_server does not say its port)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
 
 
 def parse(text: str) -> dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]:
@@ -69,14 +91,8 @@ async def test_scrape_over_http_matches_a_known_sequence(rng: random.Random) -> 
                 for path in ["/"] * 6 + ["/status/503"] * 2 + ["/busy/1"]:
                     await client.get(f"{URL}{path}")
 
-                server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-                try:
-                    port = server.server_address[1]
-                    async with httpx.AsyncClient() as scraper:
-                        resp = await scraper.get(f"http://127.0.0.1:{port}/metrics")
-                finally:
-                    server.shutdown()
-                    thread.join(5)
+                async with metrics_server(registry) as port, httpx.AsyncClient() as scraper:
+                    resp = await scraper.get(f"http://127.0.0.1:{port}/metrics")
         finally:
             await client_api.close()
 

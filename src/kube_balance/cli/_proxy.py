@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, MultiMapping
 
 from .._balancer import LoadBalancer
 from .._errors import AffinityKeyRequired, ConfigurationError
@@ -90,7 +90,7 @@ def _forwarded_headers(request: web.BaseRequest) -> CIMultiDict[str]:
     return headers
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+def _connection_tokens(headers: MultiMapping[str]) -> set[str]:
     """Header names listed in Connection: hop-by-hop too (RFC 9110 section 7.6.1)."""
     return {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",") if t.strip()}
 

@@ -30,7 +30,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 try:
     from starlette.requests import Request
@@ -137,7 +137,8 @@ class BalancedClient:
         traces = list(self.client_options.pop("trace_configs", None) or [])
         if self.forward is not None:
             trace = aiohttp.TraceConfig()
-            trace.on_request_start.append(self._aiohttp_hook)
+            # cast: aiohttp's typing of its signals changed across the supported versions
+            cast(Any, trace.on_request_start).append(self._aiohttp_hook)
             traces.append(trace)
         options = {"base_url": self._base_url(), "trace_configs": traces, **self.client_options}
         return aiohttp.ClientSession(connector=connector, **options), connector.balancers

@@ -439,10 +439,10 @@ class _Route(NamedTuple):
     balancer: LoadBalancer
     owned: bool
     key: AffinityKey | None
-    dispatcher: Dispatcher[httpx.AsyncHTTPTransport, tuple[httpx.Request, dict[str, Any]], httpx.Response]
+    dispatcher: Dispatcher[httpx.AsyncHTTPTransport, tuple[httpx.Request, Mapping[str, Any]], httpx.Response]
 
 
-_Attempt = tuple[httpx.Request, dict[str, Any]]
+_Attempt = tuple[httpx.Request, Mapping[str, Any]]
 """The caller's request and the extensions every attempt sends it with (SNI on the Service name)."""
 
 

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import logging
+import re
 import traceback
 from collections.abc import AsyncIterator
 from typing import Any
@@ -115,12 +116,23 @@ CASES = [
 ]
 
 
+def _reads_proxy_url() -> bool:
+    """Whether this kubernetes_asyncio reads a kubeconfig cluster's ``proxy-url`` (not 30.x)."""
+    import inspect
+
+    from kubernetes_asyncio.config import kube_config
+
+    return "proxy-url" in inspect.getsource(kube_config)
+
+
 @pytest.mark.parametrize("port", ["http", "80"])
 @pytest.mark.parametrize("case", CASES)
 async def test_no_credential_reaches_logs_status_or_errors(
     case: str, port: str, sleeper: Sleeper, tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Watch, port lookup and fallback fail on a non-HTTP answer; no token or proxy password is shown."""
+    if case.startswith("proxy-") and not _reads_proxy_url():
+        pytest.skip("this kubernetes_asyncio ignores a kubeconfig proxy-url")
     caplog.set_level(logging.DEBUG)
     async with kubeconfig(case, tmp_path) as path:
         source = make_source(f"web.default:{port}", sleeper, kubeconfig=path)
@@ -165,7 +177,8 @@ async def test_source_that_raises_an_aiohttp_error_is_reported_without_credentia
         lb = LoadBalancer("web.default:80", source=LeakySource(), fallback="none")  # type: ignore[arg-type]
         async with lb:
             await until(lambda: lb.last_error is not None)
-    assert "ClientResponseError: HTTP 400" in str(lb.last_error)
+    # aiohttp 3.10 reports a response it could not parse with status 0, later versions with 400
+    assert re.search(r"ClientResponseError: HTTP (400|0)\b", str(lb.last_error)), lb.last_error
     for where, text in {
         "last_error": f"{lb.last_error!s} {lb.last_error!r}",
         "chain": " ".join(f"{e!s} {e!r}" for e in chain(lb.last_error)),
