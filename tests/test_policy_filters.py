@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kube_balance import Endpoint, EndpointSet
+import pytest
+
+from kube_balance import ConfigurationError, Endpoint, EndpointSet
 from kube_balance._policy import EndpointFilter, EndpointPolicy, ready_else_serving_terminating
 
 
@@ -33,3 +35,10 @@ def test_filters_are_the_given_ones_in_order() -> None:
     assert len(policy.filters) == 2
     assert tuple(EndpointPolicy([]).filters) == ()
     assert isinstance(drop_first, EndpointFilter)
+
+
+@pytest.mark.parametrize("bad", ["ready", 42, [1, 2], [ready_else_serving_terminating, None]])
+def test_filters_that_are_not_a_list_of_callables_are_refused(bad: object) -> None:
+    """A string, a number, or a list holding something not callable: ConfigurationError naming the option."""
+    with pytest.raises(ConfigurationError, match="EndpointPolicy filters"):
+        EndpointPolicy(bad)  # type: ignore[arg-type]

@@ -226,3 +226,32 @@ def test_without_kubeconfig_variable_the_home_config_is_read(
     (tmp_path / ".kube").mkdir()
     _kubeconfig(tmp_path / ".kube", "cluster: k, user: u, namespace: from-home")
     assert ServiceRef.parse("web:80").namespace == "from-home"
+
+
+@pytest.mark.parametrize(
+    ("option", "bad"),
+    [
+        ("budget_percent", 1.5),
+        ("budget_percent", -0.5),
+        ("budget_min_concurrency", -1),
+        ("budget_not_sent", "yes"),
+    ],
+)
+def test_retry_policy_checks_its_budget_options_at_construction(option: str, bad: object) -> None:
+    """A wrong budget option is refused when the RetryPolicy is built, not later by new_budget()."""
+    with pytest.raises(ConfigurationError, match=rf"RetryPolicy {option}="):
+        RetryPolicy(**{option: bad})  # type: ignore[arg-type]
+    RetryPolicy(budget_percent=0.0, budget_min_concurrency=0)
+    RetryPolicy(budget_percent=1.0, budget_not_sent=True)
+
+
+def test_a_string_of_statuses_is_refused_as_a_whole() -> None:
+    """retry_statuses='503' is one string, not the characters 5, 0, 3: the message says what is allowed."""
+    with pytest.raises(ConfigurationError, match=r"retry_statuses='503': must be True"):
+        RetryPolicy(retry_statuses="503")  # type: ignore[arg-type]
+
+
+def test_should_retry_past_max_attempts_is_false_not_none() -> None:
+    """A lost response on the last allowed attempt: exactly False (a bool, not a falsy None)."""
+    policy = RetryPolicy(max_attempts=2)
+    assert policy.should_retry(Failure.NO_RESPONSE, method="GET", replayable=True, attempt=2) is False

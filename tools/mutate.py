@@ -51,14 +51,25 @@ EQUIVALENTS = Path(__file__).resolve().parent / "mutation-equivalents.txt"
 # The smallest test subset that covers each module (the whole suite per mutant would take hours),
 # fast files first: with -x most mutants are killed before the slow property tests run.
 MODULE_TESTS: dict[str, list[str]] = {
-    "src/kube_balance/_policy.py": ["tests/test_policy.py", "tests/test_policy_filters.py"],
+    "src/kube_balance/_policy.py": [
+        "tests/test_policy.py",
+        "tests/test_policy_filters.py",
+        "tests/health/test_slow_start.py",
+        "tests/health/test_panic.py",
+        "tests/health/test_outlier.py",
+        "tests/health/test_penalty.py",
+    ],
     "src/kube_balance/_retry.py": [
         "tests/test_retry.py",
         "tests/test_validation_boundaries.py",
         "tests/test_balancer_dispatch.py",
     ],
     "src/kube_balance/_service.py": ["tests/test_validation_boundaries.py", "tests/test_service.py"],
-    "src/kube_balance/_pools.py": ["tests/test_pools.py", "tests/test_balancer_dispatch.py"],
+    "src/kube_balance/_pools.py": [
+        "tests/test_pools.py",
+        "tests/test_balancer_dispatch.py",
+        "tests/integrations/test_outcomes.py",
+    ],
     "src/kube_balance/_dispatch.py": ["tests/test_balancer_dispatch.py", "tests/test_pools.py"],
     "src/kube_balance/algorithms/_least_request.py": [
         "tests/algorithms/test_least_request.py",
@@ -328,12 +339,12 @@ def load_equivalents(path: Path = EQUIVALENTS) -> dict[tuple[str, str, str], str
 
 # -- running ----------------------------------------------------------------------------------
 class Workspace:
-    """A private copy of src/, tests/ and pyproject.toml that one worker mutates in place."""
+    """A private copy of src/, tests/, integrations/ (examples the tests load) and pyproject.toml that one worker mutates in place."""
 
     def __init__(self, base: Path, number: int) -> None:
         self.root = base / f"w{number}"
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", ".hypothesis")
-        for name in ("src", "tests"):
+        for name in ("src", "tests", "integrations"):
             shutil.copytree(ROOT / name, self.root / name, ignore=ignore)
         shutil.copy2(ROOT / "pyproject.toml", self.root / "pyproject.toml")
         self.env = {
