@@ -165,3 +165,33 @@ def test_observer_removal_and_put_defaults(rng: random.Random) -> None:
     lb.put(ep)
     assert [o for _, o, _, _ in seen] == [Outcome.SERVER_ERROR, Outcome.OK]
     assert lb.status().outcomes == {"server_error": 1, "ok": 1}
+
+
+def test_every_outcome_is_distinct_and_truthy() -> None:
+    """Nine distinct members, none falsy (an IntEnum from 1), ERROR a failure of its own."""
+    assert len(Outcome) == 9 and len({int(o) for o in Outcome}) == 9
+    assert all(o for o in Outcome) and min(int(o) for o in Outcome) == 1
+    assert Outcome.ERROR.failed and Outcome.ERROR is not Outcome.LOCAL
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("7", 7.0),
+        (" 2.5 ", 2.5),
+        ("0", 0.0),
+        ("300", 300.0),
+        ("301", 300.0),
+        ("86400", 300.0),
+        ("-1", None),
+        ("nan", None),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", None),
+    ],
+)
+def test_retry_after_is_delta_seconds_capped_at_300(header: str | None, seconds: float | None) -> None:
+    """Retry-After: delta-seconds, 0 allowed, capped at 300 s; negative, NaN and HTTP dates ignored."""
+    from kube_balance._outcome import parse_retry_after
+
+    assert parse_retry_after(header) == seconds
