@@ -69,6 +69,21 @@ class Attempts(NamedTuple):
     tried: tuple[str, ...]
     fallback_reason: str | None
 
+    def message(self, exc: BaseException) -> str:
+        """The error message naming what was tried (or why the fallback served), ending with ``exc``."""
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if self.fallback_reason is not None:
+            return (
+                f"the fallback {self.tried[-1]} failed ({cause}); requests go to the fallback because "
+                f"{self.fallback_reason}. Fix discovery (see LoadBalancer.status().last_error), "
+                "or choose another fallback ('host:port') or none"
+            )
+        count = len(self.tried)
+        return (
+            f"service {self.service}: {count} attempt{'s' if count > 1 else ''} failed, on "
+            f"{', '.join(self.tried)}; last error: {cause}"
+        )
+
 
 def _target(lease: Lease[Any]) -> str:
     host = f"[{lease.host}]" if ":" in lease.host else lease.host

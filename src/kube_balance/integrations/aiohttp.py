@@ -84,19 +84,7 @@ def _explain(exc: Exception, attempts: Attempts) -> BaseException | None:
     attempts, or why the request went to the fallback (None: keep ``exc`` as is)."""
     if not isinstance(exc, aiohttp.ClientConnectorError):
         return None
-    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if attempts.fallback_reason is not None:
-        message = (
-            f"the fallback {attempts.tried[-1]} failed ({cause}); requests go to the fallback because "
-            f"{attempts.fallback_reason}. Fix discovery (see LoadBalancer.status().last_error), "
-            "or choose another fallback ('host:port') or none"
-        )
-    else:
-        count = len(attempts.tried)
-        message = (
-            f"service {attempts.service}: {count} attempt{'s' if count > 1 else ''} failed, on "
-            f"{', '.join(attempts.tried)}; last error: {cause}"
-        )
+    message = attempts.message(exc)
     return _with_message(exc, message)
 
 

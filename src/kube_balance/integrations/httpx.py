@@ -357,19 +357,7 @@ def _explain(exc: Exception, attempts: Attempts, request: httpx.Request) -> Base
     """The same httpx error, with a message naming what was tried (None: keep ``exc`` as is)."""
     if not isinstance(exc, httpx.RequestError) or isinstance(exc, _errors.NoEndpointsAvailable):
         return None
-    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if attempts.fallback_reason is not None:
-        message = (
-            f"the fallback {attempts.tried[-1]} failed ({cause}); requests go to the fallback because "
-            f"{attempts.fallback_reason}. Fix discovery (see LoadBalancer.status().last_error), "
-            "or choose another fallback ('host:port') or none"
-        )
-    else:
-        count = len(attempts.tried)
-        message = (
-            f"service {attempts.service}: {count} attempt{'s' if count > 1 else ''} failed, on "
-            f"{', '.join(attempts.tried)}; last error: {cause}"
-        )
+    message = attempts.message(exc)
     try:
         return type(exc)(message, request=request)
     except TypeError:  # a subclass with another constructor: keep the original
