@@ -364,9 +364,8 @@ class LoadBalancer:
     # -- balancing ------------------------------------------------------------------------
     def get(self, key: str | bytes | None = None) -> Endpoint | None:
         """Pick an endpoint (starting the watcher on first use in a running loop); pair with put()."""
-        if self._task is None and not self._closed:
-            with contextlib.suppress(RuntimeError):  # no running loop: nothing to start yet
-                self.start()
+        if self._task is None and not self._closed and asyncio._get_running_loop() is not None:
+            self.start()  # outside a running loop there is nothing to start yet: one cheap check
         return self.algorithm.get(key)
 
     def put(

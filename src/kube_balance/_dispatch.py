@@ -191,6 +191,16 @@ class Dispatcher(Generic[P, Q, R]):
             return self._lease(None, FALLBACK_KEY, host, port)
         return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
 
+    def _pick_now(self, key: str | bytes | None) -> Lease[P] | None:
+        """:meth:`acquire` without a coroutine of its own, when nothing needs waiting for: a
+        lease on the endpoint the algorithm picks, or None (then :meth:`acquire` decides)."""
+        if self._closed or self._pools.loop is None or not self.balancer.started:
+            return None
+        endpoint = self.balancer.get(key)
+        if endpoint is None:
+            return None
+        return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
+
     def has_other(self, tried: set[str]) -> bool:
         """Whether an eligible endpoint is left outside ``tried`` (for a retry from outside)."""
         return any(ep.key not in tried for ep in self.balancer.eligible)
@@ -263,14 +273,18 @@ class Dispatcher(Generic[P, Q, R]):
         """
         adapter = self.adapter
         try:
-            lease = (exclude and self._pick_other(key, exclude)) or await self.acquire(key, wait=wait)
+            lease = (
+                self._pick_other(key, exclude) if exclude else self._pick_now(key)
+            ) or await self.acquire(key, wait=wait)
         except BaseException:
             if retry_slot:
                 self.budget.release()
             raise
         lease.retry = retry_slot
-        tried: set[str] = set(exclude or ())
-        targets = [_target(lease)]
+        # The retry bookkeeping (endpoints tried, targets for the error message) is allocated
+        # only once an attempt failed: the first attempt, nearly every request, needs none.
+        tried: set[str] | None = None
+        targets: list[str] | None = None
         number = 1
         while True:
             try:
@@ -282,6 +296,8 @@ class Dispatcher(Generic[P, Q, R]):
                         verdict = adapter.classify(exc)
                 finally:
                     lease.release(verdict.outcome)
+                if tried is None or targets is None:
+                    tried, targets = set(exclude or ()), [_target(lease)]
                 nxt = None
                 if verdict.failure is not None and self.retry.should_retry(
                     verdict.failure, method=method, replayable=replayable, attempt=number
@@ -300,6 +316,8 @@ class Dispatcher(Generic[P, Q, R]):
             if code in self.retry.statuses and self.retry.retry_status(
                 code, method=method, replayable=replayable, attempt=number
             ):
+                if tried is None or targets is None:
+                    tried, targets = set(exclude or ()), [_target(lease)]
                 nxt = self._next_attempt(key, tried, lease, True)
                 if nxt is not None:
                     try:

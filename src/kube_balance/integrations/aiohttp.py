@@ -29,7 +29,7 @@ import asyncio
 import copy
 import random as _random
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 try:
@@ -114,17 +114,24 @@ _Attempt = tuple[ClientRequest, list[Any], aiohttp.ClientTimeout]
 """What ``connect()`` was called with: the request, its traces and its timeout."""
 
 
+MAX_POD_KEYS = 1024
+"""Bound on the cached pod connection keys of one Service (caller's keys x endpoints): past it the
+cache starts again (endpoints come and go over a long life)."""
+
+
 class _Adapter:
     """One attempt is one ``TCPConnector.connect()`` to a pod (see ``_dispatch.Adapter``).
 
     aiohttp pools connections itself (the pod's address is in the connection key), so there is no
-    pool of ours: ``open_pool`` returns None.
+    pool of ours: ``open_pool`` returns None. The pod's connection key is built once per (caller's
+    connection key, endpoint) and cached: a request on a pooled connection only looks it up.
     """
 
-    __slots__ = ("_connect",)
+    __slots__ = ("_connect", "_keys")
 
     def __init__(self, connect: Any) -> None:
         self._connect = connect  # aiohttp.TCPConnector.connect bound to the BalancedConnector
+        self._keys: dict[Any, dict[str, Any]] = {}  # caller's key -> endpoint key -> pod's key
 
     def open_pool(self) -> None:
         return None
@@ -132,10 +139,22 @@ class _Adapter:
     async def close_pool(self, pool: None) -> None:
         return None
 
-    async def attempt(self, lease: Lease[None], request: _Attempt) -> Connection:
+    def attempt(self, lease: Lease[None], request: _Attempt) -> Coroutine[Any, Any, Connection]:
+        # Not a coroutine of its own: aiohttp's connect() is what the dispatcher awaits.
         req, traces, timeout = request
-        conn: Connection = await self._connect(_PodRequest(req, lease.host, lease.port), traces, timeout)
-        return conn
+        key = req.connection_key
+        keys = self._keys.get(key)
+        if keys is None:
+            if len(self._keys) >= MAX_POD_KEYS:
+                self._keys.clear()
+            keys = self._keys[key] = {}
+        pod_key = keys.get(lease.key)
+        if pod_key is None:
+            pod_key = keys[lease.key] = _pod_key(key, lease.host, lease.port)
+        return cast(
+            "Coroutine[Any, Any, Connection]",
+            self._connect(_PodRequest(req, lease.host, lease.port, pod_key), traces, timeout),
+        )
 
     def classify(self, exc: BaseException) -> Verdict:
         return _classify(exc)
@@ -205,10 +224,10 @@ class _PodRequest:
 
     __slots__ = ("_req", "_host", "_port", "_url", "connection_key")
 
-    def __init__(self, req: ClientRequest, host: str, port: int) -> None:
+    def __init__(self, req: ClientRequest, host: str, port: int, connection_key: Any) -> None:
         self._req, self._host, self._port = req, host, port
         self._url: Any = None
-        self.connection_key = _pod_key(req.connection_key, host, port)
+        self.connection_key = connection_key  # _pod_key(req.connection_key, host, port), cached
 
     @property
     def url(self) -> Any:
@@ -295,11 +314,12 @@ class BalancedConnector(aiohttp.TCPConnector):
             "rng": rng,
             "clock": clock,
         }
+        super_connect = super().connect  # aiohttp's own connect(), for requests addressed to a pod
         self._routes: Routes[_Route] = Routes[_Route]().build(
             services,
             options,
             lambda balancer, owned: _Route(
-                balancer, owned, affinity_for(balancer, affinity), _Adapter(self._connect_pod), retry
+                balancer, owned, affinity_for(balancer, affinity), _Adapter(super_connect), retry
             ),
         )
 
@@ -317,7 +337,7 @@ class BalancedConnector(aiohttp.TCPConnector):
         self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
     ) -> Connection:
         """A connection to the pod the algorithm picks for this request (other hosts: aiohttp's own)."""
-        route = self._route(req)
+        route = self._routes.get(req.url.raw_host)
         if route is None:
             return await super().connect(req, traces, timeout)
         key = route.key.from_request(req, req.headers) if route.key is not None else None
@@ -340,10 +360,6 @@ class BalancedConnector(aiohttp.TCPConnector):
         conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _watch_response
         _watch_response(req)
         return conn
-
-    async def _connect_pod(self, req: Any, traces: list[Any], timeout: aiohttp.ClientTimeout) -> Connection:
-        """aiohttp's own ``connect()``, for a request already addressed to a pod."""
-        return await super().connect(req, traces, timeout)
 
     async def close(self, *args: Any, **kwargs: Any) -> None:
         """Close every connection, stop the balancers the connector created, leave no task behind."""
@@ -397,9 +413,13 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
             outcome.outcome = _response_outcome(exc)
             raise
         else:
-            retry_after = self.headers.get("Retry-After") if self.status in (429, 503) else None
-            outcome.lease.headers_received(self.status, parse_retry_after(retry_after))
-            outcome.outcome = outcome.lease.outcome()
+            lease = outcome.lease
+            status = self.status
+            if status in (429, 503):
+                lease.headers_received(status, parse_retry_after(self.headers.get("Retry-After")))
+            else:
+                lease.headers_received(status)
+            outcome.outcome = lease.outcome()
         finally:
             outcome.starting = False
             if outcome.pending:
