@@ -270,7 +270,8 @@ class LoadBalancer:
         """Whether a request can go ahead without :meth:`ensure_started`: the startup wait of
         this run is over (first snapshot or error, or ``startup_timeout`` passed), or the
         balancer was closed (it then serves its last snapshot)."""
-        return self._closed or (self._startup_done and self.running)
+        task = self._task  # self.running, inlined: read on every request's path
+        return self._closed or (self._startup_done and task is not None and not task.done())
 
     async def ensure_started(self) -> None:
         """Start if needed, then wait (once per run, at most ``startup_timeout``) for the first

@@ -194,9 +194,10 @@ class Dispatcher(Generic[P, Q, R]):
     def _pick_now(self, key: str | bytes | None) -> Lease[P] | None:
         """:meth:`acquire` without a coroutine of its own, when nothing needs waiting for: a
         lease on the endpoint the algorithm picks, or None (then :meth:`acquire` decides)."""
-        if self._closed or self._pools.loop is None or not self.balancer.started:
+        balancer = self.balancer
+        if self._closed or self._pools.loop is None or not balancer.started:
             return None
-        endpoint = self.balancer.get(key)
+        endpoint = balancer.get(key)
         if endpoint is None:
             return None
         return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
@@ -207,7 +208,7 @@ class Dispatcher(Generic[P, Q, R]):
 
     def _lease(self, endpoint: Endpoint | None, key: str, host: str, port: int) -> Lease[P]:
         pool = self._pools.take(key)
-        self.budget.request_started()
+        self.budget.active += 1  # budget.request_started(), inlined: on every request's path
         return Lease(self, endpoint, key, pool, host, port)
 
     def _pick_other(self, key: str | bytes | None, tried: set[str]) -> Lease[P] | None:
@@ -240,14 +241,15 @@ class Dispatcher(Generic[P, Q, R]):
 
     def _release(self, lease: Lease[Any], outcome: Outcome, leaked: bool) -> None:
         if lease.endpoint is not None:
-            self.balancer.put(
-                lease.endpoint, lease.elapsed, outcome.failed, outcome, lease.status, lease.retry_after
-            )
+            # failed=False: put() takes it from the outcome given alongside
+            self.balancer.put(lease.endpoint, lease.elapsed, False, outcome, lease.status, lease.retry_after)
         if leaked:
             self.balancer.counters.unclosed_responses += 1
-        self.budget.request_finished()
+        budget = self.budget
+        if budget.active > 0:  # budget.request_finished(), inlined
+            budget.active -= 1
         if lease.retry:
-            self.budget.release()
+            budget.release()
         self._pools.give_back(lease.key)
 
     # -- sending with retries ------------------------------------------------------------
@@ -312,7 +314,8 @@ class Dispatcher(Generic[P, Q, R]):
                 targets.append(_target(lease))
                 continue
             code = adapter.status(result)
-            lease.headers_received(code or None, adapter.retry_after(result) if code in (429, 503) else None)
+            if code:  # 0: no response yet (aiohttp's connection), whose own hook records it
+                lease.headers_received(code, adapter.retry_after(result) if code in (429, 503) else None)
             if code in self.retry.statuses and self.retry.retry_status(
                 code, method=method, replayable=replayable, attempt=number
             ):

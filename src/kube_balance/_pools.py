@@ -23,6 +23,7 @@ logger = logging.getLogger("kube_balance")
 
 P = TypeVar("P")
 FALLBACK_KEY = "<fallback>"
+_NO_POOL: Any = object()
 
 
 class LeaseOwner(Protocol):
@@ -129,8 +130,8 @@ class PoolSet(Generic[P]):
 
     def take(self, key: str) -> P:
         """The pool of ``key`` (opened if needed), with one more lease counted on it."""
-        pool = self.pools.get(key)
-        if pool is None:
+        pool: P = self.pools.get(key, _NO_POOL)
+        if pool is _NO_POOL:  # (a pool may be None: a client that pools itself has none of ours)
             pool = self.pools[key] = self._open_pool()
         self.inflight[key] = self.inflight.get(key, 0) + 1
         return pool

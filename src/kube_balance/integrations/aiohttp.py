@@ -151,10 +151,10 @@ class _Adapter:
         pod_key = keys.get(lease.key)
         if pod_key is None:
             pod_key = keys[lease.key] = _pod_key(key, lease.host, lease.port)
-        return cast(
-            "Coroutine[Any, Any, Connection]",
-            self._connect(_PodRequest(req, lease.host, lease.port, pod_key), traces, timeout),
+        connect: Coroutine[Any, Any, Connection] = self._connect(
+            _PodRequest(req, lease.host, lease.port, pod_key), traces, timeout
         )
+        return connect
 
     def classify(self, exc: BaseException) -> Verdict:
         return _classify(exc)
@@ -196,7 +196,10 @@ class _Outcome:
             self.pending = True
             return
         self._open.discard(self)
-        self.lease.release(Outcome.RESET if self.outcome is None else self.outcome, leaked=leaked)
+        lease = self.lease
+        if lease.elapsed is None and not lease.released:  # no response headers: time to the failure
+            lease.headers_received()
+        lease.release(Outcome.RESET if self.outcome is None else self.outcome, leaked=leaked)
 
 
 def _pod_key(key: Any, host: str, port: int) -> Any:
@@ -357,8 +360,9 @@ class BalancedConnector(aiohttp.TCPConnector):
             retry.slot, retry.endpoint = False, lease.key
         outcome = _Outcome(lease, route.open)
         conn.add_callback(outcome.release)
-        conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _watch_response
-        _watch_response(req)
+        conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _reporting
+        sub = _response_classes.get(req.response_class)
+        req.response_class = sub if sub is not None else _reporting_class(req.response_class)
         return conn
 
     async def close(self, *args: Any, **kwargs: Any) -> None:
@@ -379,22 +383,20 @@ class BalancedConnector(aiohttp.TCPConnector):
         return f"<BalancedConnector {' '.join(repr(b) for b in self.balancers)}>"
 
 
+_OK = Outcome.OK
 _response_classes: dict[type[ClientResponse], type[ClientResponse]] = {}
 
 
-def _watch_response(req: ClientRequest) -> None:
-    """Make the request's response report its status and time to headers to the lease.
+def _reporting_class(cls: type[ClientResponse]) -> type[ClientResponse]:
+    """The response class that reports its status and time to headers to the lease, for ``cls``.
 
     ``response_class`` is the session's public hook for its response type; ours (one subclass per
-    user class, made once) calls the original ``start()`` and then records the outcome.
+    user class, made once, and mapped to itself) calls the original ``start()`` and then records
+    the outcome.
     """
-    cls = req.response_class
-    if getattr(cls, "_kube_balance", False):
-        return
-    sub = _response_classes.get(cls)
-    if sub is None:
-        sub = _response_classes[cls] = _reporting(cls)
-    req.response_class = sub
+    sub = cls if getattr(cls, "_kube_balance", False) else _reporting(cls)
+    _response_classes[cls] = _response_classes[sub] = sub
+    return sub
 
 
 def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
@@ -419,7 +421,7 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
                 lease.headers_received(status, parse_retry_after(self.headers.get("Retry-After")))
             else:
                 lease.headers_received(status)
-            outcome.outcome = lease.outcome()
+            outcome.outcome = _OK if status < 429 else Outcome.of_status(status)
         finally:
             outcome.starting = False
             if outcome.pending:
