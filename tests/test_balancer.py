@@ -85,6 +85,33 @@ def test_get_outside_a_loop_does_not_start(rng: random.Random) -> None:
     assert lb.get() is None and not lb.running
 
 
+def test_get_outside_a_loop_never_tries_to_start(rng: random.Random) -> None:
+    """Outside a running loop get() does not call start() at all (no error raised and swallowed
+    per call); the first get() inside a loop still starts the watcher."""
+    lb = LoadBalancer("web.shop:http", source=StaticSource(["10.0.0.1:80"]), rng=rng)
+    starts: list[bool] = []
+    start = lb.start
+
+    def counting_start() -> None:
+        starts.append(True)
+        start()
+
+    lb.start = counting_start  # type: ignore[method-assign]
+    for _ in range(3):
+        assert lb.get() is None
+    assert starts == [] and not lb.running
+
+    async def in_a_loop() -> None:
+        assert lb.get() is None  # the first snapshot arrives on the next loop turn
+        assert starts == [True] and lb.running
+        await asyncio.wait_for(lb.ensure_started(), 1)
+        assert lb.get() == Endpoint("10.0.0.1", 80)
+        assert starts == [True]  # started once
+        await lb.aclose()
+
+    asyncio.run(asyncio.wait_for(in_a_loop(), 5))
+
+
 async def test_algorithm_update_only_when_the_eligible_set_changes(rng: random.Random) -> None:
     """A snapshot that changes only non-eligible endpoints does not touch the algorithm."""
     algo = CountingRoundRobin(rng)
