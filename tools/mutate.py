@@ -71,6 +71,12 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/integrations/test_outcomes.py",
     ],
     "src/kube_balance/_dispatch.py": ["tests/test_balancer_dispatch.py", "tests/test_pools.py"],
+    # The connector's release path (put() once per pick): run it with --line for those lines.
+    "src/kube_balance/integrations/aiohttp.py": [
+        "tests/integrations/test_outcomes.py",
+        "tests/integrations/test_aiohttp_connector.py",
+        "tests/integrations/test_aiohttp_middleware.py",
+    ],
     "src/kube_balance/algorithms/_least_request.py": [
         "tests/algorithms/test_least_request.py",
         "tests/algorithms/test_least_request_weights.py",
