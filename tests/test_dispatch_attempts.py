@@ -1,0 +1,331 @@
+"""The dispatch core's retry bookkeeping: attempt counts, the budget, the error that names what was
+tried, the first pick without a coroutine, statuses and Retry-After, cancellation, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import pytest
+
+from kube_balance import Endpoint, NoEndpointsAvailable, Outcome
+from kube_balance._balancer import LoadBalancer
+from kube_balance._dispatch import Attempts, Dispatcher, Lease, Verdict
+from kube_balance._retry import Failure, RetryPolicy
+from kube_balance.discovery.static import StaticSource
+from test_balancer_dispatch import Adapter, Pool, send, shut
+
+
+class Refused(ConnectionError):
+    """An attempt that could not connect."""
+
+
+class Explaining(Adapter):
+    """Records what explain() was given and raises its own error naming the attempts."""
+
+    def __init__(self, retry_after: float | None = None) -> None:
+        super().__init__()
+        self.explained: list[Attempts] = []
+        self._retry_after = retry_after
+
+    def retry_after(self, result: int) -> float | None:
+        return self._retry_after
+
+    def explain(self, exc: Exception, attempts: Any, request: None) -> BaseException | None:
+        self.explained.append(attempts)
+        return RuntimeError(attempts.message(exc))
+
+
+def dispatcher(
+    keys: list[str],
+    rng: random.Random,
+    *,
+    retry_after: float | None = None,
+    fallback: str | None = "service",
+    **kwargs: Any,
+) -> tuple[Dispatcher[Pool, None, int], Explaining]:
+    adapter = Explaining(retry_after)
+    lb = LoadBalancer(
+        "web.shop:80", source=StaticSource(keys), algorithm="round_robin", fallback=fallback, rng=rng
+    )
+    return Dispatcher(lb, adapter, **kwargs), adapter
+
+
+def refusing(seen: list[str]) -> Any:
+    async def attempt(lease: Lease[Pool]) -> int:
+        seen.append(lease.key)
+        raise Refused("refused")
+
+    return attempt
+
+
+def test_attempts_message_names_every_try_and_the_cause() -> None:
+    """One attempt or several, a cause with or without text, and the fallback's own wording."""
+    one = Attempts("web.shop:80", ("10.0.0.1:80",), None)
+    assert one.message(Refused("refused")) == (
+        "service web.shop:80: 1 attempt failed, on 10.0.0.1:80; last error: Refused: refused"
+    )
+    two = Attempts("web.shop:80", ("10.0.0.1:80", "[fd00::2]:80"), None)
+    assert two.message(Refused()) == (
+        "service web.shop:80: 2 attempts failed, on 10.0.0.1:80, [fd00::2]:80; last error: Refused"
+    )
+    fallback = Attempts("web.shop:80", ("web.shop:80",), "no endpoints")
+    text = fallback.message(Refused("refused"))
+    assert text.startswith("the fallback web.shop:80 failed (Refused: refused); requests go to the")
+    assert "because no endpoints." in text
+
+
+async def test_every_attempt_is_counted_and_named(rng: random.Random) -> None:
+    """max_attempts bounds the attempts, each on another pod (IPv6 in brackets), and the error
+    names them in order, raised from the last one."""
+    for attempts in (1, 2, 3):
+        d, adapter = dispatcher(
+            ["10.0.0.1:80", "[fd00::2]:80", "10.0.0.3:80", "10.0.0.4:80"],
+            rng,
+            retry=RetryPolicy(max_attempts=attempts),
+        )
+        seen: list[str] = []
+        with pytest.raises(RuntimeError) as info:
+            # lost after sending (not "refused"): retried only up to max_attempts
+            await send(d, refusing(seen), classify=lambda e: Verdict(Failure.NO_RESPONSE, Outcome.RESET))
+        assert len(seen) == attempts == len(set(seen))
+        (explained,) = adapter.explained
+        assert explained.tried == tuple(seen) and explained.fallback_reason is None  # "[fd00::2]:80"
+        assert isinstance(info.value.__cause__, Refused)
+        assert d.balancer.counters.retries == attempts - 1
+        await shut(d, d.balancer)
+
+
+async def test_a_failing_fallback_is_not_retried_and_says_why(rng: random.Random) -> None:
+    """The fallback has nowhere else to go: one attempt, and the reason it served."""
+    d, adapter = dispatcher([], rng)
+    seen: list[str] = []
+    with pytest.raises(RuntimeError):
+        await send(d, refusing(seen))
+    assert len(seen) == 1 and d.balancer.counters.fallback_requests == 1
+    (explained,) = adapter.explained
+    assert explained.fallback_reason is not None and "web.shop" in explained.fallback_reason
+    await shut(d, d.balancer)
+
+
+async def test_cancellation_is_released_as_cancelled_and_never_explained(rng: random.Random) -> None:
+    d, adapter = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng)
+
+    async def cancelled(lease: Lease[Pool]) -> int:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await send(d, cancelled)
+    assert adapter.explained == []
+    assert d.balancer.counters.outcomes[Outcome.CANCELLED] == 1
+    assert d.inflight("10.0.0.1:80") == d.inflight("10.0.0.2:80") == 0
+    await shut(d, d.balancer)
+
+
+async def test_budgeted_retries_hold_a_slot_until_released(rng: random.Random) -> None:
+    """A status retry takes a budget slot, held by its lease; a plain request leaves it alone."""
+    policy = RetryPolicy(retry_statuses=[503], max_attempts=2)
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng, retry=policy)
+    answers = iter([503, 200, 200])
+
+    async def answer(lease: Lease[Pool]) -> int:
+        return next(answers)
+
+    code, retried = await send(d, answer)
+    assert code == 200 and retried.retry and d.budget.retries == 1
+    code, plain = await send(d, answer)
+    assert not plain.retry
+    plain.release()
+    assert d.budget.retries == 1  # not the plain request's slot
+    retried.release()
+    assert d.budget.retries == 0 and d.budget.active == 0
+    await shut(d, d.balancer)
+
+
+async def test_an_exhausted_budget_stops_status_retries(rng: random.Random) -> None:
+    policy = RetryPolicy(retry_statuses=[503], max_attempts=3, budget_percent=0.0, budget_min_concurrency=0)
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng, retry=policy)
+
+    async def unavailable(lease: Lease[Pool]) -> int:
+        return 503
+
+    code, lease = await send(d, unavailable)
+    assert code == 503 and d.balancer.counters.retry_budget_exhausted == 1
+    assert d.balancer.counters.retries == 0
+    lease.release()
+    await shut(d, d.balancer)
+
+
+async def test_no_pod_left_gives_the_budget_slot_back(rng: random.Random) -> None:
+    """Both pods refused (budget taken for the retry): the slot taken for a third try comes back."""
+    policy = RetryPolicy(max_attempts=5, budget_not_sent=True)
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng, retry=policy)
+    seen: list[str] = []
+    with pytest.raises(RuntimeError):
+        await send(d, refusing(seen))
+    assert len(seen) == 2 and d.budget.retries == 0 and d.budget.active == 0
+    await shut(d, d.balancer)
+
+
+async def test_an_outer_retry_slot_is_released_with_its_lease_or_on_failure(rng: random.Random) -> None:
+    """retry_slot=True (aiohttp's middleware): the slot goes back with the lease, or at once when
+    no lease could be taken."""
+    d, _ = dispatcher(["10.0.0.1:80"], rng)
+    assert d.budget.try_acquire()
+    adapter = d.adapter
+    assert isinstance(adapter, Adapter)
+
+    async def ok(lease: Lease[Pool]) -> int:
+        return 200
+
+    adapter.attempt_fn = ok
+    _code, lease = await asyncio.wait_for(
+        d.send(None, key=None, method="GET", replayable=True, retry_slot=True), 1
+    )
+    assert lease.retry and d.budget.retries == 1
+    lease.release()
+    assert d.budget.retries == 0
+    await shut(d, d.balancer)
+
+    empty, _ = dispatcher([], rng, fallback=None)
+    assert empty.budget.try_acquire()
+    with pytest.raises(NoEndpointsAvailable):
+        await asyncio.wait_for(empty.send(None, key=None, method="GET", replayable=True, retry_slot=True), 1)
+    assert empty.budget.retries == 0
+    await shut(empty, empty.balancer)
+
+
+async def test_statuses_and_retry_after_are_recorded(rng: random.Random) -> None:
+    """The lease keeps the status, and Retry-After for 429 and 503 only; status 0 (no response
+    yet: aiohttp's connection) records nothing."""
+    d, _ = dispatcher(["10.0.0.1:80"], rng, retry_after=7.0)
+    for status, retry_after in ((200, None), (429, 7.0), (430, None), (502, None), (503, 7.0), (504, None)):
+
+        async def answer(lease: Lease[Pool], status: int = status) -> int:
+            return status
+
+        _code, lease = await send(d, answer)
+        assert (lease.status, lease.retry_after) == (status, retry_after)
+        assert lease.elapsed is not None
+        lease.release()
+
+    async def connection(lease: Lease[Pool]) -> int:
+        return 0
+
+    _code, lease = await send(d, connection)
+    assert (lease.status, lease.elapsed) == (None, None)
+    lease.release()
+    await shut(d, d.balancer)
+
+
+async def test_a_failed_discard_is_logged_with_its_traceback(
+    rng: random.Random, caplog: pytest.LogCaptureFixture
+) -> None:
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng, retry=RetryPolicy(retry_statuses=[503]))
+    answers = iter([503, 200])
+
+    async def answer(lease: Lease[Pool]) -> int:
+        return next(answers)
+
+    async def broken(result: int) -> None:
+        raise OSError("broken body")
+
+    with caplog.at_level(logging.WARNING, logger="kube_balance"):
+        code, lease = await send(d, answer, discard=broken)
+    assert code == 200
+    (record,) = [r for r in caplog.records if "discarding" in r.getMessage()]
+    assert record.exc_info is not None and isinstance(record.exc_info[1], OSError)
+    lease.release()
+    await shut(d, d.balancer)
+
+
+async def test_cancelled_while_discarding_releases_both_leases(rng: random.Random) -> None:
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng, retry=RetryPolicy(retry_statuses=[503]))
+
+    async def unavailable(lease: Lease[Pool]) -> int:
+        return 503
+
+    async def cancelled(result: int) -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await send(d, unavailable, discard=cancelled)
+    assert d.inflight("10.0.0.1:80") == d.inflight("10.0.0.2:80") == 0
+    assert d.balancer.counters.outcomes[Outcome.CANCELLED] == 1
+    assert d.budget.retries == 0
+    await shut(d, d.balancer)
+
+
+async def test_first_pick_without_waiting_when_started(rng: random.Random) -> None:
+    """A balancer started by someone else: the first request picks at once and still records
+    the loop; round robin sees one get() per request; a closed dispatcher refuses."""
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], rng)
+    lb = d.balancer
+    await asyncio.wait_for(lb.ensure_started(), 1)
+    seen: list[str] = []
+
+    async def ok(lease: Lease[Pool]) -> int:
+        seen.append(lease.key)
+        return 200
+
+    for _ in range(6):
+        _code, lease = await send(d, ok)
+        lease.release()
+    assert d.loop is asyncio.get_running_loop()
+    assert sorted(seen) == sorted(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"] * 2)
+    assert seen[:3] == seen[3:]  # a strict rotation: no pick taken and dropped
+    assert all(lb.algorithm.get() is not None for _ in range(3))  # counts balanced: nothing leaked
+    await d.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await send(d, ok)
+    await lb.aclose()
+
+
+async def test_started_without_endpoints_goes_to_the_fallback_rules(rng: random.Random) -> None:
+    d, _ = dispatcher([], rng, fallback=None)
+    await asyncio.wait_for(d.balancer.ensure_started(), 1)
+
+    async def ok(lease: Lease[Pool]) -> int:
+        return 200
+
+    with pytest.raises(NoEndpointsAvailable):
+        await send(d, ok)
+    await shut(d, d.balancer)
+
+
+async def test_has_other_and_exclude(rng: random.Random) -> None:
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng)
+    await asyncio.wait_for(d.balancer.wait_ready(1), 1)
+    assert d.has_other({"10.0.0.1:80"}) and not d.has_other({"10.0.0.1:80", "10.0.0.2:80"})
+
+    async def ok(lease: Lease[Pool]) -> int:
+        return 200
+
+    adapter = d.adapter
+    assert isinstance(adapter, Adapter)
+    adapter.attempt_fn = ok
+    for _ in range(3):
+        _code, lease = await asyncio.wait_for(
+            d.send(None, key=None, method="GET", replayable=True, exclude={"10.0.0.1:80"}), 1
+        )
+        assert lease.key == "10.0.0.2:80"
+        lease.release()
+    await shut(d, d.balancer)
+
+
+async def test_aclose_stops_listening_and_a_second_call_waits(rng: random.Random) -> None:
+    d, _ = dispatcher(["10.0.0.1:80"], rng)
+    lb = d.balancer
+    listeners = len(lb._listeners)
+    await asyncio.wait_for(d.aclose(), 1)
+    assert len(lb._listeners) == listeners - 1
+    await asyncio.wait_for(d.aclose(), 1)
+    assert len(lb._listeners) == listeners - 1
+    await lb.aclose()
+
+
+def test_verdict_defaults_to_an_error() -> None:
+    assert Verdict(None).outcome is Outcome.ERROR
+    assert Endpoint("fd00::1", 80).address == "fd00::1"
