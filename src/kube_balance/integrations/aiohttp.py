@@ -50,6 +50,7 @@ from .._hedge import HedgePolicy, Hedging, race
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
 from .._routes import Routes, ServiceSpec, affinity_for
+from .._validate import check_instance
 from ..algorithms import Algorithm, Clock
 from ..discovery._source import EndpointSource
 
@@ -294,10 +295,9 @@ class BalancedConnector(aiohttp.TCPConnector):
         clock: Clock | None = None,
         **connector_options: Any,
     ) -> None:
-        if hedge is not None and not isinstance(hedge, HedgePolicy):
-            raise _errors.ConfigurationError(
-                f"BalancedConnector hedge={hedge!r} is invalid: expected a HedgePolicy or None"
-            )
+        check_instance(
+            "BalancedConnector hedge", hedge, (HedgePolicy, type(None)), "expected a HedgePolicy or None"
+        )
         options = {
             "algorithm": algorithm,
             "source": source,
@@ -435,9 +435,8 @@ class _MiddlewareRetry:
         self.slot = False  # the next attempt holds a retry-budget slot (released with its lease)
         self.endpoint: str | None = None  # the endpoint the last attempt went to
         self.first = first  # a hedge: the lease its first attempt uses
-        self.taken: set[str] | None = (
-            None  # hedged: every endpoint the attempts leased (the hedge avoids them)
-        )
+        # Hedged requests: every endpoint their attempts leased (the hedge avoids them).
+        self.taken: set[str] | None = None
 
 
 class BalancedMiddleware:
