@@ -272,7 +272,8 @@ class Dispatcher(Generic[P, Q, R]):
         When the last attempt fails, ``adapter.explain`` may build a clearer error to raise
         instead. ``wait`` bounds the wait for the fallback's Service port. For the hedged path:
         ``first`` is a lease already taken for the first attempt, and ``taken`` a set to which
-        every endpoint key this call leases is added (a hedge avoids them).
+        every endpoint key this call leases is added (a hedge avoids them); a cancelled attempt
+        then reports how long it waited (:meth:`Lease.waited`).
         """
         adapter = self.adapter
         try:
@@ -297,6 +298,8 @@ class Dispatcher(Generic[P, Q, R]):
                 try:
                     if not isinstance(exc, asyncio.CancelledError):
                         verdict = adapter.classify(exc)
+                    elif taken is not None:  # a hedged attempt: put() sees how long it waited
+                        lease.waited()
                 finally:
                     lease.release(verdict.outcome)
                 nxt = None
@@ -362,7 +365,13 @@ class Dispatcher(Generic[P, Q, R]):
             if lease is None:
                 return None
             return self.send(
-                request, key=key, method=method, replayable=replayable, exclude=set(taken), first=lease
+                request,
+                key=key,
+                method=method,
+                replayable=replayable,
+                exclude=set(taken),
+                first=lease,
+                taken=set(),
             )
 
         return await race(first, hedge, hedging.delay(), self._drop)

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from helpers_pods import SERVICE_HOST, Pod, running_pods
 
-from kube_balance import ConfigurationError, HedgePolicy
+from kube_balance import ConfigurationError, HedgePolicy, Outcome
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddleware
 
@@ -48,6 +48,10 @@ async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random)
     async with running_pods(2) as pods, asyncio.timeout(10):
         pods[0].delay = 5.0
         connector = connector_for(pods, rng)
+        seen: list[tuple[str, Outcome, float | None]] = []
+        connector.balancers[0].add_observer(
+            lambda ep, elapsed, outcome, s, ra: seen.append((ep.key, outcome, elapsed))
+        )
         async with session_for(connector) as session:
             answers = []
             for _ in range(6):
@@ -59,6 +63,10 @@ async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random)
     assert status.hedges == pods[0].arrived >= 1 and pods[1].arrived == 6
     assert status.outcomes == {"ok": 6, "cancelled": status.hedges}
     assert status.inflight == 0 and status.retries == 0
+    losers = [(key, elapsed) for key, outcome, elapsed in seen if outcome is Outcome.CANCELLED]
+    assert len(losers) == status.hedges and all(
+        k == pods[0].key and e is not None and e > 0 for k, e in losers
+    )
 
 
 async def test_a_put_with_a_bytes_body_is_hedged_whole(rng: random.Random) -> None:

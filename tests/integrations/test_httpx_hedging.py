@@ -10,7 +10,7 @@ import httpx
 import pytest
 from helpers_pods import SERVICE_HOST, Pod, running_pods
 
-from kube_balance import ConfigurationError, HedgePolicy, LoadBalancer
+from kube_balance import ConfigurationError, HedgePolicy, LoadBalancer, Outcome
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.httpx import BalancedTransport
 
@@ -44,10 +44,15 @@ async def next_pick(client: httpx.AsyncClient) -> str:
 
 async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random) -> None:
     """pod-0 takes 5 s: every request picked for it is hedged to pod-1 after 50 ms and answered
-    from there; the slow attempt is cancelled, put() once as CANCELLED, nothing left in flight."""
+    from there; the slow attempt is cancelled, put() once as CANCELLED with the time it waited
+    (for latency-aware algorithms), nothing left in flight."""
     async with running_pods(2) as pods, asyncio.timeout(10):
         pods[0].delay = 5.0
         transport = transport_for(pods, rng)
+        seen: list[tuple[str, Outcome, float | None]] = []
+        transport.balancer.add_observer(
+            lambda ep, elapsed, outcome, s, ra: seen.append((ep.key, outcome, elapsed))
+        )
         async with httpx.AsyncClient(transport=transport) as client:
             answers = [(await client.get(f"{URL}/")).json()["pod"] for _ in range(6)]
             settled(transport, pods)
@@ -59,6 +64,10 @@ async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random)
     assert status.outcomes == {"ok": 6, "cancelled": status.hedges}
     assert status.requests == 6 + status.hedges and status.inflight == 0
     assert status.retries == 0 and status.hedge_budget_exhausted == 0
+    losers = [(key, elapsed) for key, outcome, elapsed in seen if outcome is Outcome.CANCELLED]
+    assert len(losers) == status.hedges and all(
+        k == pods[0].key and e is not None and e > 0 for k, e in losers
+    )
 
 
 async def test_a_fast_first_attempt_sends_no_hedge(rng: random.Random) -> None:

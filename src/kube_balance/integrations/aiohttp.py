@@ -165,6 +165,7 @@ class _Outcome:
     """
 
     __slots__ = ("lease", "outcome", "starting", "pending", "_open")
+    hedged = False  # a class attribute: nothing to set per request
 
     def __init__(self, lease: Lease[None], open_: set[_Outcome]) -> None:
         self.lease = lease
@@ -180,6 +181,14 @@ class _Outcome:
             return
         self._open.discard(self)
         self.lease.release(Outcome.RESET if self.outcome is None else self.outcome, leaked=leaked)
+
+
+class _HedgedOutcome(_Outcome):
+    """An attempt of a hedged request: cancelled before its answer, it reports how long it
+    waited (:meth:`Lease.waited <kube_balance._pools.Lease.waited>`)."""
+
+    __slots__ = ()
+    hedged = True
 
 
 def _pod_key(key: Any, host: str, port: int) -> Any:
@@ -351,7 +360,7 @@ class BalancedConnector(aiohttp.TCPConnector):
             raise NoEndpointsAvailable(str(exc)) from exc
         if retry is not None:
             retry.slot, retry.endpoint = False, lease.key
-        outcome = _Outcome(lease, route.open)
+        outcome = (_Outcome if first is None and taken is None else _HedgedOutcome)(lease, route.open)
         conn.add_callback(outcome.release)
         conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _watch_response
         _watch_response(req)
@@ -411,6 +420,8 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
             result = await start(self, connection)
         except BaseException as exc:
             outcome.outcome = _response_outcome(exc)
+            if outcome.hedged and outcome.outcome is Outcome.CANCELLED:
+                outcome.lease.waited()
             raise
         else:
             retry_after = self.headers.get("Retry-After") if self.status in (429, 503) else None
