@@ -134,11 +134,23 @@ SCENARIOS = (
 
 
 async def scenario(
-    fleet: PodFleet, client: str, name: str, flapping: bool, hedged: bool, concurrency: int, seconds: float
+    fleet: PodFleet,
+    client: str,
+    name: str,
+    flapping: bool,
+    hedged: bool,
+    concurrency: int,
+    seconds: float,
+    algorithm: str,
 ) -> Run:
     flapper = fleet.pods[0].name
     await fleet.configure(flapper, flap=FLAP if flapping else None)
-    lb = LoadBalancer("web.shop:http", source=StaticSource([p.key for p in fleet.pods]), fallback="none")
+    lb = LoadBalancer(
+        "web.shop:http",
+        source=StaticSource([p.key for p in fleet.pods]),
+        fallback="none",
+        algorithm=algorithm,
+    )
     async with lb:
         latencies = await CLIENTS[client](lb, HedgePolicy() if hedged else None, concurrency, seconds)
         status = lb.status()
@@ -190,6 +202,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="measured seconds per run (default 40)")
     # Low: the client's core is what a tail benchmark must not saturate (its queueing is no pod's).
     parser.add_argument("--concurrency", type=int, default=2, help="requests in flight (default 2)")
+    parser.add_argument(
+        "--algorithm", default="peak_ewma", help="the balancer's algorithm (default peak_ewma)"
+    )
     parser.add_argument("--clients", default="httpx,aiohttp", help="comma-separated: httpx, aiohttp")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else args.seconds
@@ -197,7 +212,9 @@ async def main() -> None:
     async with PodFleet(PODS, latency=LATENCY, seed=1) as fleet:
         for client in args.clients.split(","):
             for name, flapping, hedged in SCENARIOS:
-                run = await scenario(fleet, client, name, flapping, hedged, args.concurrency, seconds)
+                run = await scenario(
+                    fleet, client, name, flapping, hedged, args.concurrency, seconds, args.algorithm
+                )
                 print(
                     f"  {client:8} {name:20} {len(run.latencies):6,} requests, "
                     f"p99.9 {run.quantile(0.999) * 1e3:6.1f} ms, median {statistics.median(run.latencies) * 1e3:.1f} ms",
@@ -208,7 +225,7 @@ async def main() -> None:
     print()
     print(f"{machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     print(f"{PODS} pods, {LATENCY[0] * 1e3:.0f}-{LATENCY[1] * 1e3:.0f} ms, flap {FLAP}, {seconds:.0f} s per run, "
-          f"concurrency {args.concurrency}")  # fmt: skip
+          f"concurrency {args.concurrency}, {args.algorithm}")  # fmt: skip
     print("\n".join(report(runs)))
 
 
