@@ -32,6 +32,7 @@ from ._errors import (
     NoEndpointsAvailable,
 )
 from ._health import Ejection
+from ._hedge import HedgePolicy
 from ._outcome import Outcome
 from ._outlier import OutlierDetector, SuccessRate
 from ._panic import PanicThreshold
@@ -61,6 +62,7 @@ __all__ = [
     "EndpointPolicy",
     "EndpointSet",
     "FallbackTarget",
+    "HedgePolicy",
     "KubeBalanceError",
     "LoadBalancer",
     "NoEndpointsAvailable",

@@ -70,6 +70,8 @@ class Counters:
         "fallback_requests",
         "unclosed_responses",
         "source_restarts",
+        "hedges",
+        "hedge_budget_exhausted",
     )
 
     def __init__(self) -> None:
@@ -79,6 +81,8 @@ class Counters:
         self.fallback_requests = 0  # attempts sent to the fallback target
         self.unclosed_responses = 0  # leases released by a safety net
         self.source_restarts = 0  # times the endpoint source was restarted after it stopped
+        self.hedges = 0  # second attempts sent because the first was slow (HedgePolicy)
+        self.hedge_budget_exhausted = 0  # hedges the hedge budget refused
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,10 @@ class BalancerStatus:
     """Endpoints still ramping up, by key, with their current weight factor (0..1)."""
     penalized: Mapping[str, float] = field(default_factory=dict)
     """Endpoints under a 429 penalty, by key, with when it ends (the balancer's clock)."""
+    hedges: int = 0
+    """Hedges sent: second attempts on another endpoint because the first was slow to answer."""
+    hedge_budget_exhausted: int = 0
+    """Hedges the hedge budget refused."""
 
 
 class LoadBalancer:
@@ -512,6 +520,8 @@ class LoadBalancer:
             panic=health.panic,
             slow_start=health.slow_start,
             penalized=health.penalized,
+            hedges=c.hedges,
+            hedge_budget_exhausted=c.hedge_budget_exhausted,
         )
 
     def status_zone(self) -> ZoneStatus | None:

@@ -25,11 +25,12 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ._balancer import LoadBalancer
 from ._endpoint import Endpoint
+from ._hedge import HedgePolicy, Hedging, race
 from ._outcome import Outcome
 from ._pools import FALLBACK_KEY, Lease, PoolSet
 from ._retry import Failure, RetryBudget, RetryPolicy
@@ -148,6 +149,7 @@ class Dispatcher(Generic[P, Q, R]):
         *,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] | None = None,
+        hedge: HedgePolicy | None = None,
     ) -> None:
         self.balancer = balancer
         self.adapter = adapter
@@ -165,6 +167,13 @@ class Dispatcher(Generic[P, Q, R]):
 
         # The finalizer unregisters the listener when the dispatcher is collected or closed.
         self._unlisten = weakref.finalize(self, _remove_quietly, balancer.add_listener(listener))
+        self.hedging = Hedging(hedge) if hedge is not None else None
+        self._unobserve: Callable[[], None] | None = None
+        if self.hedging is not None and self.hedging.latency is not None:
+            # The window holds no reference to the dispatcher: the balancer may outlive it.
+            self._unobserve = weakref.finalize(
+                self, _remove_quietly, balancer.add_observer(self.hedging.latency)
+            )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -263,6 +272,8 @@ class Dispatcher(Generic[P, Q, R]):
         exclude: set[str] | None = None,
         retry_slot: bool = False,
         wait: float | None = None,
+        first: Lease[P] | None = None,
+        taken: set[str] | None = None,
     ) -> tuple[R, Lease[P]]:
         """Send ``request`` on a leased endpoint, retrying on other endpoints when the policy allows.
 
@@ -271,18 +282,25 @@ class Dispatcher(Generic[P, Q, R]):
         keys an outer retry (aiohttp's ``BalancedMiddleware``) already tried, avoided when another
         endpoint is left; ``retry_slot``: that retry holds a budget slot, released with the lease.
         When the last attempt fails, ``adapter.explain`` may build a clearer error to raise
-        instead. ``wait`` bounds the wait for the fallback's Service port.
+        instead. ``wait`` bounds the wait for the fallback's Service port. For the hedged path:
+        ``first`` is a lease already taken for the first attempt, and ``taken`` a set to which
+        every endpoint key this call leases is added (a hedge avoids them); a cancelled attempt
+        then reports how long it waited (:meth:`Lease.waited`).
         """
         adapter = self.adapter
         try:
             lease = (
-                self._pick_other(key, exclude) if exclude else self._pick_now(key)
-            ) or await self.acquire(key, wait=wait)
+                first
+                or (self._pick_other(key, exclude) if exclude else self._pick_now(key))
+                or await self.acquire(key, wait=wait)
+            )
         except BaseException:
             if retry_slot:
                 self.budget.release()
             raise
         lease.retry = retry_slot
+        if taken is not None:
+            taken.add(lease.key)
         # The retry bookkeeping (endpoints tried, targets for the error message) is allocated
         # only once an attempt failed: the first attempt, nearly every request, needs none.
         tried: set[str] | None = None
@@ -296,6 +314,8 @@ class Dispatcher(Generic[P, Q, R]):
                 try:
                     if not isinstance(exc, asyncio.CancelledError):
                         verdict = adapter.classify(exc)
+                    elif taken is not None:  # a hedged attempt: put() sees how long it waited
+                        lease.waited()
                 finally:
                     lease.release(verdict.outcome)
                 if tried is None or targets is None:
@@ -312,6 +332,8 @@ class Dispatcher(Generic[P, Q, R]):
                     raise better from exc
                 lease, number = nxt, number + 1
                 targets.append(_target(lease))
+                if taken is not None:
+                    taken.add(lease.key)
                 continue
             code = adapter.status(result)
             if code:  # 0: no response yet (aiohttp's connection), whose own hook records it
@@ -334,8 +356,72 @@ class Dispatcher(Generic[P, Q, R]):
                         lease.release()
                     lease, number = nxt, number + 1
                     targets.append(_target(lease))
+                    if taken is not None:
+                        taken.add(lease.key)
                     continue
             return result, lease
+
+    # -- hedged requests (only with a HedgePolicy) ---------------------------------------
+    async def send_hedged(
+        self,
+        request: Q,
+        *,
+        key: str | bytes | None,
+        method: str,
+        replayable: bool,
+        wait: float | None = None,
+    ) -> tuple[R, Lease[P]]:
+        """:meth:`send`, and after the policy's delay without response headers a second
+        :meth:`send` to another endpoint (see :mod:`kube_balance._hedge`); the first to answer
+        wins, the other is cancelled (its lease released as ``CANCELLED``). Only for requests
+        the policy says may be hedged (``hedging.applies()``)."""
+        hedging = self.hedging
+        assert hedging is not None, "send_hedged needs a HedgePolicy"
+        hedging.budget.deposit()
+        taken: set[str] = set()
+        first = self.send(request, key=key, method=method, replayable=replayable, wait=wait, taken=taken)
+
+        def hedge() -> Coroutine[Any, Any, tuple[R, Lease[P]]] | None:
+            lease = self.hedge_lease(key, taken)
+            if lease is None:
+                return None
+            return self.send(
+                request,
+                key=key,
+                method=method,
+                replayable=replayable,
+                exclude=set(taken),
+                first=lease,
+                taken=set(),
+            )
+
+        return await race(first, hedge, hedging.delay(), self._drop)
+
+    def hedge_lease(self, key: str | bytes | None, taken: set[str]) -> Lease[P] | None:
+        """A lease for a hedge on an endpoint outside ``taken`` (where the first attempt went),
+        if the budget allows one and such an endpoint is eligible; counted in ``status().hedges``."""
+        hedging = self.hedging
+        if hedging is None or not taken or FALLBACK_KEY in taken:  # the first is still connecting
+            return None
+        if not self.has_other(taken):
+            return None
+        if not hedging.budget.available():
+            self.balancer.counters.hedge_budget_exhausted += 1
+            return None
+        lease = self._pick_other(key, taken)
+        if lease is None:
+            return None
+        hedging.budget.withdraw()
+        self.balancer.counters.hedges += 1
+        return lease
+
+    async def _drop(self, sent: tuple[R, Lease[P]]) -> None:
+        """Close a hedged request's losing response that arrived anyway: its put() says CANCELLED."""
+        result, lease = sent
+        try:
+            await self.adapter.discard(result)
+        finally:
+            lease.release(Outcome.CANCELLED)
 
     def _explain(
         self, exc: BaseException, lease: Lease[P], targets: list[str], request: Q
@@ -382,6 +468,8 @@ class Dispatcher(Generic[P, Q, R]):
             return
         self._closed = True
         self._unlisten()
+        if self._unobserve is not None:
+            self._unobserve()
         await self._pools.close_all()
 
     # -- introspection --------------------------------------------------------------------

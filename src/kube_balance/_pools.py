@@ -81,6 +81,13 @@ class Lease(Generic[P]):
         self.elapsed = self._owner.clock() - self.started
         self.status, self.retry_after = status, retry_after
 
+    def waited(self) -> None:
+        """Record the time waited so far as ``elapsed``: for a hedged attempt cancelled before its
+        answer, a lower bound of its latency. A pod whose slow answers are all hedged away must
+        still look slow to a latency-aware algorithm (``peak_ewma``)."""
+        if self.elapsed is None:
+            self.elapsed = self._owner.clock() - self.started
+
     def outcome(self) -> Outcome:
         """The outcome the response's status gives (``OK`` before any status is known)."""
         return Outcome.OK if self.status is None else Outcome.of_status(self.status)

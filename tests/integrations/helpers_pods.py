@@ -46,6 +46,8 @@ class Pod:
         self.ssl_context = ssl_context
         self.hits = 0
         self.status = 200  # what / answers; 503 makes this pod fail, 0 drops the connection
+        self.delay = 0.0  # seconds /, /stream and /echo wait before answering (a slow pod)
+        self.arrived = 0  # requests to /, /stream and /echo received (counted before the delay)
         self.hosts: list[str] = []
         self.gate = asyncio.Event()
         self.stream_started = asyncio.Event()
@@ -65,6 +67,7 @@ class Pod:
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/status/{code}", self._status)
         app.router.add_post("/echo", self._echo)
+        app.router.add_put("/echo", self._echo)
         app.router.add_get("/reset", self._reset)
         app.router.add_get("/busy/{seconds}", self._busy)
         return app
@@ -74,7 +77,13 @@ class Pod:
         self.hosts.append(request.host)
         return {"pod": self.name, "host": request.host, "cookie": request.cookies.get("session")}
 
+    async def _wait(self) -> None:
+        self.arrived += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+
     async def _hello(self, request: web.Request) -> web.Response:
+        await self._wait()
         if self.status == 0:
             return await self._reset(request)
         return web.json_response(self._seen(request), status=self.status)
@@ -86,6 +95,7 @@ class Pod:
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         self._seen(request)
+        await self._wait()
         resp = web.StreamResponse()
         await resp.prepare(request)
         await resp.write(b"first;")
@@ -111,6 +121,7 @@ class Pod:
 
     async def _echo(self, request: web.Request) -> web.Response:
         body = await request.read()
+        await self._wait()
         return web.json_response({**self._seen(request), "length": len(body)})
 
     async def _reset(self, request: web.Request) -> web.Response:

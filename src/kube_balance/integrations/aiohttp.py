@@ -46,9 +46,11 @@ from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
+from .._hedge import HedgePolicy, Hedging, race
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
 from .._routes import Routes, ServiceSpec, affinity_for
+from .._validate import check_instance
 from ..algorithms import Algorithm, Clock
 from ..discovery._source import EndpointSource
 
@@ -182,6 +184,7 @@ class _Outcome:
     """
 
     __slots__ = ("lease", "outcome", "starting", "pending", "_open")
+    hedged = False  # a class attribute: nothing to set per request
 
     def __init__(self, lease: Lease[None], open_: set[_Outcome]) -> None:
         self.lease = lease
@@ -200,6 +203,14 @@ class _Outcome:
         if lease.elapsed is None and not lease.released:  # no response headers: time to the failure
             lease.headers_received()
         lease.release(Outcome.RESET if self.outcome is None else self.outcome, leaked=leaked)
+
+
+class _HedgedOutcome(_Outcome):
+    """An attempt of a hedged request: cancelled before its answer, it reports how long it
+    waited (:meth:`Lease.waited <kube_balance._pools.Lease.waited>`)."""
+
+    __slots__ = ()
+    hedged = True
 
 
 def _pod_key(key: Any, host: str, port: int) -> Any:
@@ -271,10 +282,13 @@ class _Route:
         key: AffinityKey | None,
         adapter: _Adapter,
         retry: RetryPolicy | None,
+        hedge: HedgePolicy | None = None,
     ) -> None:
         self.balancer, self.owns, self.key = balancer, owns, key
         self.open: set[_Outcome] = set()  # leases whose connection is still out
-        self.dispatcher: Dispatcher[None, _Attempt, Connection] = Dispatcher(balancer, adapter, retry=retry)
+        self.dispatcher: Dispatcher[None, _Attempt, Connection] = Dispatcher(
+            balancer, adapter, retry=retry, hedge=hedge
+        )
 
 
 class BalancedConnector(aiohttp.TCPConnector):
@@ -286,7 +300,9 @@ class BalancedConnector(aiohttp.TCPConnector):
     ``fallback``, ``algorithm_options``, ``rng`` and ``clock`` configure the balancers the
     connector creates (``source`` only with one Service). ``affinity`` gives hash algorithms their
     key (default: the ``X-Affinity`` header when the algorithm needs a key); ``retry`` is the
-    :class:`RetryPolicy` for connection failures. Every other keyword goes to
+    :class:`RetryPolicy` for connection failures. ``hedge`` is a :class:`HedgePolicy` applied by
+    :class:`BalancedMiddleware` (the connector alone cannot send a second request: it only
+    provides a connection). Every other keyword goes to
     ``aiohttp.TCPConnector``: ``limit`` (whole connector), ``limit_per_host`` (per pod), ``ssl``,
     ``keepalive_timeout``, ``ttl_dns_cache`` (the fallback's DNS name), ``force_close``, ...
 
@@ -304,11 +320,15 @@ class BalancedConnector(aiohttp.TCPConnector):
         fallback: str | None = "service",
         affinity: AffinityKey | str | KeyFunction | None = None,
         retry: RetryPolicy | None = None,
+        hedge: HedgePolicy | None = None,
         algorithm_options: Mapping[str, Any] | None = None,
         rng: _random.Random | None = None,
         clock: Clock | None = None,
         **connector_options: Any,
     ) -> None:
+        check_instance(
+            "BalancedConnector hedge", hedge, (HedgePolicy, type(None)), "expected a HedgePolicy or None"
+        )
         options = {
             "algorithm": algorithm,
             "source": source,
@@ -322,7 +342,7 @@ class BalancedConnector(aiohttp.TCPConnector):
             services,
             options,
             lambda balancer, owned: _Route(
-                balancer, owned, affinity_for(balancer, affinity), _Adapter(super_connect), retry
+                balancer, owned, affinity_for(balancer, affinity), _Adapter(super_connect), retry, hedge
             ),
         )
 
@@ -345,6 +365,9 @@ class BalancedConnector(aiohttp.TCPConnector):
             return await super().connect(req, traces, timeout)
         key = route.key.from_request(req, req.headers) if route.key is not None else None
         retry: _MiddlewareRetry | None = getattr(req, "_kube_balance_retry", None)
+        first, taken = (retry.first, retry.taken) if retry is not None else (None, None)
+        if first is not None:
+            retry.first = None  # type: ignore[union-attr]  # the hedge's pick, used once
         try:
             conn, lease = await route.dispatcher.send(
                 (req, traces, timeout),
@@ -353,12 +376,14 @@ class BalancedConnector(aiohttp.TCPConnector):
                 replayable=True,  # nothing has been sent yet
                 exclude=retry.tried if retry is not None else None,
                 retry_slot=retry is not None and retry.slot,
+                first=first,
+                taken=taken,
             )
         except _errors.NoEndpointsAvailable as exc:
             raise NoEndpointsAvailable(str(exc)) from exc
         if retry is not None:
             retry.slot, retry.endpoint = False, lease.key
-        outcome = _Outcome(lease, route.open)
+        outcome = (_Outcome if first is None and taken is None else _HedgedOutcome)(lease, route.open)
         conn.add_callback(outcome.release)
         conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _reporting
         sub = _response_classes.get(req.response_class)
@@ -413,6 +438,8 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
             result = await start(self, connection)
         except BaseException as exc:
             outcome.outcome = _response_outcome(exc)
+            if outcome.hedged and outcome.outcome is Outcome.CANCELLED:
+                outcome.lease.waited()
             raise
         else:
             lease = outcome.lease
@@ -434,12 +461,15 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
 class _MiddlewareRetry:
     """What ``BalancedMiddleware`` tells the connector about the next attempt of one request."""
 
-    __slots__ = ("tried", "slot", "endpoint")
+    __slots__ = ("tried", "slot", "endpoint", "first", "taken")
 
-    def __init__(self) -> None:
-        self.tried: set[str] = set()  # endpoint keys already tried: the connector avoids them
+    def __init__(self, tried: set[str] | None = None, first: Lease[None] | None = None) -> None:
+        self.tried: set[str] = tried or set()  # endpoint keys already tried: the connector avoids them
         self.slot = False  # the next attempt holds a retry-budget slot (released with its lease)
         self.endpoint: str | None = None  # the endpoint the last attempt went to
+        self.first = first  # a hedge: the lease its first attempt uses
+        # Hedged requests: every endpoint their attempts leased (the hedge avoids them).
+        self.taken: set[str] | None = None
 
 
 class BalancedMiddleware:
@@ -456,6 +486,12 @@ class BalancedMiddleware:
     the connector's :class:`RetryPolicy` (``max_attempts`` counts every attempt) and retry budget:
     the httpx transport's behaviour. A body that cannot be replayed (a consumed stream) is not
     retried. Requests to hosts the connector does not balance pass through.
+
+    With a :class:`HedgePolicy` on the connector (``hedge=``), the middleware also hedges: an
+    idempotent request with no body or a bytes body whose first attempt has no response headers
+    after the policy's delay is sent to another pod too (a copy of the request), and the first
+    response wins; the other attempt is cancelled. The connector cannot do it alone: aiohttp
+    asks it for one connection per attempt and sends the request itself.
     """
 
     def __init__(self, connector: BalancedConnector) -> None:
@@ -474,8 +510,15 @@ class BalancedMiddleware:
         route = self._connector._route(req)
         if route is None:
             return cast(ClientResponse, await handler(req))
-        dispatcher = route.dispatcher
-        retry = _MiddlewareRetry()
+        hedging = route.dispatcher.hedging
+        if hedging is not None and hedging.applies(req.method, _hedgeable_body(req)):
+            return await self._hedged(req, handler, route, hedging)
+        return await self._send(req, handler, route.dispatcher, _MiddlewareRetry())
+
+    async def _send(
+        self, req: ClientRequest, handler: Any, dispatcher: Dispatcher[Any, Any, Any], retry: _MiddlewareRetry
+    ) -> ClientResponse:
+        """Send ``req`` through the session's handler, retrying on another pod as the policy allows."""
         req._kube_balance_retry = retry  # type: ignore[attr-defined]  # read by connect()
         number = 1
         while True:
@@ -495,6 +538,25 @@ class BalancedMiddleware:
                 number += 1
                 continue
             return resp
+
+    async def _hedged(
+        self, req: ClientRequest, handler: Any, route: _Route, hedging: Hedging
+    ) -> ClientResponse:
+        """:meth:`_send`, raced against a copy of ``req`` sent to another pod after the delay."""
+        dispatcher = route.dispatcher
+        hedging.budget.deposit()
+        retry = _MiddlewareRetry()
+        taken = retry.taken = set()
+
+        def hedge() -> Any:
+            key = route.key.from_request(req, req.headers) if route.key is not None else None
+            lease = dispatcher.hedge_lease(key, taken)
+            if lease is None:
+                return None
+            copy_ = _hedge_copy(req)
+            return self._send(copy_, handler, dispatcher, _MiddlewareRetry(set(taken), lease))
+
+        return await race(self._send(req, handler, dispatcher, retry), hedge, hedging.delay(), _drop_response)
 
     @staticmethod
     def _again(
@@ -519,6 +581,31 @@ class BalancedMiddleware:
         dispatcher.balancer.counters.retries += 1
         retry.slot = True
         return True
+
+
+def _hedgeable_body(req: ClientRequest) -> bool:
+    """Whether ``req``'s body may be sent twice at once: none, or bytes (a stream may not)."""
+    body = req.body
+    return body == b"" or isinstance(body, aiohttp.payload.BytesPayload)
+
+
+def _hedge_copy(req: ClientRequest) -> ClientRequest:
+    """A copy of ``req`` for a hedge: aiohttp keeps per-send state on the request (its writer,
+    its response, headers it completes), so two attempts at once need two requests. A shallow
+    copy shares the immutable parts and the bytes body; the headers are its own. Upload progress
+    (``upload_tracker``) follows the first attempt only."""
+    hedge = copy.copy(req)
+    hedge.headers = req.headers.copy()
+    hedge._upload_tracker = None
+    return hedge
+
+
+async def _drop_response(resp: ClientResponse) -> None:
+    """Close a hedged request's losing response that arrived anyway; its put() says CANCELLED."""
+    outcome: _Outcome | None = getattr(resp.connection, "_kube_balance_outcome", None)
+    if outcome is not None:
+        outcome.outcome = Outcome.CANCELLED
+    resp.close()
 
 
 def _has_middlewares() -> bool:

@@ -35,6 +35,7 @@ from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
+from .._hedge import HedgePolicy
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
 from .._routes import Routes, ServiceSpec, affinity_for
@@ -125,7 +126,9 @@ class BalancedTransport(httpx.AsyncBaseTransport):
     callable on the request, or an ``AffinityKey`` (default: the ``X-Affinity`` header when the
     algorithm needs a key). ``retry`` is the :class:`RetryPolicy` for retries on another pod
     (default: 3 attempts; connection failures for any method, a connection lost before the
-    response for idempotent ones). ``verify``, ``cert``, ``trust_env``, ``http1``, ``http2``,
+    response for idempotent ones). ``hedge`` is a :class:`HedgePolicy`: idempotent requests whose
+    first attempt has not answered after its delay are sent to a second pod too, the first
+    answer wins (default None: no hedging). ``verify``, ``cert``, ``trust_env``, ``http1``, ``http2``,
     ``limits`` (per pod; httpx's defaults, 100 connections / 20 keep-alive), ``retries`` (httpx's
     connect retries on the same pod), ``socket_options`` and ``local_address`` mean what they
     mean for ``httpx.AsyncHTTPTransport``.
@@ -147,6 +150,7 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         fallback: str | None = "service",
         affinity: AffinityKey | str | KeyFunction | None = None,
         retry: RetryPolicy | None = None,
+        hedge: HedgePolicy | None = None,
         verify: ssl.SSLContext | str | bool = True,
         cert: Any = None,
         trust_env: bool = True,
@@ -160,6 +164,9 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         rng: _random.Random | None = None,
         clock: Clock | None = None,
     ) -> None:
+        check_instance(
+            "BalancedTransport hedge", hedge, (HedgePolicy, type(None)), "expected a HedgePolicy or None"
+        )
         _check_transport_options(
             retry=retry,
             verify=verify,
@@ -188,7 +195,7 @@ class BalancedTransport(httpx.AsyncBaseTransport):
                 balancer,
                 owned,
                 affinity_for(balancer, affinity),
-                Dispatcher(balancer, _Adapter(self._open_pool), retry=retry, clock=clock),
+                Dispatcher(balancer, _Adapter(self._open_pool), retry=retry, clock=clock, hedge=hedge),
             ),
         )
         # By keyword, as httpx's own transport calls it: the positional order changed in 0.28
@@ -243,6 +250,11 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         if url.scheme == "https" and "sni_hostname" not in extensions:
             extensions = {**extensions, "sni_hostname": url.host}
         timeout = extensions.get("timeout")
+        hedging = route.dispatcher.hedging
+        if hedging is not None and hedging.applies(
+            request.method, isinstance(request.stream, httpx.ByteStream)
+        ):
+            return await self._send_hedged(route, request, extensions)
         try:
             response, lease = await route.dispatcher.send(
                 (request, extensions),
@@ -251,6 +263,26 @@ class BalancedTransport(httpx.AsyncBaseTransport):
                 else None,
                 method=request.method,
                 replayable=isinstance(request.stream, httpx.ByteStream),
+                wait=timeout.get("connect") if isinstance(timeout, Mapping) else None,
+            )
+        except _errors.NoEndpointsAvailable as exc:
+            raise NoEndpointsAvailable(str(exc), request=request) from exc
+        response.stream = _LeasedStream(response.stream, lease)  # type: ignore[arg-type]
+        return response
+
+    async def _send_hedged(
+        self, route: _Route, request: httpx.Request, extensions: Mapping[str, Any]
+    ) -> httpx.Response:
+        """:meth:`handle_async_request` for a request the route's ``HedgePolicy`` may hedge."""
+        timeout = extensions.get("timeout")
+        try:
+            response, lease = await route.dispatcher.send_hedged(
+                (request, extensions),
+                key=route.key.from_request(request, request.headers, request.headers.raw)
+                if route.key is not None
+                else None,
+                method=request.method,
+                replayable=True,
                 wait=timeout.get("connect") if isinstance(timeout, Mapping) else None,
             )
         except _errors.NoEndpointsAvailable as exc:

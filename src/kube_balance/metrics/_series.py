@@ -243,6 +243,8 @@ SERIES: tuple[Series, ...] = (
     Series("lb_request_outcomes", COUNTER, "Completed attempts by outcome (ok, connect_failed, reset, timeout, server_error, overloaded, cancelled, local, error).", ("outcome",), Bound.outcomes),
     Series("lb_retries", COUNTER, "Attempts sent again on another endpoint.", (), _one(lambda b: b.balancer.counters.retries)),
     Series("lb_retry_budget_exhausted", COUNTER, "Retries the retry budget refused.", (), _one(lambda b: b.balancer.counters.retry_budget_exhausted)),
+    Series("lb_hedges", COUNTER, "Hedges sent: second attempts on another endpoint because the first was slow to answer.", (), _one(lambda b: b.balancer.counters.hedges)),
+    Series("lb_hedge_budget_exhausted", COUNTER, "Hedges the hedge budget refused.", (), _one(lambda b: b.balancer.counters.hedge_budget_exhausted)),
     Series("lb_fallback_requests", COUNTER, "Attempts sent to the fallback target (no usable endpoint).", (), _one(lambda b: b.balancer.counters.fallback_requests)),
     Series("lb_unclosed_responses", COUNTER, "Responses released by a safety net because nobody closed them.", (), _one(lambda b: b.balancer.counters.unclosed_responses)),
     Series("lb_source_restarts", COUNTER, "Times the endpoint source stopped and was restarted.", (), _one(lambda b: b.balancer.counters.source_restarts)),

@@ -1,0 +1,164 @@
+"""Hedged requests through aiohttp: BalancedMiddleware sends the hedge, the connector alone cannot."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+
+import aiohttp
+import pytest
+from helpers_pods import SERVICE_HOST, Pod, running_pods
+
+from kube_balance import ConfigurationError, HedgePolicy, Outcome
+from kube_balance.discovery.static import StaticSource
+from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddleware
+
+URL = f"http://{SERVICE_HOST}"
+ALWAYS = HedgePolicy(delay=0.05, budget_percent=1.0, budget_max=1)
+
+MIDDLEWARES = "middlewares" in inspect.signature(aiohttp.ClientSession.__init__).parameters
+pytestmark = pytest.mark.skipif(not MIDDLEWARES, reason="client middlewares need aiohttp >= 3.12")
+
+
+def connector_for(pods: list[Pod], rng: random.Random, hedge: HedgePolicy = ALWAYS) -> BalancedConnector:
+    source = StaticSource([p.key for p in pods])
+    return BalancedConnector("web.shop:http", source=source, algorithm="round_robin", hedge=hedge, rng=rng)
+
+
+def session_for(connector: BalancedConnector) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=connector, middlewares=(BalancedMiddleware(connector),))
+
+
+def settled(connector: BalancedConnector) -> None:
+    """Every pick put back: the algorithm's in-flight count at 0, no connection still leased."""
+    assert connector.balancers[0].algorithm.total_inflight() == 0  # type: ignore[attr-defined]
+    assert not connector._routes.routes[0].open
+
+
+async def next_pick(session: aiohttp.ClientSession) -> int:
+    """Where round robin goes next (of two pods), learned with a POST: never hedged, one pick."""
+    async with session.post(f"{URL}/echo", data=b"x") as r:
+        return 1 if (await r.json())["pod"] == "pod-0" else 0
+
+
+async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random) -> None:
+    """pod-0 takes 5 s: requests picked for it are hedged to pod-1 after 50 ms and answered from
+    there; the slow attempt is cancelled and put back once, as CANCELLED."""
+    async with running_pods(2) as pods, asyncio.timeout(10):
+        pods[0].delay = 5.0
+        connector = connector_for(pods, rng)
+        seen: list[tuple[str, Outcome, float | None]] = []
+        connector.balancers[0].add_observer(
+            lambda ep, elapsed, outcome, s, ra: seen.append((ep.key, outcome, elapsed))
+        )
+        async with session_for(connector) as session:
+            answers = []
+            for _ in range(6):
+                async with session.get(f"{URL}/") as r:
+                    answers.append((await r.json())["pod"])
+            settled(connector)
+            status = connector.balancers[0].status()
+    assert answers == ["pod-1"] * 6
+    assert status.hedges == pods[0].arrived >= 1 and pods[1].arrived == 6
+    assert status.outcomes == {"ok": 6, "cancelled": status.hedges}
+    assert status.inflight == 0 and status.retries == 0
+    losers = [(key, elapsed) for key, outcome, elapsed in seen if outcome is Outcome.CANCELLED]
+    assert len(losers) == status.hedges and all(
+        k == pods[0].key and e is not None and e > 0 for k, e in losers
+    )
+
+
+async def test_a_put_with_a_bytes_body_is_hedged_whole(rng: random.Random) -> None:
+    """The hedge is a copy of the request: a PUT's bytes body reaches the hedge's pod whole."""
+    async with running_pods(2) as pods, asyncio.timeout(10):
+        connector = connector_for(pods, rng)
+        async with session_for(connector) as session:
+            slow = await next_pick(session)
+            pods[slow].delay = 5.0
+            async with session.put(f"{URL}/echo", data=b"0123456789") as r:
+                answer = await r.json()
+            settled(connector)
+            status = connector.balancers[0].status()
+    assert answer == {"pod": f"pod-{1 - slow}", "host": SERVICE_HOST, "cookie": None, "length": 10}
+    assert status.hedges == 1 and status.outcomes == {"ok": 2, "cancelled": 1}
+
+
+async def test_posts_are_never_hedged(rng: random.Random) -> None:
+    """A POST waits for the slow pod; a GET in the same setup is hedged (so this can fail)."""
+    async with running_pods(2) as pods, asyncio.timeout(10):
+        connector = connector_for(pods, rng)
+        async with session_for(connector) as session:
+            slow = await next_pick(session)
+            pods[slow].delay = 0.3
+            async with session.post(f"{URL}/", data=b"x") as r:
+                assert (await r.json())["pod"] == f"pod-{slow}"
+            assert connector.balancers[0].status().hedges == 0
+            pods[1 - slow].delay = 0.3  # both slow: the GET is hedged whichever pod it picks
+            async with session.get(f"{URL}/") as r:
+                assert r.status == 200
+            settled(connector)
+            status = connector.balancers[0].status()
+    assert status.hedges == 1 and status.outcomes == {"ok": 3, "cancelled": 1}
+
+
+async def test_the_budget_caps_hedges_exactly(rng: random.Random) -> None:
+    """Both pods slow, a 25% budget with 1 saved: the 4th, 8th and 12th requests are hedged."""
+    async with running_pods(2) as pods, asyncio.timeout(20):
+        pods[0].delay = pods[1].delay = 0.08
+        connector = connector_for(pods, rng, HedgePolicy(delay=0.01, budget_percent=0.25, budget_max=1))
+        async with session_for(connector) as session:
+            hedged = []
+            for _ in range(12):
+                before = connector.balancers[0].status().hedges
+                async with session.get(f"{URL}/") as r:
+                    assert r.status == 200
+                hedged.append(connector.balancers[0].status().hedges - before)
+            settled(connector)
+            status = connector.balancers[0].status()
+    assert hedged == [0, 0, 0, 1] * 3
+    assert status.hedges == 3 and status.hedge_budget_exhausted == 9
+    assert pods[0].arrived + pods[1].arrived == 15
+    assert status.outcomes == {"ok": 12, "cancelled": 3}
+
+
+async def test_the_winners_body_streams_after_the_loser_is_cancelled(rng: random.Random) -> None:
+    """A streamed answer from the hedge: the loser is put back as CANCELLED while the winner's
+    body is open (one lease held), and the body then arrives whole."""
+    async with running_pods(2) as pods, asyncio.timeout(10):
+        connector = connector_for(pods, rng)
+        async with session_for(connector) as session:
+            slow = await next_pick(session)
+            pods[slow].delay = 5.0
+            async with session.get(f"{URL}/stream") as r:
+                assert await r.content.readexactly(6) == b"first;"
+                status = connector.balancers[0].status()
+                assert status.hedges == 1 and status.outcomes == {"ok": 1, "cancelled": 1}
+                assert connector.balancers[0].algorithm.total_inflight() == 1  # type: ignore[attr-defined]
+                pods[1 - slow].gate.set()
+                assert await r.content.read() == b"last"
+            settled(connector)
+            status = connector.balancers[0].status()
+    assert status.outcomes == {"ok": 2, "cancelled": 1} and status.inflight == 0
+
+
+async def test_the_connector_alone_does_not_hedge(rng: random.Random) -> None:
+    """Without the middleware the policy cannot act (the connector only hands out connections):
+    a GET to the slow pod waits for it."""
+    async with running_pods(2) as pods, asyncio.timeout(10):
+        connector = connector_for(pods, rng)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            slow = await next_pick(session)
+            pods[slow].delay = 0.3
+            async with session.get(f"{URL}/") as r:
+                assert (await r.json())["pod"] == f"pod-{slow}"
+            status = connector.balancers[0].status()
+    assert status.hedges == 0 and status.outcomes == {"ok": 2}
+
+
+async def test_the_connector_refuses_a_hedge_that_is_not_a_policy() -> None:
+    """hedge= takes a HedgePolicy: anything else is a ConfigurationError naming the option."""
+    with pytest.raises(
+        ConfigurationError, match=r"BalancedConnector hedge=True is invalid: expected a HedgePolicy"
+    ):
+        BalancedConnector("web.shop:http", source=StaticSource(["127.0.0.1:1"]), hedge=True)  # type: ignore[arg-type]

@@ -1,0 +1,296 @@
+"""HedgePolicy, its budget, its latency window and the race between two attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kube_balance import ConfigurationError, Endpoint, HedgePolicy, Outcome
+from kube_balance._hedge import HedgeBudget, Hedging, LatencyWindow, race
+
+EP = Endpoint("10.0.0.1", 80)
+
+
+# -- the policy ---------------------------------------------------------------------------------
+def test_defaults_are_p95_with_a_floor_a_default_and_a_five_percent_budget() -> None:
+    """The documented defaults."""
+    policy = HedgePolicy()
+    assert (policy.delay, policy.percentile, policy.min_delay, policy.default_delay) == (
+        None,
+        95.0,
+        0.005,
+        0.05,
+    )
+    assert (policy.window, policy.min_samples, policy.budget_percent, policy.budget_max) == (
+        512,
+        64,
+        0.05,
+        10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"delay": 0}, r"HedgePolicy delay=0 is invalid: expected a finite number of seconds > 0.0"),
+        ({"delay": -1.0}, r"HedgePolicy delay=-1.0 is invalid"),
+        ({"delay": math.inf}, r"HedgePolicy delay=inf is invalid"),
+        ({"delay": "50ms"}, r"HedgePolicy delay='50ms' is invalid"),
+        (
+            {"percentile": 100},
+            r"HedgePolicy percentile=100 is invalid: expected a finite number in \(0, 100\)",
+        ),
+        ({"percentile": 0}, r"HedgePolicy percentile=0 is invalid"),
+        ({"percentile": True}, r"HedgePolicy percentile=True is invalid"),
+        ({"min_delay": -0.001}, r"HedgePolicy min_delay=-0.001 is invalid: .* >= 0.0"),
+        ({"default_delay": 0.0}, r"HedgePolicy default_delay=0.0 is invalid: .* > 0.0"),
+        ({"window": 0}, r"HedgePolicy window=0 is invalid: expected an int in \[1, 100000\]"),
+        (
+            {"window": 10, "min_samples": 11},
+            r"HedgePolicy min_samples=11 is invalid: expected at most window \(10\)",
+        ),
+        ({"budget_percent": 1.5}, r"HedgePolicy budget_percent=1.5 is invalid: .*\[0.0, 1.0\]"),
+        ({"budget_max": 0}, r"HedgePolicy budget_max=0 is invalid: expected an int >= 1"),
+    ],
+)
+def test_bad_options_name_the_option_the_value_and_what_is_allowed(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    """Each wrong option is a ConfigurationError at construction."""
+    with pytest.raises(ConfigurationError, match=message):
+        HedgePolicy(**kwargs)
+
+
+OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "delay": st.none() | st.floats(allow_nan=True) | st.integers(-5, 5) | st.text(max_size=3),
+        "percentile": st.floats(allow_nan=True) | st.integers(-5, 200) | st.booleans(),
+        "min_delay": st.floats() | st.integers(-5, 5),
+        "default_delay": st.floats() | st.integers(-5, 5),
+        "window": st.integers(-5, 200_000) | st.floats() | st.none(),
+        "min_samples": st.integers(-5, 1000) | st.booleans(),
+        "budget_percent": st.floats() | st.integers(-1, 2),
+        "budget_max": st.integers(-2, 20) | st.floats(),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPTIONS)
+def test_any_options_build_a_working_policy_or_raise_configuration_error(kwargs: dict[str, Any]) -> None:
+    """Fuzzed options: a policy whose delay is positive and finite, or a ConfigurationError
+    naming one of the options given."""
+    try:
+        policy = HedgePolicy(**kwargs)
+    except ConfigurationError as exc:
+        message = str(exc)
+    else:
+        delay = Hedging(policy).delay()
+        assert math.isfinite(delay) and delay > 0
+        return
+    assert any(f"HedgePolicy {name}=" in message for name in kwargs), message
+
+
+@pytest.mark.parametrize(
+    ("method", "replayable", "hedged"),
+    [
+        ("GET", True, True),
+        ("head", True, True),
+        ("OPTIONS", True, True),
+        ("PUT", True, True),
+        ("DELETE", True, True),
+        ("POST", True, False),
+        ("PATCH", True, False),
+        ("GET", False, False),
+        ("PUT", False, False),
+    ],
+)
+def test_only_idempotent_replayable_requests_are_hedged(method: str, replayable: bool, hedged: bool) -> None:
+    """RetryPolicy's notion of idempotent (RFC 9110), and a body that can be sent twice."""
+    assert HedgePolicy().applies(method, replayable) is hedged
+
+
+# -- the budget ---------------------------------------------------------------------------------
+def test_the_budget_earns_a_hedge_every_twentieth_request_by_default() -> None:
+    """5%: 20 deposits make exactly one hedge (no float drift), and a refusal is counted."""
+    budget = HedgeBudget(0.05, 10)
+    allowed = []
+    for _ in range(100):
+        budget.deposit()
+        if budget.available():
+            budget.withdraw()
+            allowed.append(True)
+        else:
+            allowed.append(False)
+    assert allowed == ([False] * 19 + [True]) * 5
+    assert budget.exhausted == 95
+
+
+def test_the_budget_saves_up_at_most_budget_max_hedges() -> None:
+    """A quiet period saves up ``max_saved`` hedges, not more: a burst after it is capped."""
+    budget = HedgeBudget(0.5, 3)
+    for _ in range(100):
+        budget.deposit()
+    taken = 0
+    while budget.available():
+        budget.withdraw()
+        taken += 1
+    assert taken == 3 and budget.exhausted == 1
+
+
+def test_a_zero_budget_never_hedges() -> None:
+    """budget_percent=0 turns hedging off while keeping the policy (and counts refusals)."""
+    budget = HedgeBudget(0.0, 10)
+    for _ in range(50):
+        budget.deposit()
+    assert not budget.available() and budget.exhausted == 1
+
+
+# -- the latency window -------------------------------------------------------------------------
+def test_the_window_keeps_the_percentile_of_recent_successes_only() -> None:
+    """Failures, cancellations and attempts without a time are not samples; the value is the
+    p95 of the last ``size`` successes, recomputed every size // 16 samples."""
+    window = LatencyWindow(32, 95.0)
+    window(EP, None, Outcome.OK, 200, None)
+    window(EP, 9.0, Outcome.SERVER_ERROR, 503, None)
+    window(EP, 9.0, Outcome.CANCELLED, None, None)
+    assert len(window) == 0 and window.value is None
+    for i in range(1, 33):  # 1..32 ms
+        window(EP, i / 1000, Outcome.OK, 200, None)
+    assert window.value == 0.031  # sorted[int(0.95 * 32)] = sorted[30]
+    for _ in range(32):  # the window slides: only 5 ms answers left
+        window(EP, 0.005, Outcome.OK, 200, None)
+    assert len(window) == 32 and window.value == 0.005
+
+
+def test_the_delay_is_the_default_then_the_percentile_never_below_the_floor() -> None:
+    """Default until min_samples, then the window's percentile, floored at min_delay."""
+    hedging = Hedging(HedgePolicy(min_delay=0.01, default_delay=0.2, window=16, min_samples=8))
+    assert hedging.latency is not None
+    assert hedging.delay() == 0.2
+    for _ in range(8):
+        hedging.latency(EP, 0.03, Outcome.OK, 200, None)
+    assert hedging.delay() == 0.03
+    for _ in range(16):
+        hedging.latency(EP, 0.001, Outcome.OK, 200, None)
+    assert hedging.delay() == 0.01
+    assert Hedging(HedgePolicy(delay=0.12)).delay() == 0.12
+    assert Hedging(HedgePolicy(delay=0.12)).latency is None  # a fixed delay tracks nothing
+
+
+# -- the race -----------------------------------------------------------------------------------
+class Arm:
+    """An attempt that answers ``value`` (or raises ``error``) when its event is set."""
+
+    def __init__(self, value: str, error: Exception | None = None) -> None:
+        self.value, self.error = value, error
+        self.go = asyncio.Event()
+        self.cancelled = False
+
+    async def run(self) -> str:
+        try:
+            await self.go.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+async def test_a_first_attempt_that_answers_in_time_sends_no_hedge() -> None:
+    """No hedge is asked for when the first attempt finishes before the delay."""
+    first, asked = Arm("first"), []
+    first.go.set()
+    async with asyncio.timeout(5):
+        result = await race(first.run(), lambda: asked.append(1), 10.0, _no_drop)  # type: ignore[func-returns-value]
+    assert result == "first" and asked == []
+
+
+async def test_the_hedge_wins_and_the_first_attempt_is_cancelled() -> None:
+    """After the delay the hedge runs; it answers first, the first attempt is cancelled (and
+    finished) before race returns."""
+    first, second = Arm("first"), Arm("second")
+
+    def hedge() -> Any:
+        second.go.set()
+        return second.run()
+
+    async with asyncio.timeout(5):
+        assert await race(first.run(), hedge, 0.01, _no_drop) == "second"
+    assert first.cancelled and not second.cancelled
+
+
+async def test_no_hedge_available_waits_for_the_first_attempt() -> None:
+    """hedge() returning None (budget, no other pod): the first attempt's answer, however late."""
+    first = Arm("first")
+    asyncio.get_running_loop().call_later(0.05, first.go.set)
+    async with asyncio.timeout(5):
+        assert await race(first.run(), lambda: None, 0.01, _no_drop) == "first"
+
+
+async def test_a_failed_attempt_leaves_the_other_to_win_and_both_failing_raise_the_first_error() -> None:
+    """One attempt failing does not fail the request while the other runs; both failing raise
+    the first attempt's error."""
+    first, second = Arm("first", ValueError("first failed")), Arm("second")
+    first.go.set()
+
+    async def late_first() -> str:
+        await asyncio.sleep(0.02)
+        return await first.run()
+
+    def hedge() -> Any:
+        asyncio.get_running_loop().call_later(0.05, second.go.set)
+        return second.run()
+
+    async with asyncio.timeout(5):
+        assert await race(late_first(), hedge, 0.01, _no_drop) == "second"
+        a, b = Arm("a", ValueError("a failed")), Arm("b", KeyError("b failed"))
+
+        def hedge_b() -> Any:
+            asyncio.get_running_loop().call_later(0.02, a.go.set)
+            asyncio.get_running_loop().call_later(0.03, b.go.set)
+            return b.run()
+
+        with pytest.raises(ValueError, match="a failed"):
+            await race(a.run(), hedge_b, 0.01, _no_drop)
+
+
+async def test_an_attempt_that_finished_too_is_dropped() -> None:
+    """Both attempts answer in the same loop turn: the winner is returned, the other dropped."""
+    dropped: list[str] = []
+    first, second = Arm("first"), Arm("second")
+
+    def hedge() -> Any:
+        first.go.set()
+        second.go.set()
+        return second.run()
+
+    async def drop(value: str) -> None:
+        dropped.append(value)
+
+    async with asyncio.timeout(5):
+        winner = await race(first.run(), hedge, 0.01, drop)
+    assert {winner, *dropped} == {"first", "second"} and len(dropped) == 1
+
+
+async def test_cancelling_the_race_cancels_both_attempts() -> None:
+    """A caller that gives up cancels the first attempt and the hedge."""
+    first, second = Arm("first"), Arm("second")
+    task = asyncio.create_task(race(first.run(), second.run, 0.01, _no_drop))
+    async with asyncio.timeout(5):
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert first.cancelled and second.cancelled
+
+
+async def _no_drop(value: object) -> None:
+    raise AssertionError(f"nothing should be dropped, got {value!r}")
