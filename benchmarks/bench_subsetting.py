@@ -63,7 +63,9 @@ def backend_names(n: int) -> list[str]:
     return [f"10.{i // 250}.{i % 250}.1:8080" for i in range(n)]
 
 
-def load(subsets: list[frozenset[str]], backends: Sequence[str], per_client: int) -> tuple[Counter[str], Counter[str]]:
+def load(
+    subsets: list[frozenset[str]], backends: Sequence[str], per_client: int
+) -> tuple[Counter[str], Counter[str]]:
     """Connections and requests per backend (every backend present, zeros included)."""
     conns: Counter[str] = Counter(dict.fromkeys(backends, 0))
     reqs: Counter[str] = Counter(dict.fromkeys(backends, 0))
@@ -80,8 +82,14 @@ def spread(counts: Counter[str]) -> float:
     return max(values) / (sum(values) / len(values))
 
 
-def churn(fn: SubsetFn, backends: list[str], size: int, clients: int, before: list[frozenset[str]],
-          changed: list[str]) -> tuple[float, float]:
+def churn(
+    fn: SubsetFn,
+    backends: list[str],
+    size: int,
+    clients: int,
+    before: list[frozenset[str]],
+    changed: list[str],
+) -> tuple[float, float]:
     """Share of clients whose subset changed, share of connections opened anew."""
     after = [fn(changed, size, c, clients) for c in range(clients)]
     moved = sum(1 for a, b in zip(before, after, strict=True) if a != b)
@@ -103,36 +111,57 @@ def main() -> int:
     rng = random.Random(20261207)
     backends = backend_names(args.backends)
     started = time.perf_counter()
-    print(f"# {platform.node()} {platform.python_version()} load average {os.getloadavg()[0]:.2f} "
-          f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
-    print(f"# {args.clients} clients x {args.backends} backends, subset {args.size}, {args.requests} "
-          f"requests per client round robin; churn over {events} leaves and {events} joins")
-    print(f"{'function':<11} {'conns/client':>12} {'conns total':>11} {'req max/mean':>12} "
-          f"{'conn max/mean':>13} {'leave: clients':>14} {'conns':>6} {'join: clients':>13} {'conns':>6}")
+    print(
+        f"# {platform.node()} {platform.python_version()} load average {os.getloadavg()[0]:.2f} "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
+    )
+    print(
+        f"# {args.clients} clients x {args.backends} backends, subset {args.size}, {args.requests} "
+        f"requests per client round robin; churn over {events} leaves and {events} joins"
+    )
+    print(
+        f"{'function':<11} {'conns/client':>12} {'conns total':>11} {'req max/mean':>12} "
+        f"{'conn max/mean':>13} {'leave: clients':>14} {'conns':>6} {'join: clients':>13} {'conns':>6}"
+    )
     total = args.clients * args.backends
-    print(f"{'no subset':<11} {args.backends:>12} {total:>11} {1.0:>12.3f} {1.0:>13.3f} "
-          f"{'0.0%':>14} {'0.0%':>6} {'0.0%':>13} {'0.0%':>6}")
+    print(
+        f"{'no subset':<11} {args.backends:>12} {total:>11} {1.0:>12.3f} {1.0:>13.3f} "
+        f"{'0.0%':>14} {'0.0%':>6} {'0.0%':>13} {'0.0%':>6}"
+    )
     leaving = rng.sample(backends, events)
     joining = [f"10.9.{i}.2:8080" for i in range(events)]
     figures: dict[str, dict[str, object]] = {}
     for name, fn in FUNCTIONS.items():
         subsets = [fn(backends, args.size, c, args.clients) for c in range(args.clients)]
         conns, reqs = load(subsets, backends, args.requests)
-        leaves = [churn(fn, backends, args.size, args.clients, subsets, [b for b in backends if b != gone])
-                  for gone in leaving]
+        leaves = [
+            churn(fn, backends, args.size, args.clients, subsets, [b for b in backends if b != gone])
+            for gone in leaving
+        ]
         joins = [churn(fn, backends, args.size, args.clients, subsets, [*backends, new]) for new in joining]
         leave_c, leave_o = (sum(x[i] for x in leaves) / events for i in (0, 1))
         join_c, join_o = (sum(x[i] for x in joins) / events for i in (0, 1))
         per_client = max(len(s) for s in subsets)
-        print(f"{name:<11} {per_client:>12} {sum(conns.values()):>11} {spread(reqs):>12.3f} "
-              f"{spread(conns):>13.3f} {leave_c:>14.1%} {leave_o:>6.1%} {join_c:>13.1%} {join_o:>6.1%}")
-        figures[name] = {"conns": sorted(conns.values(), reverse=True), "leave": leaves, "join": joins,
-                         "req": spread(reqs), "conn": spread(conns)}
+        print(
+            f"{name:<11} {per_client:>12} {sum(conns.values()):>11} {spread(reqs):>12.3f} "
+            f"{spread(conns):>13.3f} {leave_c:>14.1%} {leave_o:>6.1%} {join_c:>13.1%} {join_o:>6.1%}"
+        )
+        figures[name] = {
+            "conns": sorted(conns.values(), reverse=True),
+            "leave": leaves,
+            "join": joins,
+            "req": spread(reqs),
+            "conn": spread(conns),
+        }
     ours = figures["aperture"]
     ok = float(ours["req"]) <= 1.2 and float(ours["conn"]) <= 1.3  # type: ignore[arg-type]
-    print(f"# aperture targets: requests max/mean <= 1.2, connections max/mean <= 1.3: {'met' if ok else 'MISSED'}")
-    print(f"# connections: {total} without subsetting, {args.clients * args.size} with "
-          f"({total / (args.clients * args.size):.0f}x fewer); {time.perf_counter() - started:.1f} s")
+    print(
+        f"# aperture targets: requests max/mean <= 1.2, connections max/mean <= 1.3: {'met' if ok else 'MISSED'}"
+    )
+    print(
+        f"# connections: {total} without subsetting, {args.clients * args.size} with "
+        f"({total / (args.clients * args.size):.0f}x fewer); {time.perf_counter() - started:.1f} s"
+    )
     if not args.no_plot:
         plot(figures, args, events)
     return 0 if ok else 1

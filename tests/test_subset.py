@@ -76,7 +76,9 @@ def test_size_determinism_and_order(keys: list[int], size: int, data: st.DataObj
 
 
 @given(n=st.integers(2, 80), size=st.integers(1, 30), count=st.integers(1, 60), data=st.data())
-def test_one_backend_leaving_replaces_at_most_one_other(n: int, size: int, count: int, data: st.DataObject) -> None:
+def test_one_backend_leaving_replaces_at_most_one_other(
+    n: int, size: int, count: int, data: st.DataObject
+) -> None:
     """Every client keeps all of its subset but the leaving backend and at most one other."""
     keys = backends(n)
     gone = data.draw(st.sampled_from(keys))
@@ -104,7 +106,10 @@ def test_few_clients_change_when_one_backend_leaves_or_joins() -> None:
     subsets = [set(deterministic_subset(keys, 20, c, 100)) for c in range(100)]
     shares = []
     rng = random.Random(7)
-    for changed in (*([k for k in keys if k != gone] for gone in rng.sample(keys, 3)), [*keys, "10.9.9.9:8080"]):
+    for changed in (
+        *([k for k in keys if k != gone] for gone in rng.sample(keys, 3)),
+        [*keys, "10.9.9.9:8080"],
+    ):
         moved = sum(set(deterministic_subset(changed, 20, c, 100)) != subsets[c] for c in range(100))
         shares.append(moved / 100)
     assert max(shares) <= 0.52, shares
@@ -136,13 +141,25 @@ def test_function_arguments_checked(args: tuple[object, object, object], option:
         ({"size": 0, "client_id": 0, "client_count": 1}, "Subset size=0 is invalid: expected an int >= 1"),
         ({"size": -3, "client_id": 0, "client_count": 1}, "Subset size=-3 is invalid"),
         ({"size": "5", "client_id": 0, "client_count": 1}, "Subset size='5' is invalid"),
-        ({"size": 5, "client_id": -1, "client_count": 3}, "Subset client_id=-1 is invalid: expected an int in [0, 2]"),
-        ({"size": 5, "client_id": 3, "client_count": 3}, "Subset client_id=3 is invalid: expected an int in [0, 2]"),
-        ({"size": 5, "client_id": 0, "client_count": 0}, "Subset client_count=0 is invalid: expected an int >= 1"),
+        (
+            {"size": 5, "client_id": -1, "client_count": 3},
+            "Subset client_id=-1 is invalid: expected an int in [0, 2]",
+        ),
+        (
+            {"size": 5, "client_id": 3, "client_count": 3},
+            "Subset client_id=3 is invalid: expected an int in [0, 2]",
+        ),
+        (
+            {"size": 5, "client_id": 0, "client_count": 0},
+            "Subset client_count=0 is invalid: expected an int >= 1",
+        ),
         ({"size": 5, "client_id": 1}, "Subset client_count=None is invalid: expected an int"),
         ({"size": 5, "client_count": 4}, "Subset client_id=None is invalid: expected an int"),
         ({"size": 5}, "Subset peers=None is invalid: expected the client's own Service"),
-        ({"size": 5, "client_id": 0, "client_count": 2, "peers": "client.shop"}, "Subset peers='client.shop'"),
+        (
+            {"size": 5, "client_id": 0, "client_count": 2, "peers": "client.shop"},
+            "Subset peers='client.shop'",
+        ),
         ({"size": 5, "peers": 42}, "Subset peers=42 is invalid: expected the client's own Service"),
         ({"size": 5, "peers": "not a service!"}, "not a service"),
         ({"size": 5, "peers": "client.shop", "pod_name": ""}, "Subset pod_name='' is invalid"),
@@ -156,12 +173,19 @@ def test_bad_options_name_option_value_and_allowed(kwargs: dict[str, object], me
 
 
 _values = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 50), st.floats(allow_nan=True), st.text(max_size=12), st.just([])
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 50),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.just([]),
 )
 
 
 @given(size=_values, client_id=_values, client_count=_values, peers=_values, pod_name=_values)
-def test_constructor_fuzz(size: object, client_id: object, client_count: object, peers: object, pod_name: object) -> None:
+def test_constructor_fuzz(
+    size: object, client_id: object, client_count: object, peers: object, pod_name: object
+) -> None:
     """Any combination either builds a Subset whose identity is in range or raises ConfigurationError."""
     try:
         subset = Subset(
@@ -217,7 +241,9 @@ def test_one_subset_filter_per_balancer(rng: random.Random) -> None:
     policy = EndpointPolicy([subset])
     LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]), policy=policy, rng=rng)
     with pytest.raises(ConfigurationError, match="one LoadBalancer"):
-        LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]), policy=EndpointPolicy([subset]), rng=rng)
+        LoadBalancer(
+            "web.shop:80", source=StaticSource(["10.0.0.1:80"]), policy=EndpointPolicy([subset]), rng=rng
+        )
 
 
 class PeerFeed:

@@ -68,10 +68,14 @@ def _check_identity(owner: str, size: object, client_id: object, client_count: o
     check_int(f"{owner} size", size, low=1)
     count = check_int(f"{owner} client_count", client_count, low=1)
     if isinstance(client_id, bool) or not isinstance(client_id, int) or not 0 <= client_id < count:
-        raise invalid(f"{owner} client_id", client_id, f"expected an int in [0, {count - 1}] (client_count={count})")
+        raise invalid(
+            f"{owner} client_id", client_id, f"expected an int in [0, {count - 1}] (client_count={count})"
+        )
 
 
-def deterministic_subset(keys: Iterable[str], size: int, client_id: int, client_count: int) -> tuple[str, ...]:
+def deterministic_subset(
+    keys: Iterable[str], size: int, client_id: int, client_count: int
+) -> tuple[str, ...]:
     """The endpoint keys client ``client_id`` of ``client_count`` balances over, in ring order.
 
     ``min(size, len(set(keys)))`` keys; the same inputs give the same subset in every process.
@@ -109,6 +113,9 @@ class SubsetStatus:
     """Endpoints in the subset at the last run."""
     changes: int
     """Times the identity (rank or count) changed."""
+    last_error: str | None = None
+    """The peers' watch's error since its last snapshot, if any (the last identity, or the
+    pending window, keeps serving meanwhile)."""
 
 
 class Subset:
@@ -146,7 +153,9 @@ class Subset:
         if explicit:
             if client_count is None or client_id is None:
                 missing = "client_count" if client_count is None else "client_id"
-                raise invalid(f"Subset {missing}", None, "expected an int: give client_id and client_count together")
+                raise invalid(
+                    f"Subset {missing}", None, "expected an int: give client_id and client_count together"
+                )
             _check_identity("Subset", size, client_id, client_count)
         elif peers is None:
             raise invalid(
@@ -172,6 +181,7 @@ class Subset:
         self._ring: list[str] = []
         self._ring_keys: frozenset[str] = frozenset()
         self._candidates = self._selected = self._changes = 0
+        self._last_error: str | None = None
 
     def policy(self) -> EndpointPolicy:
         """kube-proxy's readiness rule, this filter, then the default health steps (outlier
@@ -206,7 +216,9 @@ class Subset:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a policy run outside the loop (a test): watch later
             return
-        self._task = loop.create_task(self._peers.run(_PeerSink(self)), name=f"kube-balance peers {self._peers_name}")
+        self._task = loop.create_task(
+            self._peers.run(_PeerSink(self)), name=f"kube-balance peers {self._peers_name}"
+        )
 
     def _on_peers(self, snapshot: EndpointSet) -> None:
         """The peers changed: our rank is our name's place among the ready pods' names."""
@@ -214,11 +226,15 @@ class Subset:
         names.add(self.pod_name)
         ranked = sorted(names)
         identity = (ranked.index(self.pod_name), len(ranked))
-        self._source = f"peers {self._peers_name}"
+        self._source, self._last_error = f"peers {self._peers_name}", None
         if identity == self._identity:
             return
         logger.info(
-            "subset: client %s is %d of %d peers (%s)", self.pod_name, identity[0], identity[1], self._peers_name
+            "subset: client %s is %d of %d peers (%s)",
+            self.pod_name,
+            identity[0],
+            identity[1],
+            self._peers_name,
         )
         self._identity, self._changes = identity, self._changes + 1
         if self._host is not None:
@@ -249,12 +265,15 @@ class Subset:
             candidates=self._candidates,
             selected=self._selected,
             changes=self._changes,
+            last_error=self._last_error,
         )
 
     def __repr__(self) -> str:
         s = self.status()
         who = "pending" if s.client_id is None else f"{s.client_id} of {s.client_count}"
-        return f"Subset(size={s.size}, client={who}, source={s.source!r}, selected={s.selected}/{s.candidates})"
+        return (
+            f"Subset(size={s.size}, client={who}, source={s.source!r}, selected={s.selected}/{s.candidates})"
+        )
 
 
 class _PeerSink:
@@ -267,7 +286,8 @@ class _PeerSink:
         self._subset._on_peers(snapshot)
 
     def on_error(self, error: DiscoveryError) -> None:
-        logger.debug("subset peers: %s", error)
+        # The source logged it once; keep it for status() (a 403 here is the missing RBAC rule).
+        self._subset._last_error = str(error)
 
 
 def _peer_source(peers: object) -> tuple[EndpointSource, str]:

@@ -18,7 +18,7 @@ from kube_balance import LoadBalancer, Subset, deterministic_subset
 from kube_balance.discovery import KubernetesSource
 from kube_balance.integrations.aiohttp import BalancedConnector
 from kube_balance.integrations.httpx import BalancedTransport
-from kube_balance.testing import FakeApiServer, endpoint_slice, slice_endpoint
+from kube_balance.testing import FakeApiServer, Permissions, endpoint_slice, slice_endpoint
 
 URL = f"http://{SERVICE_HOST}"
 PODS, SIZE, CLIENTS = 30, 5, 6
@@ -172,3 +172,48 @@ async def test_identity_from_the_peers_slices_follows_joins_and_leaves(rng: rand
             assert subset._task is None  # the balancer's aclose() stopped the peers' watch
         finally:
             await asyncio.wait_for(client_api.close(), 5)
+
+
+async def test_documented_rbac_is_enough_and_a_403_is_reported(rng: random.Random) -> None:
+    """list+watch EndpointSlices in the client's namespace suffice; without them the client keeps
+    its pending window (5 endpoints, never all 30) and status() names the 403."""
+    async with asyncio.timeout(60), FakeApiServer() as api, running_pods(PODS) as pods:
+        api.set_tokens(
+            {
+                "client": Permissions.allow(
+                    "endpointslices:list", "endpointslices:watch", namespaces={"shop"}
+                ),
+                "other-namespace": Permissions.allow("endpointslices:*", namespaces={"elsewhere"}),
+            }
+        )
+        api.apply(peer_slice("client-a", "client-b"))
+        for pod in pods:
+            api.apply(pod_slice(pod.name, pod.port))
+        allowed = await asyncio.wait_for(api.new_api_client(token="client"), 10)
+        refused = await asyncio.wait_for(api.new_api_client(token="other-namespace"), 10)
+        try:
+            good = Subset(
+                SIZE, peers=KubernetesSource("client.shop", api_client=allowed), pod_name="client-a"
+            )
+            bad = Subset(SIZE, peers=KubernetesSource("client.shop", api_client=refused), pod_name="client-a")
+            balancers = [
+                LoadBalancer(
+                    "web.shop:http",
+                    source=KubernetesSource("web.shop:http", api_client=allowed),
+                    policy=s.policy(),
+                    rng=rng,
+                )
+                for s in (good, bad)
+            ]
+            async with balancers[0], balancers[1]:
+                for b in balancers:
+                    await b.wait_ready(10)
+                while good.status().client_count != 2 or bad.status().last_error is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                assert (good.status().client_id, good.status().last_error) == (0, None)
+                assert bad.status().client_id is None and "403" in str(bad.status().last_error)
+                assert bad.status().source.startswith("pending")
+                assert len(balancers[1].eligible) == SIZE
+        finally:
+            await asyncio.wait_for(allowed.close(), 5)
+            await asyncio.wait_for(refused.close(), 5)
