@@ -97,6 +97,19 @@ def churn(
     return moved / clients, opened / sum(len(a) for a in before)
 
 
+def peer_churn(
+    fn: SubsetFn, backends: list[str], size: int, clients: int, before: list[frozenset[str]], rank: int
+) -> tuple[float, float]:
+    """One client joins at ``rank``: every client behind it moves up one rank, the count grows.
+    (Rendezvous clients are named, not ranked: their subsets do not depend on the others.)"""
+    after = [
+        fn(backends, size, c if fn is rendezvous or c < rank else c + 1, clients + 1) for c in range(clients)
+    ]
+    moved = sum(1 for a, b in zip(before, after, strict=True) if a != b)
+    opened = sum(len(b - a) for a, b in zip(before, after, strict=True))
+    return moved / clients, opened / sum(len(a) for a in before)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer churn events (smoke run)")
@@ -130,6 +143,7 @@ def main() -> int:
     )
     leaving = rng.sample(backends, events)
     joining = [f"10.9.{i}.2:8080" for i in range(events)]
+    ranks = rng.sample(range(args.clients + 1), min(events, args.clients + 1))
     figures: dict[str, dict[str, object]] = {}
     for name, fn in FUNCTIONS.items():
         subsets = [fn(backends, args.size, c, args.clients) for c in range(args.clients)]
@@ -141,6 +155,7 @@ def main() -> int:
         joins = [churn(fn, backends, args.size, args.clients, subsets, [*backends, new]) for new in joining]
         leave_c, leave_o = (sum(x[i] for x in leaves) / events for i in (0, 1))
         join_c, join_o = (sum(x[i] for x in joins) / events for i in (0, 1))
+        peers = [peer_churn(fn, backends, args.size, args.clients, subsets, r) for r in ranks]
         per_client = max(len(s) for s in subsets)
         print(
             f"{name:<11} {per_client:>12} {sum(conns.values()):>11} {spread(reqs):>12.3f} "
@@ -152,7 +167,14 @@ def main() -> int:
             "join": joins,
             "req": spread(reqs),
             "conn": spread(conns),
+            "peer": peers,
         }
+    print(f"# one client joins (mean of {len(ranks)} ranks): clients changed, connections opened anew")
+    for name, f in figures.items():
+        peer = f["peer"]
+        clients_moved = sum(x[0] for x in peer) / len(peer)  # type: ignore[attr-defined, arg-type]
+        opened = sum(x[1] for x in peer) / len(peer)  # type: ignore[attr-defined, arg-type]
+        print(f"{name:<11} {clients_moved:>14.1%} {opened:>6.1%}")
     ours = figures["aperture"]
     ok = float(ours["req"]) <= 1.2 and float(ours["conn"]) <= 1.3  # type: ignore[arg-type]
     print(
@@ -174,8 +196,10 @@ def plot(figures: dict[str, dict[str, object]], args: argparse.Namespace, events
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    styles = {"rendezvous": "-", "sre-book": "-", "aperture": "--"}  # sre-book and aperture overlap
     for name, f in figures.items():
-        left.plot(f["conns"], label=f"{name} (max/mean {f['conn']:.2f})")  # type: ignore[arg-type]
+        label = f"{name} (max/mean {f['conn']:.2f})"
+        left.plot(f["conns"], styles[name], label=label, linewidth=2)  # type: ignore[arg-type]
     left.set_xlabel("backends, most connected first")
     left.set_ylabel("clients connected")
     left.set_title(f"{args.clients} clients x {args.backends} backends, subset {args.size}")
@@ -184,9 +208,11 @@ def plot(figures: dict[str, dict[str, object]], args: argparse.Namespace, events
     xs = range(len(names))
     for offset, kind in ((-0.2, "leave"), (0.2, "join")):
         shares = [sum(x[0] for x in figures[n][kind]) / events * 100 for n in names]  # type: ignore[attr-defined]
-        right.bar([x + offset for x in xs], shares, width=0.4, label=f"one backend {kind}s")
+        opened = [sum(x[1] for x in figures[n][kind]) / events * 100 for n in names]  # type: ignore[attr-defined]
+        bars = right.bar([x + offset for x in xs], shares, width=0.4, label=f"one backend {kind}s")
+        right.bar_label(bars, [f"{o:.1f}% conns" for o in opened], fontsize=8)
     right.set_xticks(list(xs), names)
-    right.set_ylabel("clients whose subset changed (%)")
+    right.set_ylabel("clients whose subset changed (%); label: connections reopened")
     right.set_title(f"churn, mean of {events} events")
     right.legend()
     fig.tight_layout()

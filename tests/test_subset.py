@@ -134,6 +134,15 @@ def test_function_arguments_checked(args: tuple[object, object, object], option:
     assert allowed in str(info.value)
 
 
+@pytest.mark.parametrize("keys", ["10.0.0.1:80", b"10.0.0.1:80", 42, ["10.0.0.1:80", 7]])
+def test_keys_must_be_an_iterable_of_strings(keys: object) -> None:
+    """A bare string (or bytes, or a non-iterable, or a non-string key) is a ConfigurationError."""
+    with pytest.raises(
+        ConfigurationError, match=r"deterministic_subset keys=.* expected an iterable of endpoint keys"
+    ):
+        deterministic_subset(keys, 2, 0, 1)  # type: ignore[arg-type]
+
+
 # -- the constructor ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "message"),

@@ -8,15 +8,14 @@ endpoints, its rank and the number of clients), the subsets tile the endpoints e
 The function is Finagle's *deterministic aperture* with whole-endpoint windows: the endpoints sit
 on a ring ordered by a hash of their key (the same order in every client, whatever order the
 slices arrive in); client ``id`` of ``count`` takes the ``size`` consecutive endpoints starting at
-``id * n / count`` (rounded). The windows start evenly spaced, so every endpoint is in ``count * size / n``
-subsets, exactly when that is a whole number that ``count`` spaces evenly (``count`` a multiple of
-``n / size``), and otherwise within one of it.
-When one endpoint leaves or joins, every window keeps its place on the ring: a client's subset
-changes by at most two endpoints, and only the windows on one side of the change move. Google's
-deterministic subsetting (SRE book, chapter 20) balances as well, but reshuffles everything:
-its shuffle of the list is seeded per round, so a list one endpoint shorter shuffles differently,
-and its subset count ``n // size`` maps every client to another subset when it changes
-(``benchmarks/bench_subsetting.py`` compares them).
+``id * n / count`` (rounded). The windows start evenly spaced, so every endpoint is in
+``count * size / n`` subsets, exactly when ``count`` is a multiple of ``n / size``, and otherwise
+in the floor or the ceiling of it. When one endpoint leaves or joins, every window keeps its place
+on the ring: a client's subset loses at most two of the endpoints it had, and about a quarter of
+the windows move (at most about half). Google's deterministic subsetting (SRE book, chapter 20)
+balances as well, but reshuffles everything: its shuffle of the list is seeded per round, so a
+list one endpoint shorter shuffles differently, and its subset count ``n // size`` maps every
+client to another subset when it changes (``benchmarks/bench_subsetting.py`` compares them).
 
 The client's identity comes from ``client_id``/``client_count``, or from ``peers``: the
 EndpointSlices of the client's own Service, where its rank is its pod name's place among the
@@ -80,6 +79,12 @@ def deterministic_subset(
 
     ``min(size, len(set(keys)))`` keys; the same inputs give the same subset in every process.
     """
+    allowed = "expected an iterable of endpoint keys (str)"
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+        raise invalid("deterministic_subset keys", keys, allowed)
+    keys = list(keys)
+    if not all(isinstance(k, str) for k in keys):
+        raise invalid("deterministic_subset keys", keys, allowed)
     _check_identity("deterministic_subset", size, client_id, client_count)
     ring = ring_order(keys)
     return _window(ring, size, client_id, client_count)
@@ -92,7 +97,7 @@ def _window(ring: list[str], size: int, client_id: int, client_count: int) -> tu
     # Rounded to the nearest: when n changes by one, the windows of the first half of the clients
     # keep their start and the second half's move by one, so whichever side of the ring the
     # change is on, at most about half of the windows move (a quarter on average; flooring
-    # would move every window behind the change, half on average).
+    # would move every window on one side of the change, half on average).
     start = (2 * client_id * n + client_count) // (2 * client_count)
     return tuple(ring[(start + j) % n] for j in range(size))
 
