@@ -19,6 +19,7 @@ from kube_balance import (
     LoadBalancer,
     ServiceRef,
     Subset,
+    ZoneAware,
     deterministic_subset,
 )
 from kube_balance.discovery import SourceSink, StaticSource
@@ -242,6 +243,8 @@ async def test_balancer_eligible_is_the_subset_of_ready_endpoints(rng: random.Ra
     assert subset.status().selected == 4 and subset.status().candidates == 20
     assert [type(f).__name__ for f in subset.policy().filters][:2] == ["function", "Subset"]
     assert "client=2 of 5" in repr(subset)
+    zones = ZoneAware("a", environ={})
+    assert Subset(4, client_id=0, client_count=1).policy(zones).filters[-1] is zones
 
 
 def test_one_subset_filter_per_balancer(rng: random.Random) -> None:

@@ -40,7 +40,7 @@ from ._validate import check_int, check_optional_str, invalid
 
 if TYPE_CHECKING:
     from ._health import PolicyHost
-    from ._policy import EndpointPolicy
+    from ._policy import EndpointFilter, EndpointPolicy
     from .discovery._source import EndpointSource
 
 __all__ = ["POD_NAME_ENV", "Subset", "SubsetStatus", "deterministic_subset"]
@@ -188,9 +188,10 @@ class Subset:
         self._candidates = self._selected = self._changes = 0
         self._last_error: str | None = None
 
-    def policy(self) -> EndpointPolicy:
+    def policy(self, *then: EndpointFilter) -> EndpointPolicy:
         """kube-proxy's readiness rule, this filter, then the default health steps (outlier
-        ejection under the panic threshold, the 429 penalty) within the subset.
+        ejection under the panic threshold, the 429 penalty) within the subset, then ``then``
+        (say, a :class:`~kube_balance.ZoneAware` filter).
 
         The subset is taken from the ready endpoints, which every client sees alike; health is
         each client's own view, so it applies inside the subset and never moves it.
@@ -198,7 +199,7 @@ class Subset:
         from ._policy import EndpointPolicy, default_filters
 
         first, *health = default_filters()
-        return EndpointPolicy([first, self, *health])
+        return EndpointPolicy([first, self, *health, *then])
 
     # -- wiring --------------------------------------------------------------------------------
     def bind(self, host: PolicyHost) -> None:
