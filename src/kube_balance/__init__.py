@@ -41,6 +41,7 @@ from ._policy import EndpointPolicy
 from ._retry import RetryBudget, RetryPolicy
 from ._service import ServiceRef
 from ._slow_start import SlowStart
+from ._subset import Subset, SubsetStatus, deterministic_subset
 from ._zones import ZoneAware, ZoneStatus
 from .algorithms import Algorithm, available, create
 
@@ -74,11 +75,14 @@ __all__ = [
     "RetryPolicy",
     "ServiceRef",
     "SlowStart",
+    "Subset",
+    "SubsetStatus",
     "SuccessRate",
     "ZoneAware",
     "ZoneStatus",
     "available",
     "create",
+    "deterministic_subset",
 ]
 __version__ = "0.1.0"
 

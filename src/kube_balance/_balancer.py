@@ -253,6 +253,7 @@ class LoadBalancer:
         """
         self._closed = True
         await self._fallback.aclose()
+        await self.policy.aclose()
         task, self._task = self._task, None
         if task is None or task.done():
             return

@@ -130,6 +130,13 @@ class EndpointPolicy:
                 report(health)
         return health
 
+    async def aclose(self) -> None:
+        """Stop what steps run in the background (the subset filter's watch of its peers)."""
+        for f in self._filters:
+            aclose = getattr(f, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     def __repr__(self) -> str:
         names = ", ".join(getattr(f, "__name__", type(f).__name__) for f in self._filters)
         return f"EndpointPolicy([{names}])"

@@ -1,0 +1,219 @@
+"""Deterministic subsetting end to end: 30 real pods, subset 5, httpx and aiohttp; identity from the
+peers' EndpointSlices through KubernetesSource against the fake apiserver, peers joining and leaving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from helpers_pods import SERVICE_HOST, Pod, pod_slice, running_pods
+
+from kube_balance import LoadBalancer, Subset, deterministic_subset
+from kube_balance.discovery import KubernetesSource
+from kube_balance.integrations.aiohttp import BalancedConnector
+from kube_balance.integrations.httpx import BalancedTransport
+from kube_balance.testing import FakeApiServer, Permissions, endpoint_slice, slice_endpoint
+
+URL = f"http://{SERVICE_HOST}"
+PODS, SIZE, CLIENTS = 30, 5, 6
+
+
+def connected_ports(ports: set[int]) -> set[int]:
+    """Pod ports this machine has an established TCP connection to, read from /proc/net/tcp."""
+    seen = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state = fields[2], fields[3]
+        address, port = remote.split(":")
+        if state == "01" and address == "0100007F" and int(port, 16) in ports:
+            seen.add(int(port, 16))
+    return seen
+
+
+@contextlib.asynccontextmanager
+async def watching_connections(pods: list[Pod]) -> AsyncIterator[set[int]]:
+    """Sample the established connections to the pods every 5 ms while the block runs."""
+    ports, seen = {p.port for p in pods}, set[int]()
+
+    async def sample() -> None:
+        while True:
+            seen.update(connected_ports(ports))
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(sample())
+    try:
+        yield seen
+    finally:
+        seen.update(connected_ports(ports))
+        task.cancel()
+        await asyncio.wait({task})
+
+
+async def load(send: Callable[[], Awaitable[str]], requests: int = 150, concurrency: int = 15) -> set[str]:
+    """``requests`` requests, ``concurrency`` at a time; the pods that answered."""
+    answered: set[str] = set()
+
+    async def worker() -> None:
+        for _ in range(requests // concurrency):
+            answered.add(await send())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return answered
+
+
+def expected(pods: list[Pod], client_id: int, count: int) -> tuple[set[str], set[int]]:
+    keys = set(deterministic_subset([p.key for p in pods], SIZE, client_id, count))
+    chosen = [p for p in pods if p.key in keys]
+    return {p.name for p in chosen}, {p.port for p in chosen}
+
+
+async def served(api: FakeApiServer, pods: list[Pod]) -> Any:
+    for pod in pods:
+        api.apply(pod_slice(pod.name, pod.port))
+    return await asyncio.wait_for(api.new_api_client(), 10)
+
+
+async def test_httpx_client_only_ever_connects_to_its_subset(rng: random.Random) -> None:
+    """30 pods, subset 5, client 3 of 6: 150 concurrent requests reach and connect to 5 pods only."""
+    async with asyncio.timeout(60), FakeApiServer() as api, running_pods(PODS) as pods:
+        client_api = await served(api, pods)
+        source = KubernetesSource("web.shop:http", api_client=client_api)
+        policy = Subset(SIZE, client_id=3, client_count=CLIENTS).policy()
+        balancer = LoadBalancer("web.shop:http", source=source, policy=policy, rng=rng)
+        names, ports = expected(pods, 3, CLIENTS)
+        try:
+            async with balancer, httpx.AsyncClient(transport=BalancedTransport(balancer)) as client:
+                await balancer.wait_ready(10)
+
+                async def send() -> str:
+                    return str((await client.get(f"{URL}/slow", params={"delay": "0.01"})).json()["pod"])
+
+                async with watching_connections(pods) as connected:
+                    answered = await load(send)
+                assert answered == names
+                assert connected == ports, (connected, ports)
+            assert {p.name for p in pods if p.hits} == names
+        finally:
+            await asyncio.wait_for(client_api.close(), 5)
+
+
+async def test_aiohttp_connector_only_ever_connects_to_its_subset(rng: random.Random) -> None:
+    """The same through aiohttp's BalancedConnector, client 5 of 6."""
+    async with asyncio.timeout(60), FakeApiServer() as api, running_pods(PODS) as pods:
+        client_api = await served(api, pods)
+        source = KubernetesSource("web.shop:http", api_client=client_api)
+        policy = Subset(SIZE, client_id=5, client_count=CLIENTS).policy()
+        balancer = LoadBalancer("web.shop:http", source=source, policy=policy, rng=rng)
+        names, ports = expected(pods, 5, CLIENTS)
+        try:
+            async with balancer:
+                await balancer.wait_ready(10)
+                async with aiohttp.ClientSession(connector=BalancedConnector(balancer)) as session:
+
+                    async def send() -> str:
+                        async with session.get(f"{URL}/slow", params={"delay": "0.01"}) as r:
+                            return str((await r.json())["pod"])
+
+                    async with watching_connections(pods) as connected:
+                        answered = await load(send)
+                assert answered == names
+                assert connected == ports, (connected, ports)
+            assert {p.name for p in pods if p.hits} == names
+        finally:
+            await asyncio.wait_for(client_api.close(), 5)
+
+
+def peer_slice(*names: str, unready: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The client Service's one EndpointSlice: its pods (addresses are never dialled)."""
+    entries = [slice_endpoint(f"10.7.0.{i}", pod_name=n) for i, n in enumerate(names)]
+    entries += [slice_endpoint(f"10.7.1.{i}", pod_name=n, ready=False) for i, n in enumerate(unready)]
+    return endpoint_slice("client", "shop", name="client-slice", endpoints=entries)
+
+
+async def test_identity_from_the_peers_slices_follows_joins_and_leaves(rng: random.Random) -> None:
+    """client-b's rank among the ready pods of its own Service, watched through KubernetesSource:
+    1 of 3, then 2 of 4 when client-0 joins, 1 of 3 again when client-a leaves; requests follow."""
+    async with asyncio.timeout(60), FakeApiServer() as api, running_pods(PODS) as pods:
+        api.apply(peer_slice("client-a", "client-b", "client-c", unready=("client-x",)))
+        client_api = await served(api, pods)
+        peers = KubernetesSource("client.shop", api_client=client_api)
+        subset = Subset(SIZE, peers=peers, pod_name="client-b", environ={})
+        source = KubernetesSource("web.shop:http", api_client=client_api)
+        balancer = LoadBalancer("web.shop:http", source=source, policy=subset.policy(), rng=rng)
+
+        async def identity(want: tuple[int, int]) -> None:
+            while (subset.status().client_id, subset.status().client_count) != want:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+        try:
+            async with balancer, httpx.AsyncClient(transport=BalancedTransport(balancer)) as client:
+                await balancer.wait_ready(10)
+                for change, want in (
+                    (None, (1, 3)),
+                    (peer_slice("client-0", "client-a", "client-b", "client-c"), (2, 4)),
+                    (peer_slice("client-0", "client-b", "client-c"), (1, 3)),
+                ):
+                    if change is not None:
+                        api.apply(change)
+                    await identity(want)
+                    names, _ = expected(pods, *want)
+                    answered = {(await client.get(f"{URL}/")).json()["pod"] for _ in range(40)}
+                    assert answered == names
+                    assert len(balancer.eligible) == SIZE
+                assert subset.status().source == "peers client.shop"
+                api.delete("EndpointSlice", "shop", "client-slice")  # no peer left: alone, 0 of 1
+                await identity((0, 1))
+            assert subset._task is None  # the balancer's aclose() stopped the peers' watch
+        finally:
+            await asyncio.wait_for(client_api.close(), 5)
+
+
+async def test_documented_rbac_is_enough_and_a_403_is_reported(rng: random.Random) -> None:
+    """list+watch EndpointSlices in the client's namespace suffice; without them the client keeps
+    its pending window (5 endpoints, never all 30) and status() names the 403."""
+    async with asyncio.timeout(60), FakeApiServer() as api, running_pods(PODS) as pods:
+        api.set_tokens(
+            {
+                "client": Permissions.allow(
+                    "endpointslices:list", "endpointslices:watch", namespaces={"shop"}
+                ),
+                "other-namespace": Permissions.allow("endpointslices:*", namespaces={"elsewhere"}),
+            }
+        )
+        api.apply(peer_slice("client-a", "client-b"))
+        for pod in pods:
+            api.apply(pod_slice(pod.name, pod.port))
+        allowed = await asyncio.wait_for(api.new_api_client(token="client"), 10)
+        refused = await asyncio.wait_for(api.new_api_client(token="other-namespace"), 10)
+        try:
+            good = Subset(
+                SIZE, peers=KubernetesSource("client.shop", api_client=allowed), pod_name="client-a"
+            )
+            bad = Subset(SIZE, peers=KubernetesSource("client.shop", api_client=refused), pod_name="client-a")
+            balancers = [
+                LoadBalancer(
+                    "web.shop:http",
+                    source=KubernetesSource("web.shop:http", api_client=allowed),
+                    policy=s.policy(),
+                    rng=rng,
+                )
+                for s in (good, bad)
+            ]
+            async with balancers[0], balancers[1]:
+                for b in balancers:
+                    await b.wait_ready(10)
+                while good.status().client_count != 2 or bad.status().last_error is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                assert (good.status().client_id, good.status().last_error) == (0, None)
+                assert bad.status().client_id is None and "403" in str(bad.status().last_error)
+                assert bad.status().source.startswith("pending")
+                assert len(balancers[1].eligible) == SIZE
+        finally:
+            await asyncio.wait_for(allowed.close(), 5)
+            await asyncio.wait_for(refused.close(), 5)
