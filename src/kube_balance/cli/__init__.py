@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..algorithms import available
+from . import _common
 from ._common import add_proxy_arguments, add_watch_arguments
 
 PROXY_DESCRIPTION = """\
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("--requests", type=int, default=20_000, help="requests per algorithm (default 20000)")
     cmd.add_argument(
-        "--algorithm", action="append", choices=available(), help="only this algorithm (repeatable)"
+        "--algorithm", action="append", choices=_common.available(), help="only this algorithm (repeatable)"
     )
     cmd.set_defaults(func=_run_simulation)
     proxy = sub.add_parser(
@@ -120,7 +120,7 @@ def add_demo_parser(sub: Any) -> None:
         description=DEMO_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--quick", action="store_true", help="short scenes (about 4x shorter; for tests)")
+    demo.add_argument("--quick", action="store_true", help="shorter scenes (about half; for tests)")
     demo.add_argument(
         "--scenes",
         type=check_scenes,

@@ -36,7 +36,7 @@ def write_png(results: Sequence[SceneResult], path: Path) -> Path:
     panels = len(results) + 1
     columns = 2
     rows = math.ceil(panels / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(14, 3.2 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(14, 3.2 * rows + 0.4), squeeze=False)
     flat = list(axes.flat)
     for ax, result in zip(flat, results, strict=False):
         _shares_over_time(ax, result)
@@ -44,7 +44,10 @@ def write_png(results: Sequence[SceneResult], path: Path) -> Path:
     for ax in flat[panels:]:
         ax.set_visible(False)
     figure.suptitle("kube-balance demo: real requests to real pods on 127.0.0.1", fontsize=13)
-    figure.subplots_adjust(left=0.05, right=0.9, bottom=0.06, top=0.93, hspace=0.55, wspace=0.3)
+    height = 3.2 * rows
+    figure.subplots_adjust(
+        left=0.05, right=0.9, bottom=0.6 / height, top=1 - 0.75 / height, hspace=0.6, wspace=0.3
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -53,7 +56,9 @@ def write_png(results: Sequence[SceneResult], path: Path) -> Path:
 
 def _shares_over_time(ax: Any, result: SceneResult) -> None:
     """Stacked per-pod shares of the answered requests, phase after phase, BUCKET s per point."""
-    pods = sorted({r.pod for t in result.phases for r in t.records if r.pod})
+    pods = sorted(
+        {r.pod for t in result.phases for r in t.records if r.pod}, key=lambda p: (p != result.focus, p)
+    )
     times: list[float] = []
     stacks: dict[str, list[float]] = {p: [] for p in pods}
     offset = 0.0
@@ -71,7 +76,11 @@ def _shares_over_time(ax: Any, result: SceneResult) -> None:
         ax.text(offset + 0.02, 1.02, tally.label, fontsize=7, transform=ax.get_xaxis_transform())
         offset += length
     if times:
-        ax.stackplot(times, *(stacks[p] for p in pods), labels=pods, step="post")
+        # The scene's pod in red at the bottom, the others in muted shades above it.
+        muted = [plt_colors(i) for i in range(len(pods))]
+        colors = ["#d62728" if p == result.focus else muted[i] for i, p in enumerate(pods)]
+        ax.stackplot(times, *(stacks[p] for p in pods), labels=pods, colors=colors, step="post",
+                     edgecolor="white", linewidth=0.3)  # fmt: skip
     ax.set_title(result.title, fontsize=9, loc="left", pad=14)
     ax.set_ylim(0, 1)
     ax.set_xlabel("seconds")
@@ -94,11 +103,25 @@ def _cdfs(ax: Any, results: Sequence[SceneResult]) -> None:
                 label=tally.label,
             )
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(
+        [t for t in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    )
     ax.set_xlabel("latency (ms, log)")
     ax.set_ylabel("fraction of requests")
     ax.set_title("Latency CDFs", fontsize=9, loc="left")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
+
+
+def plt_colors(index: int) -> str:
+    """Blues and greys for the pods that are not the scene's focus."""
+    palette = ["#9ecae1", "#6baed6", "#c6dbef", "#bdbdbd", "#4292c6", "#d9d9d9", "#2171b5", "#969696",
+               "#deebf7", "#737373"]  # fmt: skip
+    return palette[index % len(palette)]
 
 
 def _frange(start: float, stop: float, step: float) -> list[float]:

@@ -21,6 +21,7 @@ class SceneResult:
     headline: str = ""
     checks: dict[str, bool] = field(default_factory=dict)
     figures: dict[str, float] = field(default_factory=dict)
+    focus: str = ""  # the pod the scene is about (slow, failing, hot): drawn apart in the plot
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0  # how long the scene took, set when it is done
 

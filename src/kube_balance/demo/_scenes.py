@@ -11,6 +11,7 @@ from ._traffic import Send
 URL = f"http://{WEB}.shop/"
 H2_URL = f"http://{WEB_H2}.shop/"
 SLOW_FACTOR = 10
+H2_REQUESTS = 300  # per phase of the why scene, quick or not: enough for the spread to mean something
 SLOW_CONCURRENCY = 6  # requests in flight: low enough that the pods' time, not the client's queue, dominates
 
 
@@ -38,13 +39,15 @@ async def why(cluster: Cluster, ctx: Context) -> SceneResult:
     async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as plain:
         send = httpx_send(plain, f"http://127.0.0.1:{port}/")
         await send(None)  # the one connection, opened before the load (as a long-lived client has it)
-        l4 = await ctx.run("L4 Service, HTTP/2", send, seconds=ctx.seconds(2.0), concurrency=32, pods=names)
+        l4 = await ctx.run("L4 Service, HTTP/2", send, seconds=2.0, cap=30, requests=H2_REQUESTS, concurrency=32,
+                           pods=names)  # fmt: skip
     shares = l4.shares(names)
+    result.focus = max(shares, key=lambda pod: shares[pod])
     ctx.done(l4, names, f"{max(shares.values()):.0%} of requests on one pod")
     async with cluster.httpx(WEB_H2, http1=False, http2=True) as (client, _):
         send = httpx_send(client, H2_URL)
-        ours = await ctx.run("BalancedTransport(http2=True)", send, seconds=ctx.seconds(2.0), concurrency=32,
-                             pods=names)  # fmt: skip
+        ours = await ctx.run("BalancedTransport(http2=True)", send, seconds=2.0, cap=30, requests=H2_REQUESTS,
+                             concurrency=32, pods=names)  # fmt: skip
     even = ours.shares(names)
     ctx.done(ours, names, f"max/min share {ratio(even):.2f}")
     result.phases = [l4, ours]
@@ -52,7 +55,8 @@ async def why(cluster: Cluster, ctx: Context) -> SceneResult:
                       "balanced_max_share": max(even.values())}  # fmt: skip
     result.checks = {
         "L4: one pod got every HTTP/2 request": max(shares.values()) == 1.0,
-        "balanced: every pod within 2x of the others": ratio(even) <= 2.0,
+        "balanced: no pod above twice its even share": max(even.values()) <= 2 / len(names),
+        "balanced: every pod served requests": min(even.values()) > 0,
     }
     result.headline = (
         f"L4: {max(shares.values()):.0%} on one pod; balanced: {min(even.values()):.1%}-"
@@ -64,7 +68,7 @@ async def why(cluster: Cluster, ctx: Context) -> SceneResult:
 async def slow_pod(cluster: Cluster, ctx: Context) -> SceneResult:
     """One pod 10x slower: round_robin vs least_request vs peak_ewma."""
     result = SceneResult("slow", f"2. A slow pod ({SLOW_FACTOR}x): round_robin vs least_request vs peak_ewma")
-    slow = cluster.web.pods[0].name
+    slow = result.focus = cluster.web.pods[0].name
     ctx.display.scene_started(
         result.key, result.title, f"{slow} answers {SLOW_FACTOR}x slower than the others."
     )
@@ -106,7 +110,7 @@ async def slow_pod(cluster: Cluster, ctx: Context) -> SceneResult:
 async def aiohttp_scene(cluster: Cluster, ctx: Context) -> SceneResult:
     """The slow-pod traffic through aiohttp's BalancedConnector (least_request)."""
     result = SceneResult("aiohttp", "6. The same through aiohttp's BalancedConnector")
-    slow = cluster.web.pods[0].name
+    slow = result.focus = cluster.web.pods[0].name
     ctx.display.scene_started(
         result.key, result.title, f"aiohttp.ClientSession, least_request; {slow} 10x slower."
     )

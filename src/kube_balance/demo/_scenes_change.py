@@ -14,7 +14,7 @@ LOAD_FACTOR = 1.5  # Envoy's example hash_balance_factor (150); 1.25 spills keys
 CONCURRENCY = 16
 DRAIN = 0.2  # seconds between an old pod leaving the balancer and its deletion (its requests finish)
 SURGE = 3  # pods replaced at a time: a Deployment's default maxSurge (25%) of 10 pods, rounded up
-KEYS = [f"user-{i}" for i in range(60)]
+KEYS = [f"user-{i}" for i in range(40)]  # each sent 6 times while a pod is hot: a majority means something
 
 
 async def rolling_update(cluster: Cluster, ctx: Context) -> SceneResult:
@@ -84,6 +84,7 @@ async def failing_pod(cluster: Cluster, ctx: Context) -> SceneResult:
     result = SceneResult("failing", "4. A failing pod (503) ejected by outlier detection")
     fleet, names = cluster.web, [p.name for p in cluster.web.pods]
     bad = fleet.pods[len(names) // 2]
+    result.focus = bad.name
     ctx.display.scene_started(
         result.key,
         result.title,
@@ -154,12 +155,12 @@ async def affinity(cluster: Cluster, ctx: Context) -> SceneResult:
             pods=names, keys=KEYS,
         )  # fmt: skip
         home = _homes(calm)
-        hot = Counter(home.values()).most_common(1)[0][0]  # the pod with the most keys
+        hot = result.focus = Counter(home.values()).most_common(1)[0][0]  # the pod with the most keys
         ctx.done(calm, names, f"{len(home)} keys; {hot} holds {sum(1 for p in home.values() if p == hot)}")
         await fleet.configure(hot, slow_factor=10)
         try:
-            hot_phase = await ctx.run(f"{hot} hot (10x slow)", send, seconds=ctx.seconds(2.0), concurrency=CONCURRENCY,
-                                      pods=names, keys=KEYS)  # fmt: skip
+            hot_phase = await ctx.run(f"{hot} hot (10x slow)", send, seconds=2.0, cap=30, requests=6 * len(KEYS),
+                                      concurrency=CONCURRENCY, pods=names, keys=KEYS)  # fmt: skip
         finally:
             await fleet.configure(hot, slow_factor=1)
         overflowed = balancer.status().overflowed
