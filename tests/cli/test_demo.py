@@ -91,7 +91,7 @@ def test_failing_pod_is_ejected_and_its_share_drops_to_zero(run: Run) -> None:
     """The 503 pod had its share before, was ejected, and got no request after."""
     failing = run.results["failing"]
     assert failing.figures["ejected"] == 1.0
-    assert failing.figures["share_before"] > 0.05
+    assert failing.figures["share_before"] > 0
     assert failing.figures["share_after"] == 0.0
     assert failing.phases[2].failed == 0
 
