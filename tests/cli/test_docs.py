@@ -1,4 +1,4 @@
-"""The docs match the code: the proxy's and watch's --help, and every exported series."""
+"""The docs match the code: every command's --help, and every exported series."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def help_text(command: str) -> str:
     return out.getvalue().rstrip("\n")
 
 
-@pytest.mark.parametrize("command", ["proxy", "watch"])
+@pytest.mark.parametrize("command", ["demo", "simulate", "proxy", "watch"])
 def test_help_is_in_the_docs_verbatim(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/cli.md holds `kube-balance COMMAND --help` as printed 100 columns wide (regenerate it if not)."""
     monkeypatch.setenv("COLUMNS", "100")

@@ -1,4 +1,4 @@
-"""The demo simulation: the load-aware algorithms steer around the slow pod; the table prints."""
+"""`kube-balance simulate`: the load-aware algorithms steer around the slow pod; the table prints."""
 
 from __future__ import annotations
 
@@ -24,9 +24,11 @@ def test_simulation_is_deterministic() -> None:
     assert simulate("random", requests=500, seed=3) == simulate("random", requests=500, seed=3)
 
 
-def test_demo_command_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
-    """`kube-balance demo` prints the per-algorithm and per-pod tables."""
-    assert main(["demo", "--requests", "300", "--algorithm", "round_robin", "--algorithm", "peak_ewma"]) == 0
+def test_simulate_command_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    """`kube-balance simulate` prints the per-algorithm and per-pod tables."""
+    assert (
+        main(["simulate", "--requests", "300", "--algorithm", "round_robin", "--algorithm", "peak_ewma"]) == 0
+    )
     out = capsys.readouterr().out
     assert "slow pod share" in out and "share per pod" in out
     assert out.count("peak_ewma") == 2

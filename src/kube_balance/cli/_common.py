@@ -9,7 +9,7 @@ import sys
 from .._affinity import DEFAULT_HEADER
 from .._errors import ConfigurationError
 from .._service import ServiceRef
-from ..algorithms import available
+from ..algorithms import available as available  # re-exported: the CLI reads it here (tests patch it)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OUTPUTS = ("table", "plain", "jsonl")

@@ -1,0 +1,128 @@
+"""The demo's PNG: each scene's per-pod shares over time, and latency CDFs (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._scene import SceneResult
+from ._traffic import Tally
+
+BUCKET = 0.25  # seconds per point of the share-over-time curves
+
+
+def preload() -> None:
+    """Import matplotlib (seconds on a busy machine): run in a thread while the cluster starts."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+    except ImportError:
+        pass
+
+
+def write_png(results: Sequence[SceneResult], path: Path) -> Path:
+    """Draw every scene and write ``path``; ImportError (saying which extra) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("the demo's plot needs matplotlib: pip install 'kube-balance[demo]'") from exc
+    panels = len(results) + 1
+    columns = 2
+    rows = math.ceil(panels / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(14, 3.2 * rows + 0.4), squeeze=False)
+    flat = list(axes.flat)
+    for ax, result in zip(flat, results, strict=False):
+        _shares_over_time(ax, result)
+    _cdfs(flat[len(results)], results)
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+    figure.suptitle("kube-balance demo: real requests to real pods on 127.0.0.1", fontsize=13)
+    height = 3.2 * rows
+    figure.subplots_adjust(
+        left=0.05, right=0.9, bottom=0.6 / height, top=1 - 0.75 / height, hspace=0.6, wspace=0.3
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def _shares_over_time(ax: Any, result: SceneResult) -> None:
+    """Stacked per-pod shares of the answered requests, phase after phase, BUCKET s per point."""
+    pods = sorted(
+        {r.pod for t in result.phases for r in t.records if r.pod}, key=lambda p: (p != result.focus, p)
+    )
+    times: list[float] = []
+    stacks: dict[str, list[float]] = {p: [] for p in pods}
+    offset = 0.0
+    for tally in result.phases:
+        length = max((r.at for r in tally.records), default=0.0)
+        for start in _frange(0.0, length, BUCKET):
+            window = [r.pod for r in tally.records if start <= r.at < start + BUCKET and r.pod]
+            if not window:
+                continue
+            times.append(offset + start)
+            for pod in pods:
+                stacks[pod].append(window.count(pod) / len(window))
+        if tally is not result.phases[-1]:
+            ax.axvline(offset + length, color="black", linewidth=0.8, linestyle="--")
+        ax.text(offset + 0.02, 1.02, tally.label, fontsize=7, transform=ax.get_xaxis_transform())
+        offset += length
+    if times:
+        # The scene's pod in red at the bottom, the others in muted shades above it.
+        muted = [plt_colors(i) for i in range(len(pods))]
+        colors = ["#d62728" if p == result.focus else muted[i] for i, p in enumerate(pods)]
+        ax.stackplot(times, *(stacks[p] for p in pods), labels=pods, colors=colors, step="post",
+                     edgecolor="white", linewidth=0.3)  # fmt: skip
+    ax.set_title(result.title, fontsize=9, loc="left", pad=14)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("share of requests")
+    if len(pods) <= 12:
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
+def _cdfs(ax: Any, results: Sequence[SceneResult]) -> None:
+    """Latency CDFs of every phase of the slow-pod and aiohttp scenes (the why scene's otherwise)."""
+    chosen: list[Tally] = [t for r in results if r.key in ("slow", "aiohttp") for t in r.phases]
+    if not chosen:
+        chosen = [t for r in results for t in r.phases]
+    for tally in chosen:
+        values = tally.latencies()
+        if values:
+            ax.plot(
+                [v * 1e3 for v in values],
+                [(i + 1) / len(values) for i in range(len(values))],
+                label=tally.label,
+            )
+    ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(
+        [t for t in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    )
+    ax.set_xlabel("latency (ms, log)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("Latency CDFs", fontsize=9, loc="left")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def plt_colors(index: int) -> str:
+    """Blues and greys for the pods that are not the scene's focus."""
+    palette = ["#9ecae1", "#6baed6", "#c6dbef", "#bdbdbd", "#4292c6", "#d9d9d9", "#2171b5", "#969696",
+               "#deebf7", "#737373"]  # fmt: skip
+    return palette[index % len(palette)]
+
+
+def _frange(start: float, stop: float, step: float) -> list[float]:
+    return [start + i * step for i in range(int((stop - start) / step) + 1)]
