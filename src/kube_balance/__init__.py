@@ -30,6 +30,8 @@ from ._errors import (
     DiscoveryUnavailable,
     KubeBalanceError,
     NoEndpointsAvailable,
+    TooManyServices,
+    UnknownServicePort,
 )
 from ._health import Ejection
 from ._outcome import Outcome
@@ -73,6 +75,8 @@ __all__ = [
     "ServiceRef",
     "SlowStart",
     "SuccessRate",
+    "TooManyServices",
+    "UnknownServicePort",
     "ZoneAware",
     "ZoneStatus",
     "available",

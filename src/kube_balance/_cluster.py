@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from ._balancer import LoadBalancer
-from ._errors import ConfigurationError, DiscoveryError, DiscoveryUnavailable, KubeBalanceError
+from ._errors import DiscoveryAuthError, DiscoveryError, TooManyServices, UnknownServicePort
 from ._routes import Routes
 from ._service import DEFAULT_CLUSTER_DOMAIN, ServiceRef, client_namespace
 from ._validate import check_callable, check_int, check_number, invalid
@@ -57,14 +57,6 @@ _DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _UNSEEN: Any = object()
 _NOT_SERVICES = frozenset({"localhost"})  # a pod's /etc/hosts answers these before any search path
-
-
-class TooManyServices(KubeBalanceError):
-    """A request names one Service more than ``max_services``, and every watched one is busy."""
-
-
-class UnknownServicePort(ConfigurationError, DiscoveryError):
-    """The URL's port is not a port of the Service (the message lists the ports it has)."""
 
 
 def parse_host(
@@ -238,11 +230,11 @@ class ClusterRoutes(Generic[R]):
             svc.expires = self._clock() + RECHECK
         except ServiceNotFound:
             svc.expires = self._clock() + RECHECK
-        except DiscoveryUnavailable as exc:
-            logger.warning("cannot read Service %s/%s (%s): passing its requests through", ns, name, exc)
-            svc.expires = self._clock() + UNAVAILABLE_RECHECK
-        except DiscoveryError as exc:  # 403 and the like: the fix is the client's configuration
+        except DiscoveryAuthError as exc:  # 401/403: the fix is the client's RBAC or namespaces
             svc.error = _with_hint(exc, ns)
+            svc.expires = self._clock() + UNAVAILABLE_RECHECK
+        except DiscoveryError as exc:  # unreachable, 5xx, no credentials yet: as DNS would, go on
+            logger.warning("cannot read Service %s/%s (%s): passing its requests through", ns, name, exc)
             svc.expires = self._clock() + UNAVAILABLE_RECHECK
         self._services[names] = svc
 

@@ -16,8 +16,7 @@ import pytest
 from helpers_cluster import ForwardProxy, api_client, pod_slice, reads, two_port_service
 from helpers_pods import running_pods
 
-from kube_balance import RetryPolicy
-from kube_balance._cluster import TooManyServices, UnknownServicePort
+from kube_balance import RetryPolicy, TooManyServices, UnknownServicePort
 from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddleware
 from kube_balance.testing import FakeApiServer, FakeClock, endpoint_slice, service, slice_endpoint
 

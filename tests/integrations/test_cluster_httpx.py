@@ -15,10 +15,9 @@ import pytest
 from helpers_cluster import ForwardProxy, api_client, pod_slice, reads, two_port_service
 from helpers_pods import running_pods
 
-from kube_balance import ConfigurationError
-from kube_balance._cluster import TooManyServices, UnknownServicePort
+from kube_balance import ConfigurationError, TooManyServices, UnknownServicePort
 from kube_balance.integrations.httpx import BalancedTransport
-from kube_balance.testing import FakeApiServer, FakeClock, endpoint_slice, service, slice_endpoint
+from kube_balance.testing import FakeApiServer, FakeClock, Fault, endpoint_slice, service, slice_endpoint
 
 
 @contextlib.asynccontextmanager
@@ -214,8 +213,11 @@ async def test_headless_externalname_selectorless_and_missing_services() -> None
         api.apply(pod_slice("manual", "shop", pods[1]))  # written by the Service's owner
         api.apply(service("bare", "shop", selector=None))
         api.apply(service("ext", "shop", external_name="db.example.com"))
+        api.apply(service("solo", "shop", ports=[{"port": 80, "targetPort": 8080}]))  # one unnamed port
+        api.apply(pod_slice("solo", "shop", pods[1], port_name=""))
         async with cluster_client(api, proxy) as (_, http):
             assert (await http.get("http://headless.shop/")).json()["pod"] == "pod-0"
+            assert (await http.get("http://solo.shop/")).json()["pod"] == "pod-1"
             assert (await http.get("http://manual.shop/")).json()["pod"] == "pod-1"
             for url in (
                 "http://ext.shop/a",
@@ -249,3 +251,20 @@ async def test_cluster_options_are_checked_at_construction() -> None:
     for options, name in bad:
         with pytest.raises(ConfigurationError, match=name):
             BalancedTransport.cluster(**options)
+
+
+async def test_an_unreachable_api_passes_through_then_balances() -> None:
+    """A 503 reading the Service passes its requests through (nothing to balance with); 5 s later
+    (fake clock) the Service is read again and balanced."""
+    clock = FakeClock()
+    async with asyncio.timeout(30), FakeApiServer() as api, running_pods(1) as pods, ForwardProxy() as proxy:
+        api.apply(service("web", "shop"))
+        api.apply(pod_slice("web", "shop", pods[0]))
+        api.inject(Fault.http_error(503, on="get", path="/services/web"))
+        async with cluster_client(api, proxy, clock=clock) as (transport, http):
+            assert (await http.get("http://web/")).json() == {"proxied": "http://web/"}
+            assert (await http.get("http://web/")).json() == {"proxied": "http://web/"}  # not read again yet
+            assert [r.status for r in reads(api, "services", "web")] == [503]
+            clock.advance(5)
+            assert (await http.get("http://web/")).json()["pod"] == "pod-0"
+            assert [r.status for r in reads(api, "services", "web")] == [503, 200]
