@@ -261,7 +261,7 @@ async def test_an_unreachable_api_passes_through_then_balances() -> None:
         api.apply(service("web", "shop"))
         api.apply(pod_slice("web", "shop", pods[0]))
         api.inject(Fault.http_error(503, on="get", path="/services/web"))
-        async with cluster_client(api, proxy, clock=clock) as (transport, http):
+        async with cluster_client(api, proxy, clock=clock) as (_, http):
             assert (await http.get("http://web/")).json() == {"proxied": "http://web/"}
             assert (await http.get("http://web/")).json() == {"proxied": "http://web/"}  # not read again yet
             assert [r.status for r in reads(api, "services", "web")] == [503]
