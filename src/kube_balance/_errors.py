@@ -12,6 +12,7 @@ Every error the library raises on purpose derives from :class:`KubeBalanceError`
     │   ├── DiscoveryUnavailable                unreachable, 429 or 5xx (retried with backoff; retry_after)
     │   ├── DiscoveryExpired                    410 Gone again right after a relist
     │   ├── DiscoveryNotServed                  the cluster serves neither EndpointSlices nor Endpoints
+    │   ├── DiscoveryNotFound                   404 on a named object (a Service that does not exist)
     │   └── DiscoveryResponseTooLarge           a list page over the byte cap (lower page_size)
     ├── NoEndpointsAvailable                    no usable endpoint and no fallback
     └── TooManyServices                         cluster mode: max_services watched, every one busy
@@ -67,6 +68,11 @@ class DiscoveryExpired(DiscoveryError):
 class DiscoveryNotServed(DiscoveryError):
     """404 on the collection: the cluster serves neither ``discovery.k8s.io/v1`` EndpointSlices nor
     (the fallback) core/v1 Endpoints at that path."""
+
+
+class DiscoveryNotFound(DiscoveryError):
+    """404 on a named object: the Service read (for the DNS fallback's port, or by cluster mode)
+    does not exist."""
 
 
 class DiscoveryResponseTooLarge(DiscoveryError):

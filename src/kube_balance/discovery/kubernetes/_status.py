@@ -18,6 +18,7 @@ from ..._errors import (
     DiscoveryAuthError,
     DiscoveryError,
     DiscoveryExpired,
+    DiscoveryNotFound,
     DiscoveryNotServed,
     DiscoveryResponseTooLarge,
     DiscoveryUnauthorized,
@@ -54,9 +55,8 @@ Retryable = DiscoveryUnavailable
 """429 or 5xx: retry after backoff, or after the server's Retry-After when it says so."""
 
 
-class NotFound(DiscoveryError):
-    """404 on a named get: no such object (cluster mode passes a host that names no Service through)."""
-
+NotFound = DiscoveryNotFound
+"""404 on a named get: no such object (cluster mode passes a host that names no Service through)."""
 
 PageTooLarge = DiscoveryResponseTooLarge
 """A list page larger than the byte cap: not read further; the last good slices keep serving."""
