@@ -187,8 +187,8 @@ class ClusterRoutes(Generic[R]):
     async def _resolve_slow(self, names: tuple[str, str], port: int) -> R | None:
         self._start_reaper()
         svc = await self._read(names)
-        if svc.error is not None:
-            raise svc.error
+        if svc.error is not None:  # a new exception each time: one raised twice grows its traceback
+            raise type(svc.error)(str(svc.error)) from svc.error.__cause__
         if svc.obj is None or _spec(svc.obj).get("type") == "ExternalName":
             return None  # not a Service, or one DNS answers with a CNAME: pass through
         svc.used = self._clock()
@@ -208,8 +208,8 @@ class ClusterRoutes(Generic[R]):
                 read = self._reads[names] = asyncio.ensure_future(self._fetch(names))
                 read.add_done_callback(lambda _f: self._reads.pop(names, None))
             await asyncio.shield(read)
-            svc = self._services[names]
-            if svc.expires > self._clock() or svc.routes:
+            svc = self._services.get(names)
+            if svc is not None and (svc.expires > self._clock() or svc.routes):
                 break
         return svc
 
@@ -300,6 +300,8 @@ class ClusterRoutes(Generic[R]):
         ]
         for key in stale:
             await self._stop(key)
+        for key in [k for k, s in self._services.items() if not s.routes and s.expires <= now]:
+            del self._services[key]  # answers no longer held (no such Service, ExternalName)
         return [f"{ns}/{name}" for name, ns in stale]
 
     async def _stop(self, key: tuple[str, str]) -> None:
