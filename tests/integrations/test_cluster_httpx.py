@@ -274,19 +274,24 @@ async def test_a_service_created_later_is_balanced_after_the_recheck() -> None:
     """No such Service: passed through, and not read again for 30 s (fake clock); once created,
     the next read finds it and balances; the sweep forgets expired answers."""
     clock = FakeClock()
-    async with asyncio.timeout(30), FakeApiServer() as api, running_pods(1) as pods, ForwardProxy() as proxy:
-        async with cluster_client(api, proxy, clock=clock) as (transport, http):
-            assert (await http.get("http://late/")).json() == {"proxied": "http://late/"}
-            api.apply(service("late", "shop"))
-            api.apply(pod_slice("late", "shop", pods[0]))
-            clock.advance(29)
-            assert (await http.get("http://late/")).json() == {"proxied": "http://late/"}
-            assert (await http.get("http://gone/")).json() == {"proxied": "http://gone/"}
-            clock.advance(1)
-            assert (await http.get("http://late/")).json()["pod"] == "pod-0"
-            assert [r.status for r in reads(api, "services", "late")] == [404, 200]
-            table = transport.cluster_routes
-            assert table is not None
-            clock.advance(30)
-            assert await table.sweep() == []
-            assert list(table._services) == [("late", "shop")]  # "gone"'s answer is dropped
+    async with (
+        asyncio.timeout(30),
+        FakeApiServer() as api,
+        running_pods(1) as pods,
+        ForwardProxy() as proxy,
+        cluster_client(api, proxy, clock=clock) as (transport, http),
+    ):
+        assert (await http.get("http://late/")).json() == {"proxied": "http://late/"}
+        api.apply(service("late", "shop"))
+        api.apply(pod_slice("late", "shop", pods[0]))
+        clock.advance(29)
+        assert (await http.get("http://late/")).json() == {"proxied": "http://late/"}
+        assert (await http.get("http://gone/")).json() == {"proxied": "http://gone/"}
+        clock.advance(1)
+        assert (await http.get("http://late/")).json()["pod"] == "pod-0"
+        assert [r.status for r in reads(api, "services", "late")] == [404, 200]
+        table = transport.cluster_routes
+        assert table is not None
+        clock.advance(30)
+        assert await table.sweep() == []
+        assert list(table._services) == [("late", "shop")]  # "gone"'s answer is dropped
