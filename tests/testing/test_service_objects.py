@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from kube_balance.testing import FakeApiServer, service
 
 
@@ -30,11 +32,8 @@ async def test_the_fake_serves_them_by_name_and_404s_a_missing_one() -> None:
             got = await CoreV1Api(client).read_namespaced_service("db", "shop")
             assert got.spec.type == "ExternalName" and got.spec.external_name == "db.example.com"
             assert got.spec.cluster_ip is None and got.spec.selector is None
-            try:
+            with pytest.raises(ApiException) as err:
                 await CoreV1Api(client).read_namespaced_service("nope", "shop")
-            except ApiException as exc:
-                assert exc.status == 404
-            else:
-                raise AssertionError("a missing Service was found")
+            assert err.value.status == 404
         finally:
             await client.close()
