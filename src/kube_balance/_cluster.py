@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from ._balancer import LoadBalancer
-from ._errors import DiscoveryAuthError, DiscoveryError, TooManyServices, UnknownServicePort
+from ._errors import (
+    DiscoveryAuthError,
+    DiscoveryError,
+    DiscoveryUnauthorized,
+    TooManyServices,
+    UnknownServicePort,
+)
 from ._routes import Routes
 from ._service import DEFAULT_CLUSTER_DOMAIN, ServiceRef, client_namespace
 from ._validate import check_callable, check_int, check_number, invalid
@@ -372,7 +378,10 @@ async def _close(r: _Route) -> None:
 
 
 def _with_hint(exc: DiscoveryError, ns: str) -> DiscoveryError:
-    """A 403 reading a Service, with how to grant it or keep the client out of that namespace."""
+    """A 403 reading a Service, with how to grant it or keep the client out of that namespace
+    (a 401, rejected credentials, is kept as it is: RBAC is not the fix)."""
+    if isinstance(exc, DiscoveryUnauthorized):
+        return exc
     error = type(exc)(
         f"{exc}; cluster mode reads the Service of every host it balances (see "
         "integrations/kubernetes/rbac-cluster.yaml), or restrict it with namespaces=[...] to the "

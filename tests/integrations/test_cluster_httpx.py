@@ -15,7 +15,7 @@ import pytest
 from helpers_cluster import ForwardProxy, api_client, pod_slice, reads, two_port_service
 from helpers_pods import running_pods
 
-from kube_balance import ConfigurationError, TooManyServices, UnknownServicePort
+from kube_balance import ConfigurationError, DiscoveryUnauthorized, TooManyServices, UnknownServicePort
 from kube_balance.integrations.httpx import BalancedTransport
 from kube_balance.testing import FakeApiServer, FakeClock, Fault, endpoint_slice, service, slice_endpoint
 
@@ -295,3 +295,14 @@ async def test_a_service_created_later_is_balanced_after_the_recheck() -> None:
         clock.advance(30)
         assert await table.sweep() == []
         assert list(table._services) == [("late", "shop")]  # "gone"'s answer is dropped
+
+
+async def test_rejected_credentials_are_an_error_without_the_rbac_hint() -> None:
+    """A 401 reading the Service raises DiscoveryUnauthorized; the RBAC hint is for 403s only."""
+    async with asyncio.timeout(30), FakeApiServer() as api, ForwardProxy() as proxy:
+        api.apply(service("web", "shop"))
+        async with cluster_client(api, proxy) as (_, http):
+            api.set_tokens({"another-token": None})
+            with pytest.raises(DiscoveryUnauthorized) as err:
+                await http.get("http://web/")
+            assert "401" in str(err.value) and "rbac-cluster" not in str(err.value)
