@@ -24,12 +24,15 @@ from ._errors import (
     DiscoveryAuthError,
     DiscoveryError,
     DiscoveryExpired,
+    DiscoveryNotFound,
     DiscoveryNotServed,
     DiscoveryResponseTooLarge,
     DiscoveryUnauthorized,
     DiscoveryUnavailable,
     KubeBalanceError,
     NoEndpointsAvailable,
+    TooManyServices,
+    UnknownServicePort,
 )
 from ._health import Ejection
 from ._hedge import HedgePolicy
@@ -54,6 +57,7 @@ __all__ = [
     "DiscoveryAuthError",
     "DiscoveryError",
     "DiscoveryExpired",
+    "DiscoveryNotFound",
     "DiscoveryNotServed",
     "DiscoveryResponseTooLarge",
     "DiscoveryUnauthorized",
@@ -78,6 +82,8 @@ __all__ = [
     "Subset",
     "SubsetStatus",
     "SuccessRate",
+    "TooManyServices",
+    "UnknownServicePort",
     "ZoneAware",
     "ZoneStatus",
     "available",

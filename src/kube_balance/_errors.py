@@ -4,15 +4,18 @@ Every error the library raises on purpose derives from :class:`KubeBalanceError`
 
     KubeBalanceError
     ├── ConfigurationError (also ValueError)   bad service reference, option or algorithm parameter
-    │   └── AffinityKeyRequired                 a hash algorithm's get() called without a key
+    │   ├── AffinityKeyRequired                 a hash algorithm's get() called without a key
+    │   └── UnknownServicePort                  cluster mode: the URL's port is not a port of the Service
     ├── DiscoveryError                          the endpoint source failed (API, auth, RBAC, DNS)
     │   ├── DiscoveryAuthError                  403: RBAC does not allow it (the message names the rule)
     │   │   └── DiscoveryUnauthorized           401 that re-reading the credentials did not fix
     │   ├── DiscoveryUnavailable                unreachable, 429 or 5xx (retried with backoff; retry_after)
     │   ├── DiscoveryExpired                    410 Gone again right after a relist
     │   ├── DiscoveryNotServed                  the cluster serves neither EndpointSlices nor Endpoints
+    │   ├── DiscoveryNotFound                   404 on a named object (a Service that does not exist)
     │   └── DiscoveryResponseTooLarge           a list page over the byte cap (lower page_size)
-    └── NoEndpointsAvailable                    no usable endpoint and no fallback
+    ├── NoEndpointsAvailable                    no usable endpoint and no fallback
+    └── TooManyServices                         cluster mode: max_services watched, every one busy
 
 Integrations translate these at their boundary into the HTTP client's own tree (for example
 ``NoEndpointsAvailable`` surfaces from httpx as a subclass of ``httpx.ConnectError``), raised
@@ -67,6 +70,11 @@ class DiscoveryNotServed(DiscoveryError):
     (the fallback) core/v1 Endpoints at that path."""
 
 
+class DiscoveryNotFound(DiscoveryError):
+    """404 on a named object: the Service read (for the DNS fallback's port, or by cluster mode)
+    does not exist."""
+
+
 class DiscoveryResponseTooLarge(DiscoveryError):
     """A list page was larger than the byte cap: not read further (the last good set keeps
     serving); a smaller ``page_size`` keeps pages under it."""
@@ -77,3 +85,12 @@ class NoEndpointsAvailable(KubeBalanceError):
 
     The message names the Service and, when there was one, the last discovery error.
     """
+
+
+class UnknownServicePort(ConfigurationError):
+    """Cluster mode: the URL's port is not a port of the Service (the message lists its ports)."""
+
+
+class TooManyServices(KubeBalanceError):
+    """Cluster mode: a request names one Service more than ``max_services``, and every Service
+    watched has requests in flight (none is idle to make room)."""

@@ -89,7 +89,13 @@ def affinity_for(
 
 
 class Routes(Generic[R]):
-    """Routes by request host; a host is matched case-insensitively, without a trailing dot."""
+    """Routes by request host; a host is matched case-insensitively, without a trailing dot.
+
+    ``static``: every route is known up front, so :meth:`get` answers alone (the cluster table,
+    ``kube_balance._cluster.ClusterRoutes``, needs :meth:`resolve` with the port).
+    """
+
+    static = True
 
     def __init__(self) -> None:
         self._by_host: dict[str, R] = {}
@@ -111,6 +117,13 @@ class Routes(Generic[R]):
         if route is None:
             route = self._by_host.get(host.rstrip(".").lower())
         return route
+
+    async def resolve(self, host: str | None, port: int | None, scheme: str = "http") -> R | None:
+        """:meth:`get`, as the cluster table's ``resolve`` (the port plays no part here)."""
+        return self.get(host)
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close: the integration closes the routes."""
 
     @property
     def balancers(self) -> list[LoadBalancer]:

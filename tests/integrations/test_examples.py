@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kube_balance.discovery import KubernetesSource
@@ -87,3 +88,53 @@ def test_zone_deployment_sets_the_variables_zone_aware_reads() -> None:
     assert env == {ZONE_ENV: f"metadata.labels['{ZONE_LABEL}']", NODE_ENV: "spec.nodeName"}
     (role,) = (d for d in docs if d["kind"] == "ClusterRole")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+
+
+def cluster_role_permissions(namespaces: set[str] | None) -> Permissions:
+    """The fake apiserver's Permissions for rbac-cluster.yaml's ClusterRole, bound cluster-wide
+    (``None``, its ClusterRoleBinding) or by RoleBindings in ``namespaces``."""
+    path = ROOT / "integrations" / "kubernetes" / "rbac-cluster.yaml"
+    docs = list(yaml.safe_load_all(path.read_text()))
+    (role,) = (doc for doc in docs if doc["kind"] == "ClusterRole")
+    (binding,) = (doc for doc in docs if doc["kind"] == "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    pairs = [f"{res}:{verb}" for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]]
+    return Permissions.allow(*pairs, namespaces=namespaces)
+
+
+async def test_rbac_cluster_manifest_grants_what_cluster_mode_needs() -> None:
+    """With only rbac-cluster.yaml's ClusterRole, the cluster client balances Services in every
+    namespace (ClusterRoleBinding), or in the namespaces it is bound in with namespaces=[...];
+    a namespace it may not read is a 403 error naming the rule and the option."""
+    import httpx
+    from helpers_cluster import pod_slice
+    from helpers_pods import running_pods
+
+    from kube_balance import DiscoveryAuthError
+    from kube_balance.integrations.httpx import BalancedTransport
+
+    async with FakeApiServer() as api, running_pods(2) as pods, asyncio.timeout(30):
+        for ns, pod in (("shop", pods[0]), ("other", pods[1])):
+            api.apply(service("web", ns))
+            api.apply(pod_slice("web", ns, pod))
+        for namespaces in (None, {"shop"}):
+            api.set_tokens({"test-token": cluster_role_permissions(namespaces)})
+            client = await api.new_api_client()
+            try:
+                transport = BalancedTransport.cluster(api_client=client, namespace="shop")
+                async with httpx.AsyncClient(transport=transport) as http:
+                    assert (await http.get("http://web/")).json()["pod"] == "pod-0"
+                    if namespaces is None:
+                        assert (await http.get("http://web.other/")).json()["pod"] == "pod-1"
+                        assert {r.status for r in api.requests} == {200}
+                    else:
+                        with pytest.raises(DiscoveryAuthError, match=r"services.*namespaces=\[\.\.\.\]"):
+                            await http.get("http://web.other/")
+                restricted = BalancedTransport.cluster(
+                    api_client=client, namespace="shop", namespaces=["shop"]
+                )
+                async with httpx.AsyncClient(transport=restricted) as http:
+                    assert (await http.get("http://web.shop/")).json()["pod"] == "pod-0"
+            finally:
+                await client.close()
+            api.requests.clear()

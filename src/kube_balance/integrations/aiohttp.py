@@ -29,7 +29,7 @@ import asyncio
 import copy
 import random as _random
 import ssl
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 try:
@@ -45,11 +45,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
+from .._cluster import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SERVICES, ClusterRoutes, ClusterSpec, route_table
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
 from .._hedge import HedgePolicy, Hedging, race
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
 from .._routes import Routes, ServiceSpec, affinity_for
+from .._service import DEFAULT_CLUSTER_DOMAIN
 from .._validate import check_instance
 from ..algorithms import Algorithm, Clock
 from ..discovery._source import EndpointSource
@@ -313,7 +315,7 @@ class BalancedConnector(aiohttp.TCPConnector):
 
     def __init__(
         self,
-        services: ServiceSpec | Sequence[ServiceSpec],
+        services: ServiceSpec | Sequence[ServiceSpec] | ClusterSpec,
         *,
         algorithm: str | Algorithm = "least_request",
         source: EndpointSource | None = None,
@@ -338,7 +340,7 @@ class BalancedConnector(aiohttp.TCPConnector):
             "clock": clock,
         }
         super_connect = super().connect  # aiohttp's own connect(), for requests addressed to a pod
-        self._routes: Routes[_Route] = Routes[_Route]().build(
+        self._routes: Routes[_Route] | ClusterRoutes[_Route] = route_table(
             services,
             options,
             lambda balancer, owned: _Route(
@@ -347,6 +349,54 @@ class BalancedConnector(aiohttp.TCPConnector):
         )
 
         super().__init__(**connector_options)  # after the checks: aiohttp needs a running loop
+
+    @classmethod
+    def cluster(
+        cls,
+        *,
+        namespaces: Iterable[str] | None = None,
+        namespace: str | None = None,
+        cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_services: int = DEFAULT_MAX_SERVICES,
+        api_client: Any = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        in_cluster: bool | None = None,
+        **options: Any,
+    ) -> BalancedConnector:
+        """A connector for every Service of the cluster: a request whose host names a Service
+        (``web``, ``web.shop``, ``web.shop.svc``, ``web.shop.svc.cluster.local``) is balanced across
+        its pods, the URL's port being the Service port; other hosts go through aiohttp's own logic.
+
+        The cluster options mean what they mean for ``BalancedTransport.cluster()``; every other
+        keyword is ``__init__``'s (``TCPConnector`` options included), but ``source`` and
+        ``fallback``. See docs/cluster.md.
+        """
+        spec = ClusterSpec(
+            namespace,
+            namespaces,
+            cluster_domain,
+            idle_timeout,
+            max_services,
+            {
+                "api_client": api_client,
+                "kubeconfig": kubeconfig,
+                "context": context,
+                "in_cluster": in_cluster,
+            },
+        )
+        return cls(spec, **options)
+
+    @property
+    def cluster_routes(self) -> ClusterRoutes[_Route] | None:
+        """The cluster table (Services watched now, :meth:`ClusterRoutes.sweep`), or None."""
+        return self._routes if isinstance(self._routes, ClusterRoutes) else None
+
+    async def _resolve(self, req: ClientRequest) -> _Route | None:
+        """The route for ``req``, reading the Service on a cluster connector's first request to it."""
+        url = req.url
+        return await self._routes.resolve(url.raw_host, url.port, url.scheme)
 
     @property
     def balancers(self) -> list[LoadBalancer]:
@@ -360,7 +410,7 @@ class BalancedConnector(aiohttp.TCPConnector):
         self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
     ) -> Connection:
         """A connection to the pod the algorithm picks for this request (other hosts: aiohttp's own)."""
-        route = self._routes.get(req.url.raw_host)
+        route = self._routes.get(req.url.raw_host) if self._routes.static else await self._resolve(req)
         if route is None:
             return await super().connect(req, traces, timeout)
         key = route.key.from_request(req, req.headers) if route.key is not None else None
@@ -403,6 +453,7 @@ class BalancedConnector(aiohttp.TCPConnector):
             await route.dispatcher.aclose()
             if route.owns:
                 await route.balancer.aclose()
+        await self._routes.aclose()
 
     def __repr__(self) -> str:
         return f"<BalancedConnector {' '.join(repr(b) for b in self.balancers)}>"
@@ -507,7 +558,8 @@ class BalancedMiddleware:
         self._connector = connector
 
     async def __call__(self, req: ClientRequest, handler: Any) -> ClientResponse:
-        route = self._connector._route(req)
+        connector = self._connector
+        route = connector._route(req) if connector._routes.static else await connector._resolve(req)
         if route is None:
             return cast(ClientResponse, await handler(req))
         hedging = route.dispatcher.hedging

@@ -34,11 +34,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
+from .._cluster import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SERVICES, ClusterRoutes, ClusterSpec, route_table
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
 from .._hedge import HedgePolicy
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
 from .._routes import Routes, ServiceSpec, affinity_for
+from .._service import DEFAULT_CLUSTER_DOMAIN
 from .._validate import check_bool, check_callable, check_instance, check_int, check_optional_str, invalid
 from ..algorithms import Algorithm, Clock
 
@@ -143,7 +145,7 @@ class BalancedTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        service: ServiceSpec | Sequence[ServiceSpec],
+        service: ServiceSpec | Sequence[ServiceSpec] | ClusterSpec,
         *,
         algorithm: str | Algorithm = "least_request",
         source: EndpointSource | None = None,
@@ -188,7 +190,7 @@ class BalancedTransport(httpx.AsyncBaseTransport):
             "rng": rng,
             "clock": clock,
         }
-        self._routes: Routes[_Route] = Routes[_Route]().build(
+        self._routes: Routes[_Route] | ClusterRoutes[_Route] = route_table(
             service,
             options,
             lambda balancer, owned: _Route(
@@ -213,7 +215,64 @@ class BalancedTransport(httpx.AsyncBaseTransport):
             "local_address": local_address,
             "trust_env": trust_env,
         }
-        self._passthrough: httpx.AsyncHTTPTransport | None = None
+        self._passthrough: httpx.AsyncBaseTransport | None = None
+
+    @classmethod
+    def cluster(
+        cls,
+        *,
+        namespaces: Iterable[str] | None = None,
+        namespace: str | None = None,
+        cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_services: int = DEFAULT_MAX_SERVICES,
+        api_client: Any = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        in_cluster: bool | None = None,
+        passthrough: httpx.AsyncBaseTransport | None = None,
+        **options: Any,
+    ) -> BalancedTransport:
+        """A transport for every Service of the cluster: a request whose host names a Service
+        (``web``, ``web.shop``, ``web.shop.svc``, ``web.shop.svc.cluster.local``) is balanced across
+        its pods, the URL's port being the Service port; other hosts pass through.
+
+        ``namespaces`` restricts the Services balanced (others pass through, unread);
+        ``namespace`` is the one a bare ``web`` means (default: the client's own);
+        ``idle_timeout`` (seconds, default 600) stops an unused Service's watch; ``max_services``
+        (default 100) caps the Services watched at once. ``api_client``, ``kubeconfig``,
+        ``context`` and ``in_cluster`` say how to reach the API (as for ``KubernetesSource``).
+        ``passthrough`` is the transport for other hosts (default: an ``httpx.AsyncHTTPTransport``
+        with this transport's options; closed with it). Every other keyword is ``__init__``'s,
+        but ``source`` and ``fallback``. See docs/cluster.md.
+        """
+        spec = ClusterSpec(
+            namespace,
+            namespaces,
+            cluster_domain,
+            idle_timeout,
+            max_services,
+            {
+                "api_client": api_client,
+                "kubeconfig": kubeconfig,
+                "context": context,
+                "in_cluster": in_cluster,
+            },
+        )
+        check_instance(
+            "BalancedTransport passthrough",
+            passthrough,
+            (httpx.AsyncBaseTransport, type(None)),
+            "expected an httpx.AsyncBaseTransport or None",
+        )
+        transport = cls(spec, **options)
+        transport._passthrough = passthrough
+        return transport
+
+    @property
+    def cluster_routes(self) -> ClusterRoutes[_Route] | None:
+        """The cluster table (Services watched now, :meth:`ClusterRoutes.sweep`), or None."""
+        return self._routes if isinstance(self._routes, ClusterRoutes) else None
 
     @property
     def balancer(self) -> LoadBalancer:
@@ -241,7 +300,10 @@ class BalancedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a pod of the Service (or pass it through for other hosts)."""
         url = request.url
-        route = self._routes.get(url.host)
+        routes = self._routes
+        route = (
+            routes.get(url.host) if routes.static else await routes.resolve(url.host, url.port, url.scheme)
+        )
         if route is None:
             if self._passthrough is None:
                 self._passthrough = self._open_pool()
@@ -312,6 +374,7 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         for route in self._routes.routes:
             if route.owned:
                 await route.balancer.aclose()
+        await self._routes.aclose()
 
     def __repr__(self) -> str:
         routes = " ".join(f"{r.balancer!r} {r.dispatcher!r}" for r in self._routes.routes)

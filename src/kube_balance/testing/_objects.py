@@ -114,19 +114,31 @@ def service(
     *,
     ports: Sequence[dict[str, Any]] = ({"name": "http", "port": 80, "targetPort": 8080},),
     cluster_ip: str = "10.96.0.10",
+    selector: Mapping[str, str] | bool | None = True,
+    external_name: str | None = None,
 ) -> dict[str, Any]:
-    """A ClusterIP Service selecting ``app=<name>``; ports get ``protocol: TCP`` when not given."""
+    """A Service as the apiserver returns it; ports get ``protocol: TCP`` when not given.
+
+    By default a ClusterIP Service selecting ``app=<name>``. ``cluster_ip="None"`` makes it
+    headless; ``selector=None`` leaves the selector out (the EndpointSlice controller then
+    manages no slice for it: its owner writes them); a mapping is the selector itself.
+    ``external_name`` makes an ExternalName Service: no cluster IP, no selector, a DNS CNAME.
+    """
+    spec: dict[str, Any] = {"type": "ClusterIP", "clusterIP": cluster_ip, "clusterIPs": [cluster_ip]}
+    if external_name is not None:
+        # The API clears clusterIP(s) for ExternalName; such a Service has no endpoints.
+        spec = {"type": "ExternalName", "externalName": external_name}
+        selector = None
+    if selector is True:
+        spec["selector"] = {"app": name}
+    elif selector:
+        spec["selector"] = dict(selector)
+    spec["ports"] = [{"protocol": "TCP", **p} for p in ports]
     return {
         "kind": "Service",
         "apiVersion": "v1",
         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": cluster_ip,
-            "clusterIPs": [cluster_ip],
-            "selector": {"app": name},
-            "ports": [{"protocol": "TCP", **p} for p in ports],
-        },
+        "spec": spec,
     }
 
 

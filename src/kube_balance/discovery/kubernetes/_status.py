@@ -18,6 +18,7 @@ from ..._errors import (
     DiscoveryAuthError,
     DiscoveryError,
     DiscoveryExpired,
+    DiscoveryNotFound,
     DiscoveryNotServed,
     DiscoveryResponseTooLarge,
     DiscoveryUnauthorized,
@@ -52,6 +53,11 @@ NotServed = DiscoveryNotServed
 """404 on the collection: the API group/version is not served by this cluster."""
 Retryable = DiscoveryUnavailable
 """429 or 5xx: retry after backoff, or after the server's Retry-After when it says so."""
+
+
+NotFound = DiscoveryNotFound
+"""404 on a named get: no such object (cluster mode passes a host that names no Service through)."""
+
 PageTooLarge = DiscoveryResponseTooLarge
 """A list page larger than the byte cap: not read further; the last good slices keep serving."""
 
@@ -96,6 +102,8 @@ def http_error(
         )
     if status == 404 and verb in ("list", "watch"):
         return NotServed(f"{what}: 404, {resource.group or 'core'} {resource.kind} not served ({detail})")
+    if status == 404 and verb == "get":
+        return NotFound(f"{what}: 404, no such object ({detail})")
     if status == 429 or status >= 500:
         return Retryable(f"{what}: HTTP {status} ({detail})", parse_retry_after(retry_after))
     return DiscoveryError(f"{what}: HTTP {status} ({detail})")
