@@ -182,55 +182,23 @@ def test_output_matching() -> None:
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
 
-def prose(text: str) -> str:
-    """``text`` without fenced code blocks and inline code spans."""
-    out, fence = [], None
-    for line in text.splitlines():
-        match = FENCE.match(line.strip())
-        if fence is None and match:
-            fence = match.group(1)
-        elif fence is not None and line.strip() == fence:
-            fence = None
-        elif fence is None:
-            out.append(re.sub(r"`[^`]*`", "", line))
-    return "\n".join(out)
-
-
-def slug(heading: str) -> str:
-    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"`|\*\*|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip()).lower()
-    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
-
-
-def anchors(path: Path) -> set[str]:
-    seen: dict[str, int] = {}
-    result = set()
-    for line in prose(path.read_text()).splitlines():
-        if match := re.match(r"#{1,6}\s+(.*)", line):
-            base = slug(match.group(1))
-            n = seen.get(base, 0)
-            seen[base] = n + 1
-            result.add(base if n == 0 else f"{base}-{n}")
-    return result
-
-
 def broken_links(path: Path) -> list[str]:
+    """The relative links of ``path`` (outside code blocks) whose file or anchor does not exist."""
     broken = []
-    # Anchors are computed from the raw text so headings with code spans keep their words.
-    for target in LINK.findall(prose_keep_code_spans(path.read_text())):
+    for target in LINK.findall(prose(path.read_text())):
         if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
             continue
         file, _, anchor = target.partition("#")
         dest = (path.parent / file).resolve() if file else path
         if not dest.exists():
             broken.append(f"{target}: no such file")
-        elif anchor and dest.suffix == ".md" and anchor not in anchors_raw(dest):
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
             broken.append(f"{target}: no heading #{anchor} in {dest.name}")
     return broken
 
 
-def prose_keep_code_spans(text: str) -> str:
-    """``text`` without fenced code blocks (inline code stays: a link text may hold a code span)."""
+def prose(text: str) -> str:
+    """``text`` without fenced code blocks (inline code stays: a link's text may hold a code span)."""
     out, fence = [], None
     for line in text.splitlines():
         match = FENCE.match(line.strip())
@@ -243,10 +211,17 @@ def prose_keep_code_spans(text: str) -> str:
     return "\n".join(out)
 
 
-def anchors_raw(path: Path) -> set[str]:
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, markup and punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"`|\*\*|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file's headings (a repeated heading gets -1, -2...)."""
     seen: dict[str, int] = {}
     result = set()
-    for line in prose_keep_code_spans(path.read_text()).splitlines():
+    for line in prose(path.read_text()).splitlines():
         if match := re.match(r"#{1,6}\s+(.*)", line):
             base = slug(match.group(1))
             n = seen.get(base, 0)
@@ -322,32 +297,56 @@ def option_tables(text: str) -> dict[str, dict[str, str]]:
     return tables
 
 
+def table_problems(func: Callable[..., Any], table: dict[str, str]) -> list[str]:
+    """How an option table disagrees with ``func``'s signature: a parameter missing or unknown, a
+    required one not written "required", a literal default (the cell's first code span) not equal."""
+    params = {
+        p.name: p
+        for p in inspect.signature(func).parameters.values()
+        if p.name != "self" and p.kind is not p.VAR_POSITIONAL
+    }
+    documented = {k.lstrip("*"): v for k, v in table.items()}
+    problems = [f"{name}: not documented" for name in params.keys() - documented.keys()]
+    problems += [f"{name}: no such parameter" for name in documented.keys() - params.keys()]
+    for option, cell in documented.items():
+        param = params.get(option)
+        if param is None or param.kind is param.VAR_KEYWORD:
+            continue
+        if param.default is param.empty:
+            if not cell.startswith("required"):
+                problems.append(f"{option}: required, documented as {cell!r}")
+            continue
+        literal = re.match(r"`([^`]*)`", cell)
+        try:
+            value = ast.literal_eval(literal.group(1)) if literal else None
+        except (ValueError, SyntaxError):
+            continue  # an expression, such as httpx.Limits(...): described, not compared
+        if literal and value != param.default:
+            problems.append(f"{option}: documented {value!r}, the code says {param.default!r}")
+    return sorted(problems)
+
+
 def test_configuration_tables_match_the_signatures() -> None:
     """Every public constructor has a table; each lists every parameter exactly, and a default
-    written as a literal (the first code span of its cell) is the signature's default."""
+    written as a literal is the signature's default."""
     tables = option_tables((ROOT / "docs" / "configuration.md").read_text())
     callables = documented_callables()
     assert set(tables) == set(callables)
-    for name, func in callables.items():
-        params = {
-            p.name: p
-            for p in inspect.signature(func).parameters.values()
-            if p.name != "self" and p.kind is not p.VAR_POSITIONAL
-        }
-        documented = {k.lstrip("*"): v for k, v in tables[name].items()}
-        assert set(documented) == set(params), name
-        for option, cell in documented.items():
-            param = params[option]
-            if param.kind is param.VAR_KEYWORD:
-                continue
-            if param.default is param.empty:
-                assert cell.startswith("required"), (name, option, cell)
-                continue
-            literal = re.match(r"`([^`]*)`", cell)
-            if literal is None:
-                continue
-            try:
-                value = ast.literal_eval(literal.group(1))
-            except (ValueError, SyntaxError):
-                continue
-            assert value == param.default, (name, option, value, param.default)
+    problems = {name: table_problems(func, tables[name]) for name, func in callables.items()}
+    assert {name: p for name, p in problems.items() if p} == {}
+
+
+def test_table_checker_finds_mismatches() -> None:
+    def example(service: str, *, timeout: float = 5.0, mode: str = "a", **extra: Any) -> None: ...
+
+    text = (
+        "### `example`\n| option | default |\n|---|---|\n| `service` | `x` |\n"
+        "| `timeout` | `3.0` |\n| `bogus` | `1` |\n| `**extra` | |\n## next\n| `ignored` | `1` |\n"
+    )
+    (table,) = option_tables(text).values()
+    assert table_problems(example, table) == [
+        "bogus: no such parameter",
+        "mode: not documented",
+        "service: required, documented as '`x`'",
+        "timeout: documented 3.0, the code says 5.0",
+    ]
