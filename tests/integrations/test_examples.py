@@ -177,7 +177,7 @@ def library_environment() -> set[str]:
     names: set[str] = set()
     for path in (ROOT / "src" / "kube_balance").rglob("*.py"):
         text = path.read_text()
-        names.update(re.findall(r"environ(?:\.get\(|\[)\s*\"([A-Z][A-Z0-9_]*)\"", text))
+        names.update(re.findall(r"(?:environ(?:\.get\(|\[)|getenv\()\s*\"([A-Z][A-Z0-9_]*)\"", text))
         names.update(re.findall(r"^[A-Z_]*_ENV\s*=\s*\"([A-Z][A-Z0-9_]*)\"", text, re.MULTILINE))
     return names
 
