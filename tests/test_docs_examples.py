@@ -266,6 +266,7 @@ def documented_callables() -> dict[str, Callable[..., Any]]:
         "BalancedClients": BalancedClients,
         "BalancedClients.httpx": BalancedClients.httpx,
         "RetryPolicy": kb.RetryPolicy,
+        "RetryBudget": kb.RetryBudget,
         "EndpointPolicy.default": kb.EndpointPolicy.default,
         "OutlierDetector": kb.OutlierDetector,
         "SuccessRate": kb.SuccessRate,
