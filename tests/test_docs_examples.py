@@ -172,6 +172,7 @@ def test_runnable_marker_parsing() -> None:
 
 
 def test_output_matching() -> None:
+    """Expected lines match in order, `...` matching any text; a missing line is named."""
     assert output_matches(("a ... c", "d"), "x\na b c\nd\n") is None
     assert output_matches(("d", "a ... c"), "a b c\nd\n") == "a ... c"  # order matters
     assert output_matches(("a c",), "a b c\n") == "a c"
@@ -232,10 +233,12 @@ def anchors(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("path", LINKED, ids=[str(p.relative_to(ROOT)) for p in LINKED])
 def test_relative_links_resolve(path: Path) -> None:
+    """Every relative link of the file names an existing file, and an existing heading."""
     assert broken_links(path) == []
 
 
 def test_link_checker_finds_broken_links(tmp_path: Path) -> None:
+    """The checker reports a missing file and a missing anchor, and skips URLs and code blocks."""
     (tmp_path / "a.md").write_text("# A title\n## `get()` and put\n")
     doc = tmp_path / "doc.md"
     doc.write_text(
@@ -338,6 +341,8 @@ def test_configuration_tables_match_the_signatures() -> None:
 
 
 def test_table_checker_finds_mismatches() -> None:
+    """The table checker reports an unknown, an undocumented, a required and a wrong default."""
+
     def example(service: str, *, timeout: float = 5.0, mode: str = "a", **extra: Any) -> None: ...
 
     text = (

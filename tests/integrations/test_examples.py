@@ -209,6 +209,7 @@ def test_manifests_set_only_variables_the_library_reads() -> None:
 
 
 def test_every_deployment_runs_as_the_service_account_rbac_yaml_binds() -> None:
+    """Each example Deployment runs in rbac.yaml's namespace as the ServiceAccount its RoleBinding binds."""
     (account,) = (d for d in manifest("rbac.yaml") if d["kind"] == "ServiceAccount")
     for path in sorted(MANIFESTS.glob("deployment-*.yaml")):
         for doc in manifest(path.name):
