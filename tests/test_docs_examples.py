@@ -356,3 +356,16 @@ def test_table_checker_finds_mismatches() -> None:
         "service: required, documented as '`x`'",
         "timeout: documented 3.0, the code says 5.0",
     ]
+
+
+def test_readme_rbac_rules_are_the_manifests() -> None:
+    """The Role rules shown in the README are integrations/kubernetes/rbac.yaml's Role, exactly."""
+    import yaml
+
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("## On the cluster: RBAC")
+    fence = next(i for i in range(start, len(lines)) if lines[i] == "```yaml")
+    _, shown, _ = fenced(lines, fence)
+    manifest = yaml.safe_load_all((ROOT / "integrations" / "kubernetes" / "rbac.yaml").read_text())
+    (role,) = (doc for doc in manifest if doc["kind"] == "Role")
+    assert yaml.safe_load(shown) == {"rules": role["rules"]}
