@@ -26,6 +26,7 @@ import asyncio
 import inspect
 import os
 import re
+import shutil
 import socket
 import sys
 from collections.abc import Callable
@@ -121,6 +122,8 @@ def free_port() -> int:
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.id for b in ALL_BLOCKS])
 async def test_runnable_block_runs(block: Block, tmp_path: Path) -> None:
     """The block runs to exit 0 against the local cluster, and prints its expected output."""
+    if block.lang == "sh" and "curl " in block.code and shutil.which("curl") is None:
+        pytest.skip("the block calls curl, which is not installed here")
     script = tmp_path / ("block.py" if block.lang == "python" else "block.sh")
     script.write_text(block.code)
     argv = [sys.executable, str(script)] if block.lang == "python" else ["bash", "-eu", str(script)]
