@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKED = ("src", "tests", "benchmarks", "integrations", "scripts")
-TOP_FILES = ("README.md", "Makefile", "pyproject.toml")
+CHECKED = ("src", "tests", "benchmarks", "integrations", "scripts", "docs")
+TOP_FILES = ("README.md", "CHANGELOG.md", "Makefile", "pyproject.toml")
 # Built from parts so this file does not match itself: a team workspace path, the shared fixture
 # folder, and an absolute path into one machine's home or work directories.
 OUTSIDE = re.compile("|".join(["/" + "work/", "shared/" + "k8s-examples", r"/(?:root|home/\w+)/"]))
