@@ -140,6 +140,8 @@ async def test_rbac_cluster_manifest_grants_what_cluster_mode_needs() -> None:
             finally:
                 await client.close()
             api.requests.clear()
+
+
 def run_example(name: str) -> str:
     """Run integrations/NAME as a user would (``python integrations/NAME``); its stdout."""
     return subprocess.run(
@@ -239,7 +241,7 @@ def test_manifests_set_only_variables_the_library_reads() -> None:
     should set it, shown in a manifest); every variable a manifest sets on a container that runs
     kube-balance is one of them; the user docs name each."""
     read = library_environment()
-    assert read == {"KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBE_BALANCE_ZONE", "NODE_NAME"}
+    assert read == {"KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBE_BALANCE_ZONE", "NODE_NAME", "POD_NAME"}
     seen = set()
     for path in sorted(MANIFESTS.glob("*.yaml")):
         for doc in manifest(path.name):
