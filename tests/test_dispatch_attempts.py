@@ -15,7 +15,7 @@ from kube_balance._balancer import LoadBalancer
 from kube_balance._dispatch import Attempts, Dispatcher, Lease, Verdict
 from kube_balance._retry import Failure, RetryPolicy
 from kube_balance.discovery.static import StaticSource
-from test_balancer_dispatch import Adapter, Pool, send, shut
+from test_balancer_dispatch import Adapter, Pool, make, send, shut
 
 
 class Refused(ConnectionError):
@@ -261,7 +261,8 @@ async def test_cancelled_while_discarding_releases_both_leases(rng: random.Rando
 async def test_first_pick_without_waiting_when_started(rng: random.Random) -> None:
     """A balancer started by someone else: the first request picks at once and still records
     the loop; round robin sees one get() per request; a closed dispatcher refuses."""
-    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], rng)
+    keys = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]
+    d, _ = dispatcher(keys, rng)
     lb = d.balancer
     await asyncio.wait_for(lb.ensure_started(), 1)
     seen: list[str] = []
@@ -270,13 +271,12 @@ async def test_first_pick_without_waiting_when_started(rng: random.Random) -> No
         seen.append(lease.key)
         return 200
 
-    for _ in range(6):
+    for _ in range(8):
         _code, lease = await send(d, ok)
         lease.release()
     assert d.loop is asyncio.get_running_loop()
-    assert sorted(seen) == sorted(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"] * 2)
-    assert seen[:3] == seen[3:]  # a strict rotation: no pick taken and dropped
-    assert all(lb.algorithm.get() is not None for _ in range(3))  # counts balanced: nothing leaked
+    assert sorted(seen) == sorted(keys * 2)  # one get() per request: no pick taken and dropped
+    assert seen[:4] == seen[4:]
     await d.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await send(d, ok)
@@ -290,15 +290,17 @@ async def test_started_without_endpoints_goes_to_the_fallback_rules(rng: random.
     async def ok(lease: Lease[Pool]) -> int:
         return 200
 
-    with pytest.raises(NoEndpointsAvailable):
-        await send(d, ok)
+    for _ in range(2):  # the second without a coroutine of its own (the loop is known)
+        with pytest.raises(NoEndpointsAvailable):
+            await send(d, ok)
     await shut(d, d.balancer)
 
 
 async def test_has_other_and_exclude(rng: random.Random) -> None:
-    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng)
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], rng)
     await asyncio.wait_for(d.balancer.wait_ready(1), 1)
-    assert d.has_other({"10.0.0.1:80"}) and not d.has_other({"10.0.0.1:80", "10.0.0.2:80"})
+    assert d.has_other({"10.0.0.1:80", "10.0.0.3:80"})
+    assert not d.has_other({"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"})
 
     async def ok(lease: Lease[Pool]) -> int:
         return 200
@@ -306,12 +308,20 @@ async def test_has_other_and_exclude(rng: random.Random) -> None:
     adapter = d.adapter
     assert isinstance(adapter, Adapter)
     adapter.attempt_fn = ok
-    for _ in range(3):
+    picked = []
+    for _ in range(4):  # the algorithm's own picks, skipping the excluded one
         _code, lease = await asyncio.wait_for(
             d.send(None, key=None, method="GET", replayable=True, exclude={"10.0.0.1:80"}), 1
         )
-        assert lease.key == "10.0.0.2:80"
+        picked.append(lease.key)
         lease.release()
+    assert sorted(picked) == ["10.0.0.2:80"] * 2 + ["10.0.0.3:80"] * 2
+    d.balancer.source.set([])  # type: ignore[attr-defined]
+    _code, lease = await asyncio.wait_for(  # nothing eligible: the fallback
+        d.send(None, key=None, method="GET", replayable=True, exclude={"10.0.0.1:80"}), 1
+    )
+    assert lease.endpoint is None
+    lease.release()
     await shut(d, d.balancer)
 
 
@@ -329,3 +339,72 @@ async def test_aclose_stops_listening_and_a_second_call_waits(rng: random.Random
 def test_verdict_defaults_to_an_error() -> None:
     assert Verdict(None).outcome is Outcome.ERROR
     assert Endpoint("fd00::1", 80).address == "fd00::1"
+
+
+async def test_statuses_count_attempts_and_name_them_all(rng: random.Random) -> None:
+    """Status retries count towards max_attempts; an error after two of them names all three."""
+    keys = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]
+    policy = RetryPolicy(retry_statuses=[503], max_attempts=3)
+    d, adapter = dispatcher(keys, rng, retry=policy)
+    seen: list[str] = []
+
+    async def unavailable(lease: Lease[Pool]) -> int:
+        seen.append(lease.key)
+        return 503
+
+    code, lease = await send(d, unavailable)
+    assert code == 503 and len(seen) == 3
+    lease.release()
+    seen.clear()
+    answers = iter([503, 503])
+
+    async def then_lost(lease: Lease[Pool]) -> int:
+        seen.append(lease.key)
+        status = next(answers, None)
+        if status is None:
+            raise Refused("lost")
+        return status
+
+    with pytest.raises(RuntimeError):
+        await send(d, then_lost, classify=lambda e: Verdict(Failure.NO_RESPONSE, Outcome.RESET))
+    assert adapter.explained[-1].tried == tuple(seen) and len(seen) == 3
+    await shut(d, d.balancer)
+
+
+async def test_a_fallback_failing_after_pods_appeared_is_not_retried_on_them(rng: random.Random) -> None:
+    d, adapter = dispatcher([], rng)
+    seen: list[str] = []
+
+    async def lost(lease: Lease[Pool]) -> int:
+        seen.append(lease.key)
+        d.balancer.source.set(["10.0.0.1:80"])  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+        raise Refused("lost")
+
+    with pytest.raises(RuntimeError):
+        await send(d, lost, classify=lambda e: Verdict(Failure.NO_RESPONSE, Outcome.RESET))
+    assert len(seen) == 1 and adapter.explained[-1].fallback_reason is not None
+    await shut(d, d.balancer)
+
+
+async def test_a_second_aclose_waits_for_the_closes_in_progress(rng: random.Random) -> None:
+    d, lb, _ = make(["10.0.0.1:80"], rng, close_pool=slow_close)
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    lease.release()
+    first = asyncio.create_task(d.aclose())
+    await asyncio.sleep(0.01)
+    first.cancel()
+    second = asyncio.create_task(d.aclose())
+    await asyncio.sleep(0.01)
+    assert not second.done()  # the pool is still closing
+    RELEASE.set()
+    await asyncio.wait_for(second, 1)
+    await lb.aclose()
+
+
+RELEASE = asyncio.Event()
+
+
+async def slow_close(pool: Pool) -> None:
+    await asyncio.wait_for(RELEASE.wait(), 2)
+    pool.closed = True

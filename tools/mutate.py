@@ -73,6 +73,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "src/kube_balance/_dispatch.py": ["tests/test_balancer_dispatch.py", "tests/test_pools.py"],
     # The connector's release path (put() once per pick): run it with --line for those lines.
     "src/kube_balance/integrations/aiohttp.py": [
+        "tests/integrations/test_aiohttp_release.py",
         "tests/integrations/test_outcomes.py",
         "tests/integrations/test_aiohttp_connector.py",
         "tests/integrations/test_aiohttp_middleware.py",
@@ -102,6 +103,8 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/discovery/kubernetes/test_slice_merge_props.py",
     ],
 }
+# The dispatcher's attempts, budget and errors are pinned by a fast file of their own, run first.
+MODULE_TESTS["src/kube_balance/_dispatch.py"].insert(0, "tests/test_dispatch_attempts.py")
 
 _COMPARE_SWAPS: dict[type[ast.cmpop], type[ast.cmpop]] = {
     ast.Lt: ast.LtE,
