@@ -75,6 +75,9 @@ clean:
 MODULES ?= src/kube_balance/_policy.py src/kube_balance/_retry.py src/kube_balance/_service.py \
 	src/kube_balance/_pools.py src/kube_balance/algorithms/_least_request.py \
 	src/kube_balance/algorithms/_bounded.py src/kube_balance/discovery/kubernetes/_merge.py
+ifeq ($(origin MODULES),file)  # the default list: also the outcome seam and outlier ejection
+MODULES += src/kube_balance/_outcome.py src/kube_balance/_outlier.py src/kube_balance/_balancer.py
+endif
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: mutation
