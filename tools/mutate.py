@@ -72,7 +72,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
     "src/kube_balance/_outlier.py": [
         "tests/health/test_outlier.py",
-        "tests/test_balancer_outcomes.py",
+        "tests/health/test_outlier_boundaries.py",
     ],
     "src/kube_balance/_balancer.py": [  # only the outcome seam: MODULE_SCOPES
         "tests/test_balancer_outcomes.py",
