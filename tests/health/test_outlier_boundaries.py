@@ -279,3 +279,32 @@ def test_option_bounds_are_inclusive() -> None:
     for option, value in [("jitter", -0.1), ("max_ejection_percent", -1), ("suspect_load", -1)]:
         with pytest.raises(ConfigurationError, match=f"OutlierDetector {option} must be"):
             OutlierDetector(**{option: value})  # type: ignore[arg-type]
+
+
+def test_success_rate_needs_five_hosts_by_default(clock: FakeClock, rng: random.Random) -> None:
+    """With a factor low enough to judge four hosts, four are still too few by default."""
+    lb, eps, _ = detector_lb(
+        4,
+        clock,
+        rng,
+        success_rate=SuccessRate(stdev_factor=1.0),
+        consecutive_failures=1000,
+        max_ejection_percent=50,
+    )
+    window(lb, eps, [0.6, 1, 1, 1])
+    clock.advance(10)
+    ok(lb, eps[1])
+    assert not lb.status().ejected
+
+
+def test_a_success_takes_back_only_the_failure_load(clock: FakeClock, rng: random.Random) -> None:
+    """After the failure load timed out, a success leaves the 429 penalty's share exactly as it is."""
+    lb, eps, _ = detector_lb(4, clock, rng)
+    lb.put(eps[0], 0.001, False, Outcome.OVERLOADED, 429, 2.0)
+    fail(lb, eps[0])
+    assert phantom(lb, eps[0]) == 25 + 5
+    clock.advance(1.0)
+    ok(lb, eps[1])
+    assert phantom(lb, eps[0]) == 25
+    ok(lb, eps[0])
+    assert phantom(lb, eps[0]) == 25
