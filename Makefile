@@ -75,9 +75,9 @@ clean:
 # (tools/mutate.py maps modules to test files). make mutation MODULES="src/kube_balance/_retry.py"
 MODULES ?= src/kube_balance/_policy.py src/kube_balance/_retry.py src/kube_balance/_service.py \
 	src/kube_balance/_pools.py src/kube_balance/algorithms/_least_request.py \
-	src/kube_balance/algorithms/_bounded.py src/kube_balance/discovery/kubernetes/_merge.py
-# The dispatch core and the aiohttp connector (its release path is what tools/mutate.py's map targets).
-MODULES += src/kube_balance/_dispatch.py src/kube_balance/integrations/aiohttp.py
+	src/kube_balance/algorithms/_bounded.py src/kube_balance/discovery/kubernetes/_merge.py \
+	src/kube_balance/_outcome.py src/kube_balance/_outlier.py src/kube_balance/_balancer.py \
+	src/kube_balance/_dispatch.py src/kube_balance/integrations/aiohttp.py
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: mutation

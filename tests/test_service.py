@@ -27,6 +27,7 @@ from kube_balance import ConfigurationError, ServiceRef, _service
         ("web-2.team-a:grpc-web", ServiceRef("web-2", "team-a", "grpc-web")),
         ("web.shop.svc.cluster.local.:http", ServiceRef("web", "shop", "http")),
         ("web.shop.svc.corp.example.:80", ServiceRef("web", "shop", 80, cluster_domain="corp.example")),
+        ("web.shop.svc.local.:80", ServiceRef("web", "shop", 80, cluster_domain="local")),
         ("foo.ns", ServiceRef("foo", "ns", None)),
         ("bar.ns.svc", ServiceRef("bar", "ns", None)),
         ("bar.ns.svc.cluster.local", ServiceRef("bar", "ns", None)),
@@ -96,6 +97,20 @@ def test_namespace_from_argument_file_kubeconfig_then_default(
     assert ServiceRef.parse("web:80").namespace == "in-cluster"
 
 
+def test_namespace_from_the_current_context_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of several kubeconfig contexts, the current one's namespace counts, not the first listed."""
+    monkeypatch.setattr(_service, "NAMESPACE_FILE", str(tmp_path / "missing"))
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: second\n"
+        "contexts: [{name: first, context: {cluster: k, user: u, namespace: first-ns}},"
+        " {name: second, context: {cluster: k, user: u, namespace: second-ns}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert ServiceRef.parse("web:80").namespace == "second-ns"
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
@@ -109,6 +124,8 @@ def test_namespace_from_argument_file_kubeconfig_then_default(
         ("web..shop:http", "empty label"),
         ("web.shop.:http", "trailing dot"),
         ("web.:http", "trailing dot"),
+        ("web.:http", "absolute DNS name"),
+        ("web.shop.svc.:http", "absolute DNS name"),
         ("web.shop:http:x", "a second ':' after the port 'http'"),
         ("web.shop:", "neither a number nor a port name"),
         ("ftp://web.shop:21", "scheme 'ftp'"),

@@ -141,3 +141,21 @@ def test_weighted_general_path_compares_exactly_choice_count_candidates() -> Non
 def test_registered_name() -> None:
     """The algorithm is registered and reports itself as least_request."""
     assert create("least_request").name == "least_request"
+
+
+def test_the_health_hooks_reach_least_request(rng: random.Random) -> None:
+    """least_request takes the 429 penalty (phantom requests in flight) and slow start's weight
+    factors: a penalized endpoint, or one at a tiny factor, loses every two-choice comparison."""
+    pool = eps(2)
+    algo = create("least_request", rng=rng)
+    algo.update(pool)
+    algo.penalize(pool[0].key, 5)  # type: ignore[attr-defined]
+    picks = [algo.get() for _ in range(4)]  # held: pool[1] reaches 4 in flight, still under 5
+    assert picks == [pool[1]] * 4
+    assert algo.inflight(pool[0]) == 0  # the phantom load is not a real request
+    for ep in picks:
+        assert ep is not None
+        algo.put(ep)
+    algo.penalize(pool[0].key, -5)  # type: ignore[attr-defined]
+    algo.set_weight_factors({pool[1].key: 0.001})  # type: ignore[attr-defined]
+    assert Counter(algo.get() for _ in range(6)) == Counter({pool[0]: 6})
