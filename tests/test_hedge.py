@@ -294,3 +294,25 @@ async def test_cancelling_the_race_cancels_both_attempts() -> None:
 
 async def _no_drop(value: object) -> None:
     raise AssertionError(f"nothing should be dropped, got {value!r}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    percent=st.sampled_from([0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0]),
+    max_saved=st.integers(1, 20),
+    steps=st.lists(st.booleans(), max_size=300),
+)
+def test_hedges_never_exceed_their_share_of_requests(
+    percent: float, max_saved: int, steps: list[bool]
+) -> None:
+    """Whatever the mix of requests (True) and hedge attempts (False), hedges taken never exceed
+    ``percent`` of the requests so far: saving up is bounded by what was deposited."""
+    budget, requests, hedges = HedgeBudget(percent, max_saved), 0, 0
+    for request in steps:
+        if request:
+            budget.deposit()
+            requests += 1
+        elif budget.available():
+            budget.withdraw()
+            hedges += 1
+        assert hedges <= math.floor(percent * requests + 1e-9)

@@ -3,7 +3,8 @@
 A hedge is sent when an idempotent request (the :class:`~kube_balance.RetryPolicy`'s notion:
 GET, HEAD, OPTIONS, TRACE, PUT, DELETE with a body that can be replayed) has not received its
 response headers after a delay; the first attempt to answer wins and the other is cancelled
-(its ``put()`` reports ``Outcome.CANCELLED``: not a failure of its pod). "The Tail at Scale"
+(its ``put()`` reports ``Outcome.CANCELLED``: not a failure of its pod, with the time it waited:
+a lower bound of its latency, so a latency-aware algorithm still sees a slow pod). "The Tail at Scale"
 (Dean and Barroso, 2013) measured the idea; Envoy, Finagle and gRPC ship it.
 
 The delay is fixed (``delay=0.05``) or follows the Service: the ``percentile`` (default p95) of
