@@ -208,5 +208,7 @@ async def test_a_shared_balancer_counts_hedges_in_its_status(rng: random.Random)
                 for _ in range(4):
                     assert (await client.get(f"{URL}/")).json()["pod"] == "pod-1"
             settled(transport, pods)
-            assert lb.status().hedges == pods[0].arrived >= 1
+            # Every attempt that reached the slow pod was hedged (as a first attempt) or was a
+            # hedge; one cancelled before it got there (a loaded machine) is a hedge all the same.
+            assert lb.status().hedges >= pods[0].arrived >= 1
             assert transport.dispatcher.budget.retries == 0 and transport.dispatcher.budget.active == 0
