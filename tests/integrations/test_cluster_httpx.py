@@ -51,6 +51,8 @@ async def test_several_services_and_every_name_form() -> None:
         api.apply(pod_slice("web", "shop", pods[1]))
         api.apply(pod_slice("api", "shop", pods[2]))
         async with cluster_client(api, proxy, algorithm="round_robin") as (transport, http):
+            with pytest.raises(LookupError, match=r"no Service yet.*\.balancers"):
+                transport.balancer  # noqa: B018  # before any Service was used
             forms = [
                 "web",
                 "web.shop",
@@ -69,6 +71,7 @@ async def test_several_services_and_every_name_form() -> None:
             assert pods[0].hosts[-1] == "web.shop.svc.cluster.local."  # httpx lowercases hosts
             assert sorted(transport.cluster_routes.watched) == ["shop/api", "shop/web"]  # type: ignore[union-attr]
             assert len(reads(api, "services", "web")) == 1  # read once for every name form
+            assert transport.balancer is transport.balancers[0]
 
             before = len(api.requests)
             url = f"http://127.0.0.1:{pods[2].port}/"

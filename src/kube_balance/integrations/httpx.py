@@ -277,12 +277,21 @@ class BalancedTransport(httpx.AsyncBaseTransport):
     @property
     def balancer(self) -> LoadBalancer:
         """The (first) Service's balancer."""
-        return self._routes.routes[0].balancer
+        return self._first_route().balancer
 
     @property
     def dispatcher(self) -> Dispatcher[httpx.AsyncHTTPTransport, _Attempt, httpx.Response]:
         """The (first) Service's dispatcher: its per-pod pools, retries and budget."""
-        return self._routes.routes[0].dispatcher
+        return self._first_route().dispatcher
+
+    def _first_route(self) -> _Route:
+        routes = self._routes.routes
+        if not routes:  # a cluster transport before its first request to a Service
+            raise LookupError(
+                "this cluster transport has no Service yet: a Service gets its balancer on its first "
+                "request; .balancers lists the Services in use"
+            )
+        return routes[0]
 
     @property
     def balancers(self) -> list[LoadBalancer]:
