@@ -1,5 +1,6 @@
 # Two commands on a fresh machine with python3, pip and make: `make demo` and `make test`.
-# Each creates (or reuses) .venv, installs what it needs, and runs.
+# Each creates (or reuses) .venv, installs what it needs (.[demo], which includes .[all], and the
+# dev group, which includes the demo's packages too), and runs.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[all]' --group dev
+	$(PY) -m pip install -q -e '.[demo]' --group dev
 	touch $(STAMP)
 
 demo: $(STAMP)
