@@ -252,7 +252,7 @@ def plot(runs: list[Run], labels: list[str], title: str, quick: bool) -> None:
             xs = [i + (k - (len(PERCENTILES) - 1) / 2) * width for i in range(len(labels))]
             ax.bar(xs, values, width, label=f"p{p:g}", color=f"C{k}")
         log_ticks(ax, "y")
-        ax.set_xticks(range(len(labels)), [label.replace(" ", "\n") for label in labels], fontsize=7)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=25, ha="right")
         ax.set_title(scenario)
         tail = axes[1][col]
         for i, label in enumerate(labels):
