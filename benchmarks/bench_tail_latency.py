@@ -229,12 +229,12 @@ def verdict(runs: dict[tuple[str, str], Run]) -> list[str]:
 
 
 def log_ticks(ax: Any, which: str) -> None:
-    """A log scale in milliseconds on ``which`` axis, labelled 10, 20, 50, 100 ... (not 2 x 10^1)."""
+    """A log scale in milliseconds on ``which`` axis, labelled 10, 15, 20, 30, 50 ... (not 2 x 10^1)."""
     from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
     getattr(ax, f"set_{which}scale")("log")
     axis = getattr(ax, f"{which}axis")
-    axis.set_major_locator(FixedLocator([10, 20, 50, 100, 200, 500, 1000, 2000, 5000]))
+    axis.set_major_locator(FixedLocator([10, 15, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000]))
     axis.set_major_formatter(FormatStrFormatter("%g"))
     axis.set_minor_formatter(NullFormatter())
 
