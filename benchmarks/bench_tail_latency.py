@@ -128,15 +128,18 @@ async def drive(
 
 
 def whole_periods(start: float, periods: int, requests: int) -> Callable[[int], bool]:
-    """Stop at the end of the flap period in which both ``periods`` and ``requests`` are reached."""
-    end: float | None = None
+    """Stop at the end of the first flap period by which both ``periods`` and ``requests`` are reached."""
+    reached: float | None = None
 
     def stop(started: int) -> bool:
-        nonlocal end
+        nonlocal reached
         now = time.perf_counter()
-        if end is None and now >= start + periods * FLAP_PERIOD and started >= requests:
-            end = start + math.ceil((now - start) / FLAP_PERIOD) * FLAP_PERIOD
-        return end is not None and now >= end
+        if reached is None and started >= requests:
+            reached = now
+        if reached is None:
+            return False
+        end = start + max(periods, math.ceil((reached - start) / FLAP_PERIOD)) * FLAP_PERIOD
+        return now >= end
 
     return stop
 
