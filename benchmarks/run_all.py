@@ -3,7 +3,9 @@
     python benchmarks/run_all.py [--quick]
 
 Each script prints its own tables (ratios against a baseline measured in the same run); copy the
-figures into RESULTS.md with the machine and date they print.
+figures into RESULTS.md with the machine and date they print. The scripts with plots
+(``bench_tail_latency``, ``bench_http2_spread``, ``bench_throughput``; matplotlib, in the ``dev``
+group) write their PNGs under ``results/`` (``*-quick.png`` for ``--quick``, not committed).
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ async def test_several_services_and_every_name_form() -> None:
             before = len(api.requests)
             url = f"http://127.0.0.1:{pods[2].port}/"
             assert (await http.get(url)).json() == {"proxied": url}
-            assert len(api.requests) == before
+            # No read for the IP host (a watch of web or api may still log its start meanwhile).
+            assert [r for r in api.requests[before:] if r.verb != "watch"] == []
 
 
 async def test_the_url_port_is_the_service_port() -> None:
@@ -235,7 +236,7 @@ async def test_headless_externalname_selectorless_and_missing_services() -> None
             before = len(api.requests)
             for url in ("http://ext.shop/a", "http://nope.shop/c"):
                 assert (await http.get(url)).json() == {"proxied": url}
-            assert len(api.requests) == before
+            assert [r for r in api.requests[before:] if r.verb != "watch"] == []  # watches may log late
 
 
 async def test_cluster_options_are_checked_at_construction() -> None:

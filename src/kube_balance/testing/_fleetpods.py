@@ -133,6 +133,9 @@ async def _start_h2(pods: Pods, pod: PodState) -> tuple[int, Stop]:
     config.accesslog = None
     config.errorlog = None
     config.h2_max_concurrent_streams = 1000
+    # hypercorn closes a connection after 1,000 requests by default (GOAWAY), failing the streams
+    # in flight on it: a pod must not end an HTTP/2 client's one connection unless asked to.
+    config.keep_alive_max_requests = 2**31
     config.graceful_timeout = GRACE
     stopping = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stopping.wait))  # type: ignore[arg-type]
