@@ -32,7 +32,7 @@ from ._balancer import LoadBalancer
 from ._endpoint import Endpoint
 from ._hedge import HedgePolicy, Hedging, race
 from ._outcome import Outcome
-from ._pools import FALLBACK_KEY, Lease, PoolSet
+from ._pools import _NO_POOL, FALLBACK_KEY, Lease, PoolSet
 from ._retry import Failure, RetryBudget, RetryPolicy
 
 __all__ = ["FALLBACK_KEY", "Adapter", "Attempts", "Dispatcher", "Lease", "Verdict"]
@@ -208,7 +208,8 @@ class Dispatcher(Generic[P, Q, R]):
         balancer = self.balancer
         if self._closed or self._pools.loop is None or not balancer.started:
             return None
-        endpoint = balancer.get(key)
+        # LoadBalancer.get() past its start check (started: nothing to start), inlined.
+        endpoint = balancer.algorithm.get(key)
         if endpoint is None:
             return None
         return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
@@ -234,7 +235,13 @@ class Dispatcher(Generic[P, Q, R]):
         return any(ep.key not in tried for ep in self.balancer.eligible)
 
     def _lease(self, endpoint: Endpoint | None, key: str, host: str, port: int) -> Lease[P]:
-        pool = self._pools.take(key)
+        pools = self._pools
+        pool = pools.pools.get(key, _NO_POOL)  # PoolSet.take(), inlined for an open pool
+        if pool is _NO_POOL:
+            pool = pools.take(key)
+        else:
+            inflight = pools.inflight
+            inflight[key] = inflight.get(key, 0) + 1
         self.budget.active += 1  # budget.request_started(), inlined: on every request's path
         return self._lease_type(self, endpoint, key, pool, host, port)
 
@@ -277,7 +284,13 @@ class Dispatcher(Generic[P, Q, R]):
             budget.active -= 1
         if lease.retry:
             budget.release()
-        self._pools.give_back(lease.key)
+        key, pools = lease.key, self._pools
+        inflight = pools.inflight
+        left = inflight.get(key, 1) - 1
+        if left > 0:  # PoolSet.give_back(), inlined for a lease that is not the last
+            inflight[key] = left
+        else:
+            pools.give_back(key)
 
     # -- sending with retries ------------------------------------------------------------
     async def send(
