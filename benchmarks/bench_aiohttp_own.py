@@ -12,6 +12,8 @@ contenders alternating run by run in a rotating order, so a burst of load hits a
 - baseline: ``BalancedConnector`` from ``REV`` (default ``HEAD``), a copy of the package extracted
   with ``git archive`` into a temporary directory and imported under another name;
 - this tree: ``BalancedConnector`` as checked out;
+- pick+lease+release: the dispatcher's share alone (this tree): the pick, the lease, a recorded
+  200 and the release with its ``put()``, no aiohttp;
 - floor: ``LoadBalancer.get()`` + ``put()`` alone (this tree), the part no connector can skip.
 
 Printed: us per request for each, the connector's own cost (minus plain) and this tree / baseline.
@@ -114,6 +116,19 @@ async def requests(session: aiohttp.ClientSession, url: str, number: int, ok: An
     return time.process_time() - start
 
 
+def lease_cycle(dispatcher: Any, open_: set[Any], ok: Any, number: int) -> float:
+    """CPU seconds for ``number`` picks + leases + recorded 200s + releases through the
+    dispatcher, as the connector does them, without aiohttp (this tree's internals)."""
+    pick = dispatcher._pick_now
+    start = time.process_time()
+    for _ in range(number):
+        lease = pick(None)
+        lease.hold(open_, False)
+        lease.elapsed, lease.status, lease.answer = 0.001, 200, ok
+        lease.give_back()
+    return time.process_time() - start
+
+
 def get_put(balancer: Any, number: int) -> float:
     """CPU seconds for ``number`` LoadBalancer.get() + put() pairs (the floor)."""
     get, put = balancer.get, balancer.put
@@ -144,7 +159,8 @@ async def main(args: argparse.Namespace) -> None:
         try:
             for session, url, _ in sessions.values():  # open the pooled connection, start balancers
                 await requests(session, url, 100)
-            balancer = sessions["this tree"][0].connector.balancers[0]  # type: ignore[union-attr]
+            connector: Any = sessions["this tree"][0].connector
+            balancer, route = connector.balancers[0], connector._routes.routes[0]
             best: dict[str, float] = {}
             names = list(sessions)
             for i in range(args.repeat):
@@ -152,6 +168,8 @@ async def main(args: argparse.Namespace) -> None:
                     session, url, ok = sessions[name]
                     cpu = await run(session, url, args.number, ok)
                     best[name] = min(best.get(name, cpu), cpu)
+                cpu = lease_cycle(route.dispatcher, route.open, sessions["this tree"][2], args.number)
+                best["pick+lease+release"] = min(best.get("pick+lease+release", cpu), cpu)
                 cpu = get_put(balancer, args.number)
                 best["floor: get+put"] = min(best.get("floor: get+put", cpu), cpu)
         finally:
