@@ -408,3 +408,42 @@ RELEASE = asyncio.Event()
 async def slow_close(pool: Pool) -> None:
     await asyncio.wait_for(RELEASE.wait(), 2)
     pool.closed = True
+
+
+class Marked(Lease[Pool]):
+    """A lease type of an integration's own (``Dispatcher(lease_type=)``)."""
+
+    __slots__ = ()
+
+
+async def test_first_attempt_then_send_with_its_failure_retries_as_send_would(rng: random.Random) -> None:
+    """The first attempt without send()'s coroutine: None before the balancer started; once
+    started, the lease (of the dispatcher's lease type) and the attempt; a failure handed to
+    send(first=, failed=) is released once and retried on another pod, counted and named, as
+    send() alone does it."""
+    d, adapter = dispatcher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], rng, lease_type=Marked)
+    assert d.first_attempt(None, None) is None  # not started: send() waits for discovery
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    lease.release()
+    seen: list[str] = []
+    adapter.attempt_fn = refusing(seen)
+    started = d.first_attempt(None, None)
+    assert started is not None
+    first, attempt = started
+    assert isinstance(first, Marked) and d.inflight(first.key) == 1
+    with pytest.raises(Refused) as info:
+        await asyncio.wait_for(attempt, 1)
+    with pytest.raises(RuntimeError) as explained:
+        await send_failed(d, first, info.value)
+    assert first.released and len(seen) == 3 == len(set(seen))
+    assert adapter.explained[0].tried == tuple(seen)
+    assert isinstance(explained.value.__cause__, Refused)
+    assert d.balancer.counters.retries == 2
+    assert d.balancer.counters.outcomes[Outcome.CONNECT_FAILED] == 3
+    assert all(d.inflight(key) == 0 for key in seen)
+    await shut(d, d.balancer)
+
+
+async def send_failed(d: Dispatcher[Pool, None, int], first: Lease[Pool], exc: BaseException) -> Any:
+    async with asyncio.timeout(1):
+        return await d.send(None, key=None, method="GET", replayable=True, first=first, failed=exc)

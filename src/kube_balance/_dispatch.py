@@ -25,14 +25,14 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ._balancer import LoadBalancer
 from ._endpoint import Endpoint
 from ._hedge import HedgePolicy, Hedging, race
 from ._outcome import Outcome
-from ._pools import FALLBACK_KEY, Lease, PoolSet
+from ._pools import _NO_POOL, FALLBACK_KEY, Lease, PoolSet
 from ._retry import Failure, RetryBudget, RetryPolicy
 
 __all__ = ["FALLBACK_KEY", "Adapter", "Attempts", "Dispatcher", "Lease", "Verdict"]
@@ -150,9 +150,11 @@ class Dispatcher(Generic[P, Q, R]):
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] | None = None,
         hedge: HedgePolicy | None = None,
+        lease_type: type[Lease[P]] = Lease,
     ) -> None:
         self.balancer = balancer
         self.adapter = adapter
+        self._lease_type = lease_type  # an integration may carry its own state on the lease
         self.retry = retry if retry is not None else RetryPolicy()
         self.budget: RetryBudget = self.retry.new_budget()
         self.clock = clock if clock is not None else time.perf_counter
@@ -206,19 +208,42 @@ class Dispatcher(Generic[P, Q, R]):
         balancer = self.balancer
         if self._closed or self._pools.loop is None or not balancer.started:
             return None
-        endpoint = balancer.get(key)
+        # LoadBalancer.get() past its start check (started: nothing to start), inlined.
+        endpoint = balancer.algorithm.get(key)
         if endpoint is None:
             return None
         return self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
+
+    def first_attempt(self, request: Q, key: str | bytes | None) -> tuple[Lease[P], Awaitable[R]] | None:
+        """The first attempt of a request without the :meth:`send` coroutine, when an endpoint can
+        be picked at once: its lease and the adapter's attempt, for the caller to await (None:
+        use :meth:`send`). If the attempt raises, hand the lease and the exception to
+        :meth:`send` (``first=lease, failed=exc``): it releases the lease and retries as it would
+        have. Only for an adapter whose results have no status (``status()`` is 0, aiohttp's
+        connection): a status is neither recorded nor retried on here."""
+        lease = self._pick_now(key)
+        if lease is None:
+            return None
+        try:
+            return lease, self.adapter.attempt(lease, request)
+        except BaseException:
+            lease.release(Outcome.LOCAL)
+            raise
 
     def has_other(self, tried: set[str]) -> bool:
         """Whether an eligible endpoint is left outside ``tried`` (for a retry from outside)."""
         return any(ep.key not in tried for ep in self.balancer.eligible)
 
     def _lease(self, endpoint: Endpoint | None, key: str, host: str, port: int) -> Lease[P]:
-        pool = self._pools.take(key)
+        pools = self._pools
+        pool = pools.pools.get(key, _NO_POOL)  # PoolSet.take(), inlined for an open pool
+        if pool is _NO_POOL:
+            pool = pools.take(key)
+        else:
+            inflight = pools.inflight
+            inflight[key] = inflight.get(key, 0) + 1
         self.budget.active += 1  # budget.request_started(), inlined: on every request's path
-        return Lease(self, endpoint, key, pool, host, port)
+        return self._lease_type(self, endpoint, key, pool, host, port)
 
     def _pick_other(self, key: str | bytes | None, tried: set[str]) -> Lease[P] | None:
         """A lease on an endpoint not in ``tried``, or None when no eligible one is left.
@@ -259,7 +284,13 @@ class Dispatcher(Generic[P, Q, R]):
             budget.active -= 1
         if lease.retry:
             budget.release()
-        self._pools.give_back(lease.key)
+        key, pools = lease.key, self._pools
+        inflight = pools.inflight
+        left = inflight.get(key, 1) - 1
+        if left > 0:  # PoolSet.give_back(), inlined for a lease that is not the last
+            inflight[key] = left
+        else:
+            pools.give_back(key)
 
     # -- sending with retries ------------------------------------------------------------
     async def send(
@@ -274,6 +305,7 @@ class Dispatcher(Generic[P, Q, R]):
         wait: float | None = None,
         first: Lease[P] | None = None,
         taken: set[str] | None = None,
+        failed: BaseException | None = None,
     ) -> tuple[R, Lease[P]]:
         """Send ``request`` on a leased endpoint, retrying on other endpoints when the policy allows.
 
@@ -285,7 +317,8 @@ class Dispatcher(Generic[P, Q, R]):
         instead. ``wait`` bounds the wait for the fallback's Service port. For the hedged path:
         ``first`` is a lease already taken for the first attempt, and ``taken`` a set to which
         every endpoint key this call leases is added (a hedge avoids them); a cancelled attempt
-        then reports how long it waited (:meth:`Lease.waited`).
+        then reports how long it waited (:meth:`Lease.waited`). ``failed``: the exception the
+        attempt on ``first`` raised (:meth:`first_attempt`): handled as if raised here.
         """
         adapter = self.adapter
         try:
@@ -308,6 +341,9 @@ class Dispatcher(Generic[P, Q, R]):
         number = 1
         while True:
             try:
+                if failed is not None:
+                    exc, failed = failed, None
+                    raise exc
                 result = await adapter.attempt(lease, request)
             except BaseException as exc:
                 verdict = Verdict(None, Outcome.CANCELLED)

@@ -59,10 +59,11 @@ async def test_a_release_before_the_headers_is_a_reset_timed_to_the_failure(rng:
     route = connector._routes.routes[0]
     await asyncio.wait_for(lb.wait_ready(1), 1)
     lease = await asyncio.wait_for(route.dispatcher.acquire(), 1)
-    outcome = kb_aiohttp._Outcome(lease, route.open)
-    assert route.open == {outcome} and not outcome.starting
-    outcome.release()
-    outcome.release()  # aiohttp's close() after release(): still once
+    assert isinstance(lease, kb_aiohttp._ConnLease)
+    lease.hold(route.open, False)
+    assert route.open == {lease} and not lease.starting
+    lease.give_back()
+    lease.give_back()  # aiohttp's close() after release(): still once
     assert route.open == set() and lease.released
     ((what, elapsed),) = seen
     assert what is Outcome.RESET and elapsed is not None and elapsed >= 0

@@ -70,8 +70,8 @@ class _Connector(BalancedConnector):
 
     async def connect(self, req: Any, traces: Any, timeout: aiohttp.ClientTimeout) -> Any:
         conn = await super().connect(req, traces, timeout)
-        outcome = getattr(conn, "_kube_balance_outcome", None)
-        _endpoint.set(outcome.lease.endpoint.key if outcome is not None else "fallback")
+        lease = getattr(conn, "_kube_balance_lease", None)
+        _endpoint.set(lease.endpoint.key if lease is not None else "fallback")
         return conn
 
 

@@ -176,43 +176,44 @@ class _Adapter:
         return _explain(exc, attempts)
 
 
-class _Outcome:
-    """Holds one lease until aiohttp gives its connection back, and what the response said.
+class _ConnLease(Lease[None]):
+    """The lease of one attempt, held until aiohttp gives its connection back (``release`` and
+    ``close`` callbacks of the connection), with what the response said: one object per request.
 
-    ``outcome`` stays None until the response headers arrive (or fail): a connection given back
+    ``answer`` (the outcome) stays None until the response headers arrive (or fail): a connection given back
     before that broke while the request was being sent (``RESET``). aiohttp releases the
     connection of a short response from inside ``start()``, before the status is ours to read: a
-    release while ``starting`` waits for the end of ``start()``.
+    release while ``starting`` waits for the end of ``start()``. ``hedged``: an attempt of a
+    hedged request, which reports how long it waited when cancelled before its answer
+    (:meth:`Lease.waited <kube_balance._pools.Lease.waited>`).
     """
 
-    __slots__ = ("lease", "outcome", "starting", "pending", "_open")
-    hedged = False  # a class attribute: nothing to set per request
+    __slots__ = ("answer", "starting", "pending", "hedged", "_open")
 
-    def __init__(self, lease: Lease[None], open_: set[_Outcome]) -> None:
-        self.lease = lease
-        self.outcome: Outcome | None = None
-        self.starting = False
-        self.pending = False
+    def hold(self, open_: set[_ConnLease], hedged: bool) -> None:
+        """Mark the lease out with its connection (in ``open_``, the connector's safety net)."""
+        self.answer: Outcome | None = None
+        self.starting = self.pending = False
+        self.hedged = hedged
         self._open = open_
         open_.add(self)
 
-    def release(self, *, leaked: bool = False) -> None:  # Connection callbacks: release() and close()
+    def give_back(self, *, leaked: bool = False) -> None:
+        """The connection is back (or closed): put() with the outcome, once."""
         if self.starting and not leaked:
             self.pending = True
             return
         self._open.discard(self)
-        lease = self.lease
-        if lease.elapsed is None and not lease.released:  # no response headers: time to the failure
-            lease.headers_received()
-        lease.release(Outcome.RESET if self.outcome is None else self.outcome, leaked=leaked)
+        if self.released:
+            return
+        if self.elapsed is None:  # no response headers: the time to the failure
+            self.elapsed = self._owner.clock() - self.started
+        self.released = True
+        answer = self.answer
+        self._owner._release(self, _RESET if answer is None else answer, leaked)
 
 
-class _HedgedOutcome(_Outcome):
-    """An attempt of a hedged request: cancelled before its answer, it reports how long it
-    waited (:meth:`Lease.waited <kube_balance._pools.Lease.waited>`)."""
-
-    __slots__ = ()
-    hedged = True
+_RESET = Outcome.RESET
 
 
 def _pod_key(key: Any, host: str, port: int) -> Any:
@@ -287,9 +288,9 @@ class _Route:
         hedge: HedgePolicy | None = None,
     ) -> None:
         self.balancer, self.owns, self.key = balancer, owns, key
-        self.open: set[_Outcome] = set()  # leases whose connection is still out
+        self.open: set[_ConnLease] = set()  # leases whose connection is still out
         self.dispatcher: Dispatcher[None, _Attempt, Connection] = Dispatcher(
-            balancer, adapter, retry=retry, hedge=hedge
+            balancer, adapter, retry=retry, hedge=hedge, lease_type=_ConnLease
         )
 
 
@@ -415,27 +416,47 @@ class BalancedConnector(aiohttp.TCPConnector):
             return await super().connect(req, traces, timeout)
         key = route.key.from_request(req, req.headers) if route.key is not None else None
         retry: _MiddlewareRetry | None = getattr(req, "_kube_balance_retry", None)
-        first, taken = (retry.first, retry.taken) if retry is not None else (None, None)
-        if first is not None:
-            retry.first = None  # type: ignore[union-attr]  # the hedge's pick, used once
+        dispatcher = route.dispatcher
+        request = (req, traces, timeout)
+        lease: _ConnLease
         try:
-            conn, lease = await route.dispatcher.send(
-                (req, traces, timeout),
-                key=key,
-                method=req.method,
-                replayable=True,  # nothing has been sent yet
-                exclude=retry.tried if retry is not None else None,
-                retry_slot=retry is not None and retry.slot,
-                first=first,
-                taken=taken,
-            )
+            if retry is None:
+                # Nearly every request: the pick and aiohttp's connect() with no dispatcher
+                # frame; send() takes over only if the pick must wait or the attempt fails.
+                started = dispatcher.first_attempt(request, key)
+                if started is None:
+                    conn, lease = await dispatcher.send(  # type: ignore[assignment]
+                        request, key=key, method=req.method, replayable=True
+                    )
+                else:
+                    lease, attempt = started  # type: ignore[assignment]
+                    try:
+                        conn = await attempt
+                    except BaseException as exc:
+                        conn, lease = await dispatcher.send(  # type: ignore[assignment]
+                            request, key=key, method=req.method, replayable=True, first=lease, failed=exc
+                        )
+                lease.hold(route.open, False)
+            else:
+                first, taken = retry.first, retry.taken
+                if first is not None:
+                    retry.first = None  # the hedge's pick, used once
+                conn, lease = await dispatcher.send(  # type: ignore[assignment]
+                    request,
+                    key=key,
+                    method=req.method,
+                    replayable=True,  # nothing has been sent yet
+                    exclude=retry.tried,
+                    retry_slot=retry.slot,
+                    first=first,
+                    taken=taken,
+                )
+                retry.slot, retry.endpoint = False, lease.key
+                lease.hold(route.open, first is not None or taken is not None)
         except _errors.NoEndpointsAvailable as exc:
             raise NoEndpointsAvailable(str(exc)) from exc
-        if retry is not None:
-            retry.slot, retry.endpoint = False, lease.key
-        outcome = (_Outcome if first is None and taken is None else _HedgedOutcome)(lease, route.open)
-        conn.add_callback(outcome.release)
-        conn._kube_balance_outcome = outcome  # type: ignore[attr-defined]  # read by _reporting
+        conn.add_callback(lease.give_back)
+        conn._kube_balance_lease = lease  # type: ignore[attr-defined]  # read by _reporting
         sub = _response_classes.get(req.response_class)
         req.response_class = sub if sub is not None else _reporting_class(req.response_class)
         return conn
@@ -446,8 +467,8 @@ class BalancedConnector(aiohttp.TCPConnector):
         for route in routes:
             # The safety net: a response never released keeps its connection (and so itself:
             # the connection's protocol holds it) alive until here, in aiohttp as without us.
-            for outcome in list(route.open):
-                outcome.release(leaked=True)
+            for lease in list(route.open):
+                lease.give_back(leaked=True)
         await super().close(*args, **kwargs)
         for route in routes:
             await route.dispatcher.aclose()
@@ -481,29 +502,32 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
     start = base.start
 
     async def reporting_start(self: ClientResponse, connection: Connection) -> ClientResponse:
-        outcome: _Outcome | None = getattr(connection, "_kube_balance_outcome", None)
-        if outcome is None:
+        lease: _ConnLease | None = getattr(connection, "_kube_balance_lease", None)
+        if lease is None:
             return await start(self, connection)
-        outcome.starting = True
+        lease.starting = True
         try:
             result = await start(self, connection)
         except BaseException as exc:
-            outcome.outcome = _response_outcome(exc)
-            if outcome.hedged and outcome.outcome is Outcome.CANCELLED:
-                outcome.lease.waited()
+            lease.answer = outcome = _response_outcome(exc)
+            if lease.hedged and outcome is Outcome.CANCELLED:
+                lease.waited()
             raise
         else:
-            lease = outcome.lease
             status = self.status
-            if status in (429, 503):
-                lease.headers_received(status, parse_retry_after(self.headers.get("Retry-After")))
+            # Lease.headers_received(), inlined: on every response's path.
+            lease.elapsed = lease._owner.clock() - lease.started
+            lease.status = status
+            if status < 429:
+                lease.answer = _OK
             else:
-                lease.headers_received(status)
-            outcome.outcome = _OK if status < 429 else Outcome.of_status(status)
+                if status == 429 or status == 503:
+                    lease.retry_after = parse_retry_after(self.headers.get("Retry-After"))
+                lease.answer = Outcome.of_status(status)
         finally:
-            outcome.starting = False
-            if outcome.pending:
-                outcome.release()
+            lease.starting = False
+            if lease.pending:
+                lease.give_back()
         return result
 
     return type(f"Balanced{base.__name__}", (base,), {"start": reporting_start, "_kube_balance": True})
@@ -654,9 +678,9 @@ def _hedge_copy(req: ClientRequest) -> ClientRequest:
 
 async def _drop_response(resp: ClientResponse) -> None:
     """Close a hedged request's losing response that arrived anyway; its put() says CANCELLED."""
-    outcome: _Outcome | None = getattr(resp.connection, "_kube_balance_outcome", None)
-    if outcome is not None:
-        outcome.outcome = Outcome.CANCELLED
+    lease: _ConnLease | None = getattr(resp.connection, "_kube_balance_lease", None)
+    if lease is not None:
+        lease.answer = Outcome.CANCELLED
     resp.close()
 
 
