@@ -447,3 +447,64 @@ async def test_first_attempt_then_send_with_its_failure_retries_as_send_would(rn
 async def send_failed(d: Dispatcher[Pool, None, int], first: Lease[Pool], exc: BaseException) -> Any:
     async with asyncio.timeout(1):
         return await d.send(None, key=None, method="GET", replayable=True, first=first, failed=exc)
+
+
+class RaisingAtOnce(Explaining):
+    """An adapter whose attempt() fails before it returns an awaitable (a bad request object)."""
+
+    def attempt(self, lease: Lease[Pool], request: None) -> Any:  # type: ignore[override]
+        raise ValueError("bad request")
+
+
+async def test_first_attempt_failing_before_its_awaitable_releases_the_lease_as_local(
+    rng: random.Random,
+) -> None:
+    """first_attempt(): an attempt that raises at once is put back as LOCAL (not the pod's
+    failure) and the error reaches the caller; nothing stays in flight."""
+    adapter = RaisingAtOnce()
+    lb = LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]), algorithm="round_robin", rng=rng)
+    d: Dispatcher[Pool, None, int] = Dispatcher(lb, adapter)
+    (await asyncio.wait_for(d.acquire(), 1)).release()  # started
+    with pytest.raises(ValueError, match="bad request"):
+        d.first_attempt(None, None)
+    assert lb.counters.outcomes[Outcome.LOCAL] == 1
+    assert d.inflight("10.0.0.1:80") == 0 and lb.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
+    await shut(d, lb)
+
+
+async def test_a_lease_on_an_open_idle_pool_counts_one_in_flight(rng: random.Random) -> None:
+    """The second lease on an endpoint whose pool stayed open after the first was released is
+    counted from 0: one in flight, and 0 again after its release."""
+    d, _ = dispatcher(["10.0.0.1:80"], rng)
+    (await asyncio.wait_for(d.acquire(), 1)).release()
+    assert "10.0.0.1:80" in d.pools and d.inflight("10.0.0.1:80") == 0
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    assert d.inflight("10.0.0.1:80") == 1
+    second = await asyncio.wait_for(d.acquire(), 1)
+    assert d.inflight("10.0.0.1:80") == 2
+    lease.release()
+    second.release()
+    assert d.inflight("10.0.0.1:80") == 0
+    await shut(d, d.balancer)
+
+
+async def test_a_hedged_send_records_every_endpoint_it_leased(rng: random.Random) -> None:
+    """send(taken=...): the first attempt's endpoint and the retry's both go into ``taken`` (a
+    hedge then avoids them)."""
+    d, adapter = dispatcher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], rng)
+    (await asyncio.wait_for(d.acquire(), 1)).release()  # started; round robin moves on by one
+    seen: list[str] = []
+
+    async def refuse_first(lease: Lease[Pool]) -> int:
+        seen.append(lease.key)
+        if len(seen) == 1:
+            raise Refused("refused")
+        return 200
+
+    adapter.attempt_fn = refuse_first
+    taken: set[str] = set()
+    async with asyncio.timeout(1):
+        result, lease = await d.send(None, key=None, method="GET", replayable=True, taken=taken)
+    lease.release()
+    assert result == 200 and len(seen) == 2 and taken == set(seen)
+    await shut(d, d.balancer)

@@ -85,7 +85,12 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_balancer_dispatch.py",
         "tests/integrations/test_outcomes.py",
     ],
-    "src/kube_balance/_dispatch.py": ["tests/test_balancer_dispatch.py", "tests/test_pools.py"],
+    "src/kube_balance/_dispatch.py": [
+        "tests/test_balancer_dispatch.py",
+        "tests/test_pools.py",
+        "tests/test_hedge.py",  # the hedged path (send_hedged, taken, the latency observer)
+        "tests/integrations/test_httpx_hedging.py",
+    ],
     # The connector's release path (put() once per pick): run it with --line for those lines.
     "src/kube_balance/integrations/aiohttp.py": [
         "tests/integrations/test_aiohttp_release.py",
