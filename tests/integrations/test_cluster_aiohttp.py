@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -151,6 +152,10 @@ async def test_namespaces_and_special_services() -> None:
             assert not reads(api, "endpointslices", "ext")
 
 
+@pytest.mark.skipif(
+    "middlewares" not in inspect.signature(aiohttp.ClientSession.__init__).parameters,
+    reason="client middlewares need aiohttp >= 3.12",
+)
 async def test_the_middleware_retries_in_cluster_mode() -> None:
     """BalancedMiddleware on a cluster connector retries a 503 on the Service's other pod."""
     async with asyncio.timeout(30), FakeApiServer() as api, running_pods(2) as pods:
