@@ -97,6 +97,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/integrations/test_outcomes.py",
         "tests/integrations/test_aiohttp_connector.py",
         "tests/integrations/test_aiohttp_middleware.py",
+        "tests/integrations/test_aiohttp_hedging.py",  # a hedged attempt's waited time
     ],
     "src/kube_balance/algorithms/_least_request.py": [
         "tests/algorithms/test_least_request.py",

@@ -60,7 +60,7 @@ async def test_a_release_before_the_headers_is_a_reset_timed_to_the_failure(rng:
     await asyncio.wait_for(lb.wait_ready(1), 1)
     lease = await asyncio.wait_for(route.dispatcher.acquire(), 1)
     assert isinstance(lease, kb_aiohttp._ConnLease)
-    lease.hold(route.open, False)
+    lease.hold(route.open)
     assert route.open == {lease} and not lease.starting
     lease.give_back()
     lease.give_back()  # aiohttp's close() after release(): still once
@@ -105,3 +105,35 @@ async def test_a_reporting_response_on_a_plain_connection_is_its_base(pod: int) 
     ):
         assert isinstance(resp, sub)
         assert resp.status == 200 and await resp.text() == "ok"
+
+
+async def test_elapsed_is_the_time_to_the_headers_not_to_the_release(rng: random.Random) -> None:
+    """put() gets the time from the pick to the response headers: the 1.5 s the body takes
+    after them is not counted (the connection goes back only when the body ends)."""
+
+    async def streaming(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)  # the headers go now, the body later
+        await asyncio.sleep(1.5)
+        await response.write(b"ok")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", streaming)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    lb = LoadBalancer("web.shop:80", source=StaticSource([f"127.0.0.1:{port}"]), rng=rng, fallback=None)
+    seen: list[tuple[Outcome, float | None]] = []
+    lb.add_observer(lambda ep, elapsed, outcome, status, ra: seen.append((outcome, elapsed)))
+    session = aiohttp.ClientSession(connector=BalancedConnector(lb))
+    try:
+        async with session, asyncio.timeout(10), session.get(f"{SERVICE}/") as resp:
+            assert await resp.read() == b"ok"
+    finally:
+        await asyncio.wait_for(runner.cleanup(), 5)
+    [(outcome, elapsed)] = seen
+    assert outcome is Outcome.OK and elapsed is not None and 0 < elapsed < 1.0
+    await lb.aclose()

@@ -183,18 +183,16 @@ class _ConnLease(Lease[None]):
     ``answer`` (the outcome) stays None until the response headers arrive (or fail): a connection given back
     before that broke while the request was being sent (``RESET``). aiohttp releases the
     connection of a short response from inside ``start()``, before the status is ours to read: a
-    release while ``starting`` waits for the end of ``start()``. ``hedged``: an attempt of a
-    hedged request, which reports how long it waited when cancelled before its answer
-    (:meth:`Lease.waited <kube_balance._pools.Lease.waited>`).
+    release while ``starting`` waits for the end of ``start()``. Given back without an answer
+    (a failure, or a hedged attempt cancelled), it reports the time until then.
     """
 
-    __slots__ = ("answer", "starting", "pending", "hedged", "_open")
+    __slots__ = ("answer", "starting", "pending", "_open")
 
-    def hold(self, open_: set[_ConnLease], hedged: bool) -> None:
+    def hold(self, open_: set[_ConnLease]) -> None:
         """Mark the lease out with its connection (in ``open_``, the connector's safety net)."""
         self.answer: Outcome | None = None
         self.starting = self.pending = False
-        self.hedged = hedged
         self._open = open_
         open_.add(self)
 
@@ -436,7 +434,6 @@ class BalancedConnector(aiohttp.TCPConnector):
                         conn, lease = await dispatcher.send(  # type: ignore[assignment]
                             request, key=key, method=req.method, replayable=True, first=lease, failed=exc
                         )
-                lease.hold(route.open, False)
             else:
                 first, taken = retry.first, retry.taken
                 if first is not None:
@@ -452,9 +449,9 @@ class BalancedConnector(aiohttp.TCPConnector):
                     taken=taken,
                 )
                 retry.slot, retry.endpoint = False, lease.key
-                lease.hold(route.open, first is not None or taken is not None)
         except _errors.NoEndpointsAvailable as exc:
             raise NoEndpointsAvailable(str(exc)) from exc
+        lease.hold(route.open)
         conn.add_callback(lease.give_back)
         conn._kube_balance_lease = lease  # type: ignore[attr-defined]  # read by _reporting
         sub = _response_classes.get(req.response_class)
@@ -509,9 +506,9 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
         try:
             result = await start(self, connection)
         except BaseException as exc:
-            lease.answer = outcome = _response_outcome(exc)
-            if lease.hedged and outcome is Outcome.CANCELLED:
-                lease.waited()
+            # A cancelled hedged attempt's connection closes at once: give_back() then records
+            # the time it waited, as it does for any answer that never came.
+            lease.answer = _response_outcome(exc)
             raise
         else:
             status = self.status
