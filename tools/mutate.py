@@ -98,6 +98,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/integrations/test_aiohttp_connector.py",
         "tests/integrations/test_aiohttp_middleware.py",
         "tests/integrations/test_aiohttp_hedging.py",  # a hedged attempt's waited time
+        "tests/integrations/test_cluster_aiohttp.py",  # connect() resolving a cluster table's hosts
     ],
     "src/kube_balance/algorithms/_least_request.py": [
         "tests/algorithms/test_least_request.py",
