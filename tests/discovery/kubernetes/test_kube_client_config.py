@@ -144,3 +144,14 @@ async def test_injected_client_is_not_closed(api: Any, client: Any, sleeper: Sle
     async with running(make_source("web.shop:http", sleeper, api_client=client), sink):
         await sink.wait_keys("10.0.0.1:8080")
     assert await list_names(client) == ["web-ipv4"]
+
+
+async def test_concurrent_first_calls_build_one_client(api: Any, tmp_path: Any) -> None:
+    """Two callers asking at once while the kubeconfig loads share one ApiClient (none leaks unclosed)."""
+    config = ClientConfig(kubeconfig=str(api.write_kubeconfig(tmp_path / "kc")))
+    try:
+        first, second = await asyncio.wait_for(asyncio.gather(config.client(), config.client()), 10)
+        assert first is second
+        assert await list_names(first) == []
+    finally:
+        await asyncio.wait_for(config.aclose(), 5)

@@ -119,7 +119,8 @@ class ClientConfig:
             configuration = Configuration()
             self._check_kubeconfig_exists()
             await self._bounded_load(configuration)
-            self._client = ApiClient(configuration=configuration)
+            if self._client is None:  # a concurrent caller may have built it while this one loaded
+                self._client = ApiClient(configuration=configuration)
         return self._client
 
     def _check_kubeconfig_exists(self) -> None:
