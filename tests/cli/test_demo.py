@@ -52,7 +52,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def test_every_scene_runs_in_order(run: Run) -> None:
-    """All six scenes ran, in the documented order; the exit code says whether every check held."""
+    """All nine scenes ran, in the documented order; the exit code says whether every check held."""
     assert list(run.results) == list(SCENES)
     assert run.code == (0 if all(r.passed for r in run.results.values()) else 1)
 
@@ -111,6 +111,46 @@ def test_aiohttp_scene_runs(run: Run) -> None:
     assert len(tally.pods()) >= 5
 
 
+def test_cluster_client_balances_two_services_by_name(run: Run) -> None:
+    """One BalancedTransport.cluster(): web.shop and orders.shop:9090 spread over every pod of each,
+    watches started by the first requests (one Service read each), localhost passed through."""
+    cluster = run.results["cluster"]
+    assert cluster.passed, cluster.checks
+    (tally,) = cluster.phases
+    assert tally.count == 270 and tally.failed == 0
+    by_service = {key: {r.pod for r in tally.records if r.key == key} for key in ("web", "orders", "direct")}
+    assert by_service["web"] == {f"web-{i}" for i in range(10)}
+    assert by_service["orders"] == {f"orders-{i}" for i in range(4)}
+    assert by_service["direct"] == {"web-9 (direct)"}
+    assert cluster.figures["orders_service_reads"] == 1
+
+
+def test_subsetting_bounds_connections_and_covers_every_pod(run: Run) -> None:
+    """10 clients, subset 3: each client used at most 3 pods and 3 connections, every pod served,
+    and the windows tile the pods (each pod in exactly 3 subsets: 3 x 30 / 3 requests each)."""
+    subset = run.results["subset"]
+    assert subset.passed, subset.checks
+    assert subset.matrix is not None
+    rows, pods, counts = subset.matrix
+    assert len(rows) == 10 and len(pods) == 10
+    assert all(sum(1 for c in row if c) <= 3 and sum(row) == 30 for row in counts)
+    assert all(sum(1 for row in counts if row[j]) == 3 for j in range(10))
+    assert subset.figures["max_connections"] <= 3 and subset.figures["connections"] <= 30
+    assert subset.figures["max_mean"] <= 1.1
+
+
+def test_hedging_sends_hedges_within_the_budget(run: Run) -> None:
+    """With HedgePolicy() hedges were sent, at most 5% of the requests, none failed; the flapping
+    pod answered requests in both phases (the same traffic)."""
+    hedge = run.results["hedge"]
+    plain, hedged = hedge.phases
+    assert plain.failed == 0 and hedged.failed == 0 and plain.count > 0 and hedged.count > 0
+    assert hedge.figures["plain_hedges"] == 0
+    assert 0 < hedge.figures["hedged_hedges"] <= 0.05 * hedged.count
+    assert hedge.checks["hedging: extra requests within the 5% budget"]
+    assert plain.pods()[hedge.focus] > 0 and hedged.pods()[hedge.focus] > 0
+
+
 def test_summary_table_and_plot_path_are_printed(run: Run) -> None:
     """The output has each scene's title, the summary table and the PNG's path."""
     for result in run.results.values():
@@ -155,12 +195,13 @@ def test_bad_scenes_are_refused(spec: str, capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as exit_:
         main(["demo", "--scenes", spec])
     assert exit_.value.code == 2
-    assert "why, slow, rolling, failing, affinity, aiohttp" in capsys.readouterr().err
+    assert "why, slow, rolling, failing, affinity, aiohttp, cluster, subset, hedge" in capsys.readouterr().err
 
 
 def test_scene_names_keep_the_usual_order() -> None:
     """--scenes picks scenes and runs them in the documented order."""
     assert demo._scene_names("aiohttp, why") == ["why", "aiohttp"]
+    assert demo._scene_names("hedge,subset,cluster") == ["cluster", "subset", "hedge"]
     assert demo._scene_names(None) == list(SCENES)
 
 

@@ -3,7 +3,7 @@
 Subcommands:
 
 - ``demo``: what ``make demo`` runs: the library on an embedded cluster (a fake API server, real
-  pods on 127.0.0.1, real traffic), six scenes, a summary table and a PNG (``kube_balance.demo``).
+  pods on 127.0.0.1, real traffic), nine scenes, a summary table and a PNG (``kube_balance.demo``).
 - ``simulate``: every algorithm on 10 simulated pods, one 10x slower; per-pod share, p50, p99.
 - ``proxy``: an HTTP reverse proxy in front of one Service, balanced per request (``_proxy.py``).
 - ``watch``: the Service's endpoints as the library sees them, live (``_watch.py``).
@@ -50,15 +50,17 @@ def _run_watch(args: argparse.Namespace) -> int:
 
 
 DEMO_DESCRIPTION = """\
-The library on an embedded cluster, in under a minute: a fake Kubernetes API server and 20 real
-pods on 127.0.0.1 (10 HTTP/1.1, 10 h2c, in a child process), discovered through EndpointSlices by
-the real Kubernetes client, and real traffic through BalancedTransport and BalancedConnector.
-Scenes: why (HTTP/2 through an L4 Service vs balanced per request), slow (a 10x slower pod:
-round_robin, least_request, peak_ewma), rolling (a rolling update of every pod: 0 failed
-requests), failing (a pod answering 503, ejected), affinity (ring_hash with bounded loads while a
-pod is hot), aiohttp (the same through aiohttp). Live on a terminal, plain lines otherwise; ends
-with a summary table and a PNG (shares over time, latency CDFs). Exit 0 when every scene's
-checks hold, 1 if one does not, 2 without the demo extra (pip install 'kube-balance[demo]')."""
+The library on an embedded cluster, in under a minute: a fake Kubernetes API server and 24 real
+pods on 127.0.0.1 (10 HTTP/1.1, 10 h2c, 4 of a second Service, in child processes), discovered
+through EndpointSlices by the real Kubernetes client, and real traffic through BalancedTransport
+and BalancedConnector. Scenes: why (HTTP/2 through an L4 Service vs balanced per request), slow (a
+10x slower pod: round_robin, least_request, peak_ewma), rolling (a rolling update of every pod: 0
+failed requests), failing (a pod answering 503, ejected), affinity (ring_hash with bounded loads
+while a pod is hot), aiohttp (the same through aiohttp), cluster (one BalancedTransport.cluster()
+client for two Services called by name), subset (10 clients, each over a deterministic subset of 3
+pods), hedge (a flapping pod, without and with HedgePolicy()). Live on a terminal, plain lines
+otherwise; ends with a summary table and a PNG (shares over time, latency CDFs). Exit 0 when every
+scene's checks hold, 1 if one does not, 2 without the demo extra (pip install 'kube-balance[demo]')."""
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -116,7 +118,7 @@ def add_demo_parser(sub: Any) -> None:
 
     demo = sub.add_parser(
         "demo",
-        help="the library on an embedded cluster: real pods, real traffic, six scenes (make demo)",
+        help="the library on an embedded cluster: real pods, real traffic, nine scenes (make demo)",
         description=DEMO_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -125,7 +127,7 @@ def add_demo_parser(sub: Any) -> None:
         "--scenes",
         type=check_scenes,
         metavar="NAMES",
-        help=f"only these scenes, comma-separated, run in the usual order ({','.join(SCENES)})",
+        help=f"only these scenes, comma-separated, run in the usual order ({', '.join(SCENES)})",
     )
     demo.add_argument(
         "--out",

@@ -8,9 +8,11 @@ pods with the real ``kubernetes_asyncio`` client through a kubeconfig. No cluste
 Scenes (``--scenes``, in this order): ``why`` (HTTP/2 through an L4 Service vs balanced per
 request), ``slow`` (a slow pod: round_robin, least_request, peak_ewma), ``rolling`` (a rolling
 update of every pod under traffic), ``failing`` (a pod answering 503, ejected), ``affinity``
-(ring_hash with bounded loads while a pod is hot), ``aiohttp`` (the same through aiohttp).
-Modules: ``_cluster`` (the embedded cluster), ``_traffic`` (load and tally), ``_scene*`` (the
-scenes), ``_display`` (terminal), ``_plot`` (the PNG).
+(ring_hash with bounded loads while a pod is hot), ``aiohttp`` (the same through aiohttp),
+``cluster`` (one ``BalancedTransport.cluster()`` for two Services called by name), ``subset``
+(deterministic subsetting: 10 clients, 3 pods each), ``hedge`` (a flapping pod, without and with
+``HedgePolicy()``). Modules: ``_cluster`` (the embedded cluster), ``_traffic`` (load and tally),
+``_scene*`` (the scenes), ``_display`` (terminal), ``_plot`` (the PNG).
 
 Needs ``pip install 'kube-balance[demo]'``.
 """
@@ -31,6 +33,7 @@ from ._display import PlainDisplay, display
 from ._plot import preload
 from ._scene import Context, SceneResult
 from ._scenes import aiohttp_scene, slow_pod, why
+from ._scenes_beyond import cluster_client, hedging, subsetting
 from ._scenes_change import affinity, failing_pod, rolling_update
 
 __all__ = ["SCENES", "main", "run_scenes"]
@@ -44,8 +47,12 @@ SCENES: dict[str, Scene] = {
     "failing": failing_pod,
     "affinity": affinity,
     "aiohttp": aiohttp_scene,
+    "cluster": cluster_client,
+    "subset": subsetting,
+    "hedge": hedging,
 }
 PODS = 10
+ORDERS_PODS = 4  # the cluster scene's second Service
 DEFAULT_OUT = "kube-balance-demo.png"
 
 
@@ -62,9 +69,13 @@ async def _run(names: Sequence[str], out: PlainDisplay, ctx: Context, pods: int)
     started = time.monotonic()
     # matplotlib imports while the parent waits for the pods' process and the API server.
     preloading = asyncio.create_task(asyncio.to_thread(preload))
-    async with running(pods) as cluster:
+    orders = ORDERS_PODS if "cluster" in names else 0
+    async with running(pods, orders=orders) as cluster:
         out.print(f"({time.monotonic() - started:.1f} s to start)")
-        out.print(f"Cluster: fake API server at {cluster.api.url}; {pods} HTTP/1.1 pods and {pods} h2c pods")
+        more = f" and {orders} HTTP/1.1 pods of Service orders" if orders else ""
+        out.print(
+            f"Cluster: fake API server at {cluster.api.url}; {pods} HTTP/1.1 pods, {pods} h2c pods{more}"
+        )
         out.print("on 127.0.0.1 in a child process; clients discover them through EndpointSlices.")
         for name in names:
             result = await SCENES[name](cluster, ctx)

@@ -1,8 +1,10 @@
-"""The demo's embedded cluster: a fake API server, two fleets of real pods, balanced clients.
+"""The demo's embedded cluster: a fake API server, fleets of real pods, balanced clients.
 
 Services in namespace ``shop``: ``web`` (HTTP/1.1 pods) and ``web-h2`` (h2c pods), each with one
-EndpointSlice per pod. Clients discover them with a real ``KubernetesSource`` through a kubeconfig
-pointing at the fake API server, exactly as in a cluster with ``kubeconfig=None``.
+EndpointSlice per pod, and, when a scene asks for it, ``orders`` (a few HTTP/1.1 pods behind
+Service port 9090 named ``http``: the cluster scene's second Service). Clients discover them with
+a real ``KubernetesSource`` through a kubeconfig pointing at the fake API server, exactly as in a
+cluster with ``kubeconfig=None``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..discovery import KubernetesSource
-from ..testing import FakeApiServer, PodFleet
+from ..testing import FakeApiServer, PodFleet, service
 
 if TYPE_CHECKING:
     import aiohttp
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 NAMESPACE = "shop"
 WEB = "web"  # HTTP/1.1 pods
 WEB_H2 = "web-h2"  # h2c pods
+ORDERS = "orders"  # HTTP/1.1 pods behind Service port ORDERS_PORT (started only when asked)
+ORDERS_PORT = 9090
 LATENCY = (0.015, 0.025)  # each pod's service time, seconds (Linkerd's "Beyond Round Robin", 10x down)
 
 
@@ -36,6 +40,7 @@ class Cluster:
     web: PodFleet
     h2: PodFleet
     kubeconfig: str
+    orders: PodFleet | None = None
 
     def source(self, name: str) -> KubernetesSource:
         return KubernetesSource(f"{name}.{NAMESPACE}:http", kubeconfig=self.kubeconfig)
@@ -95,14 +100,17 @@ async def until(condition: Callable[[], bool], seconds: float = 15.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(pods: int, *, seed: int = 0) -> AsyncIterator[Cluster]:
-    """Start everything (about 2 s: the pods' interpreter starts in parallel with the API server)."""
+async def running(pods: int, *, seed: int = 0, orders: int = 0) -> AsyncIterator[Cluster]:
+    """Start everything (about 2 s: the pods' interpreters start in parallel with the API server);
+    ``orders`` pods of Service ``orders`` too when it is not 0."""
     async with contextlib.AsyncExitStack() as stack:
         web = PodFleet(pods, latency=LATENCY, seed=seed, prefix=WEB)
         h2 = PodFleet(pods, http2=True, latency=LATENCY, seed=seed + 1, prefix=WEB_H2)
+        extra = PodFleet(orders, latency=LATENCY, seed=seed + 2, prefix=ORDERS) if orders else None
         api = FakeApiServer()
-        started = await asyncio.gather(web.start(), h2.start(), api.start(), return_exceptions=True)
-        for closer, outcome in zip((web.aclose, h2.aclose, api.stop), started, strict=True):
+        fleets = [web, h2, *([extra] if extra else [])]
+        started = await asyncio.gather(api.start(), *(f.start() for f in fleets), return_exceptions=True)
+        for closer, outcome in zip((api.stop, *(f.aclose for f in fleets)), started, strict=True):
             if not isinstance(outcome, BaseException):
                 stack.push_async_callback(closer)
         for outcome in started:
@@ -110,5 +118,18 @@ async def running(pods: int, *, seed: int = 0) -> AsyncIterator[Cluster]:
                 raise outcome
         web.publish(api, WEB, NAMESPACE)
         h2.publish(api, WEB_H2, NAMESPACE)
+        if extra is not None:
+            publish_orders(api, extra)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kube-balance-demo-")))
-        yield Cluster(api, web, h2, str(api.write_kubeconfig(folder / "kubeconfig", namespace=NAMESPACE)))
+        kubeconfig = str(api.write_kubeconfig(folder / "kubeconfig", namespace=NAMESPACE))
+        yield Cluster(api, web, h2, kubeconfig, extra)
+
+
+def publish_orders(api: FakeApiServer, fleet: PodFleet) -> None:
+    """Service ``orders``: port 9090 named ``http`` (the pods' port of that name) and a metrics
+    port the slices do not have; one EndpointSlice per pod."""
+    ports = [{"name": "metrics", "port": 9100, "targetPort": "metrics"},
+             {"name": "http", "port": ORDERS_PORT, "targetPort": "http"}]  # fmt: skip
+    api.apply(service(ORDERS, NAMESPACE, ports=ports))
+    for pod in fleet.pods:
+        api.apply(fleet.endpoint_slice(pod.name, ORDERS, NAMESPACE))

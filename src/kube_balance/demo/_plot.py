@@ -39,7 +39,10 @@ def write_png(results: Sequence[SceneResult], path: Path) -> Path:
     figure, axes = plt.subplots(rows, columns, figsize=(14, 3.2 * rows + 0.4), squeeze=False)
     flat = list(axes.flat)
     for ax, result in zip(flat, results, strict=False):
-        _shares_over_time(ax, result)
+        if result.matrix is not None:
+            _grid(ax, result)
+        else:
+            _shares_over_time(ax, result)
     _cdfs(flat[len(results)], results)
     for ax in flat[panels:]:
         ax.set_visible(False)
@@ -89,9 +92,24 @@ def _shares_over_time(ax: Any, result: SceneResult) -> None:
         ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
+def _grid(ax: Any, result: SceneResult) -> None:
+    """Requests per client (rows) and pod (columns), the counts written in the cells."""
+    assert result.matrix is not None
+    rows, columns, counts = result.matrix
+    ax.imshow(counts, cmap="Blues", aspect="auto")
+    for i, row in enumerate(counts):
+        for j, value in enumerate(row):
+            if value:
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(len(columns)), [c.rsplit("-", 1)[-1] for c in columns], fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=6)
+    ax.set_xlabel("pod")
+    ax.set_title(f"{result.title}: requests per client and pod", fontsize=9, loc="left", pad=14)
+
+
 def _cdfs(ax: Any, results: Sequence[SceneResult]) -> None:
-    """Latency CDFs of every phase of the slow-pod and aiohttp scenes (the why scene's otherwise)."""
-    chosen: list[Tally] = [t for r in results if r.key in ("slow", "aiohttp") for t in r.phases]
+    """Latency CDFs of every phase of the slow-pod, aiohttp and hedging scenes (the why scene's otherwise)."""
+    chosen: list[Tally] = [t for r in results if r.key in ("slow", "aiohttp", "hedge") for t in r.phases]
     if not chosen:
         chosen = [t for r in results for t in r.phases]
     for tally in chosen:

@@ -22,6 +22,8 @@ class SceneResult:
     checks: dict[str, bool] = field(default_factory=dict)
     figures: dict[str, float] = field(default_factory=dict)
     focus: str = ""  # the pod the scene is about (slow, failing, hot): drawn apart in the plot
+    matrix: tuple[list[str], list[str], list[list[int]]] | None = None
+    """Rows, columns and counts (clients x pods) the plot draws as a grid instead of shares over time."""
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0  # how long the scene took, set when it is done
 
@@ -40,6 +42,8 @@ class SceneResult:
 
 class Display(Protocol):
     """Where a scene's progress goes: a live terminal view or plain lines."""
+
+    def print(self, text: str = "") -> None: ...
 
     def scene_started(self, key: str, title: str, story: str) -> None: ...
 
