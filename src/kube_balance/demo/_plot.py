@@ -96,7 +96,10 @@ def _grid(ax: Any, result: SceneResult) -> None:
     """Requests per client (rows) and pod (columns), the counts written in the cells."""
     assert result.matrix is not None
     rows, columns, counts = result.matrix
-    ax.imshow(counts, cmap="Blues", aspect="auto")
+    top = max((v for row in counts for v in row), default=0)
+    ax.imshow(
+        counts, cmap="Blues", aspect="auto", vmin=0, vmax=max(1, top) * 2
+    )  # light: the counts stay legible
     for i, row in enumerate(counts):
         for j, value in enumerate(row):
             if value:
