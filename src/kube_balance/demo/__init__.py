@@ -76,7 +76,7 @@ async def _run(names: Sequence[str], out: PlainDisplay, ctx: Context, pods: int)
         out.print(
             f"Cluster: fake API server at {cluster.api.url}; {pods} HTTP/1.1 pods, {pods} h2c pods{more}"
         )
-        out.print("on 127.0.0.1 in a child process; clients discover them through EndpointSlices.")
+        out.print("on 127.0.0.1 in child processes; clients discover them through EndpointSlices.")
         for name in names:
             result = await SCENES[name](cluster, ctx)
             result.seconds = time.monotonic() - result.started
