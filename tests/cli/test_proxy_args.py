@@ -6,6 +6,7 @@ port nothing listens on, so nothing waits for an API.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_wrong_option_values_name_the_option(
     assert main([*proxy(kubeconfig, "--listen", "127.0.0.1:0"), *options]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("kube-balance proxy: ")
-    assert __import__("re").search(message, line), line
+    assert re.search(message, line), line
 
 
 @pytest.mark.parametrize("option", ["--listen", "--metrics-listen"])
