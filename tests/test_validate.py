@@ -214,6 +214,20 @@ def test_any_value_constructs_or_is_a_configuration_error(constructor: str, opti
         (lambda: create("random", rng="x"), "rng='x' is invalid"),
         (lambda: ClientConfig(context=5), "context=5 is invalid"),
         (lambda: EndpointPolicy(5), "filters=5 is invalid"),  # type: ignore[arg-type]
+        # Used to fail each pod's connection (charged to the pods) or the first request, unnamed:
+        (
+            lambda: _transport(local_address="not-an-ip"),
+            "local_address='not-an-ip' is invalid: expected a local IP address",
+        ),
+        (
+            lambda: _transport(verify="/nonexistent/ca.pem"),
+            "verify='/nonexistent/ca.pem' is invalid: no such file or directory",
+        ),
+        (lambda: _transport(verify=""), "verify='' is invalid: no such file or directory"),
+        (
+            lambda: _transport(cert=("/nonexistent/tls.crt", "/nonexistent/tls.key")),
+            "cert=.* is invalid: no such file: '/nonexistent/tls.crt'",
+        ),
     ],
 )
 def test_wrong_values_from_the_issue_name_option_value_and_what_is_allowed(

@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ._endpoint import Endpoint, EndpointSet
+from ._errors import ConfigurationError
 from ._health import HealthReport, PolicyHost, check_fraction
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ class PanicThreshold:
     """
 
     def __init__(self, step: EndpointFilter, threshold: float = DEFAULT_PANIC_THRESHOLD) -> None:
+        if not callable(step):  # else every update fails, blamed on the endpoint source
+            raise ConfigurationError(
+                "PanicThreshold step must be an endpoint filter (a callable (snapshot, candidates) -> "
+                f"endpoints, such as an OutlierDetector), not {step!r}"
+            )
         self.step = step
         self.threshold = check_fraction("PanicThreshold", "threshold", threshold, 0.0, 1.0)
         self.panic = False

@@ -37,8 +37,27 @@ def test_namespace_from_flag_then_the_kubeconfig_context(tmp_path: Path) -> None
     assert service_ref(args("web:http", kubeconfig=str(path), context="other")).namespace == "billing"
     assert service_ref(args("web:http", kubeconfig=str(path), namespace="ops")).namespace == "ops"
     assert service_ref(args("web.cart:http", kubeconfig=str(path))).namespace == "cart"
-    with pytest.raises(ConfigurationError, match="cannot read kubeconfig"):
+    with pytest.raises(ConfigurationError, match=r"--kubeconfig .*missing: no such file"):
         service_ref(args("web:http", kubeconfig=str(tmp_path / "missing")))
+
+
+def test_a_context_the_kubeconfig_lacks_fails_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--context nope used to start anyway, logging and retrying forever; now it fails, listing the
+    contexts, with --namespace given too, and from $KUBECONFIG when --kubeconfig is not given."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    for kwargs in ({}, {"namespace": "ops"}):
+        with pytest.raises(
+            ConfigurationError,
+            match=r"--context nope: no such context in .*kubeconfig \(its contexts: main, other\)",
+        ):
+            service_ref(args("web:http", kubeconfig=str(path), context="nope", **kwargs))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    with pytest.raises(ConfigurationError, match=f"no such context in {path}"):
+        service_ref(args("web.shop:http", context="nope"))
+    assert service_ref(args("web:http", context="other")).namespace == "billing"
 
 
 def test_host_port() -> None:

@@ -79,3 +79,10 @@ def test_wraps_any_step() -> None:
         ConfigurationError, match=r"PanicThreshold threshold must be a number in \[0.0, 1.0\], not 50"
     ):
         PanicThreshold(first_only, 50)
+
+
+@pytest.mark.parametrize("step", [5, None, "outlier"])
+def test_a_step_that_is_not_a_filter_is_refused_at_construction(step: object) -> None:
+    """PanicThreshold(5) used to construct; every update then failed, blamed on the endpoint source."""
+    with pytest.raises(ConfigurationError, match=r"PanicThreshold step must be an endpoint filter .*, not "):
+        PanicThreshold(step)  # type: ignore[arg-type]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -131,3 +133,27 @@ def test_a_malformed_cert_is_a_configuration_error(cert: Any) -> None:
     """cert that is not a path or a (certfile, keyfile[, password]) tuple fails at construction, named."""
     with pytest.raises(ConfigurationError, match=r"cert=.* is invalid: expected a certificate file path"):
         BalancedTransport("web.shop:https", source=StaticSource([]), cert=cert)
+
+
+async def test_a_ca_bundle_that_does_not_load_is_named_and_charges_no_pod(
+    rng: random.Random, tmp_path: Path
+) -> None:
+    """verify=<a file that is no PEM>: the request raises ConfigurationError naming verify and the
+    file (it used to be a bare ssl.SSLError), and no pod is charged for it."""
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    async with running_pods(1) as pods:
+        transport = make_transport("web.shop:http", pods[0].key, rng, verify=str(bad))
+        with pytest.raises(
+            ConfigurationError, match=r"verify='.*ca\.pem' is invalid: cannot load it as a CA bundle"
+        ):
+            await get(transport, SERVICE_HOST)
+        assert transport.balancer.status().outcomes == {}
+        await transport.aclose()
+
+
+def test_http2_without_h2_names_the_extra_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """http2=True without the h2 package fails at construction naming the extra, not at a pod's first request."""
+    monkeypatch.setitem(sys.modules, "h2", None)  # import h2 now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'kube-balance\[http2\]'"):
+        BalancedTransport("web.shop:http", source=StaticSource([]), http2=True)

@@ -80,7 +80,9 @@ def _run_simulation(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    parser = argparse.ArgumentParser(prog="kube-balance", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(  # the docstring's first line, without its reST markup
+        prog="kube-balance", description=__doc__.splitlines()[0].replace("``", "")
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_demo_parser(sub)
     cmd = sub.add_parser(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .._affinity import DEFAULT_HEADER
@@ -43,23 +44,36 @@ def setup_logging(level: str) -> None:
 
 
 def service_ref(args: argparse.Namespace) -> ServiceRef:
-    """The Service reference, its namespace from --namespace, else the kubeconfig's context."""
-    namespace = args.namespace or _context_namespace(args.kubeconfig, args.context)
-    return ServiceRef.parse(args.service, default_namespace=namespace)
+    """The Service reference, its namespace from --namespace, else the kubeconfig's context.
+
+    A --kubeconfig that does not exist or a --context the kubeconfig lacks is a
+    :class:`ConfigurationError` here, at start (the source would only log it, and retry forever).
+    """
+    context_namespace = _context_namespace(args.kubeconfig, args.context)
+    return ServiceRef.parse(args.service, default_namespace=args.namespace or context_namespace)
 
 
 def _context_namespace(kubeconfig: str | None, context: str | None) -> str | None:
     if kubeconfig is None and context is None:
         return None  # ServiceRef's own default: in-cluster file, $KUBECONFIG's context, "default"
-    try:
-        from kubernetes_asyncio.config import kube_config
+    if kubeconfig is not None and not all(os.path.exists(p) for p in kubeconfig.split(os.pathsep) if p):
+        raise ConfigurationError(f"--kubeconfig {kubeconfig}: no such file")
+    from kubernetes_asyncio.config import kube_config
 
-        contexts, active = kube_config.list_kube_config_contexts(kubeconfig)
-        chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
-        ns = (chosen or {}).get("context", {}).get("namespace")
-        return ns if isinstance(ns, str) and ns else None
+    from ..discovery.kubernetes._config import default_kubeconfig
+
+    # $KUBECONFIG read now: kubernetes_asyncio's own default is the value it had at import.
+    where = kubeconfig or default_kubeconfig()
+    try:
+        contexts, active = kube_config.list_kube_config_contexts(where)
     except Exception as exc:  # an unreadable kubeconfig is reported by the source, with its reason
-        raise ConfigurationError(f"cannot read kubeconfig {kubeconfig or '(default)'}: {exc}") from exc
+        raise ConfigurationError(f"cannot read kubeconfig {where}: {exc}") from exc
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    if context and chosen is None:
+        names = ", ".join(str(c.get("name")) for c in contexts) or "none"
+        raise ConfigurationError(f"--context {context}: no such context in {where} (its contexts: {names})")
+    ns = (chosen or {}).get("context", {}).get("namespace")
+    return ns if isinstance(ns, str) and ns else None
 
 
 def host_port(text: str, option: str) -> tuple[str, int]:

@@ -22,11 +22,13 @@ import contextvars
 import dataclasses
 import json
 import logging
+import math
 import signal
 import sys
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -35,10 +37,13 @@ from multidict import CIMultiDict, MultiMapping
 from .._balancer import LoadBalancer
 from .._errors import AffinityKeyRequired, ConfigurationError
 from .._service import ServiceRef
+from ..algorithms import KEYLESS
 from ..integrations.aiohttp import BalancedConnector, NoEndpointsAvailable
 from ._common import service_ref, setup_logging
 
 logger = logging.getLogger("kube_balance.proxy")
+
+T = TypeVar("T")
 
 HOP_BY_HOP = frozenset(
     {
@@ -235,13 +240,38 @@ async def _metrics_server(balancer: LoadBalancer, host: str, port: int) -> tuple
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner, _port(site)
 
 
 def _port(site: web.TCPSite) -> int:
     server: Any = site._server  # an asyncio.Server once started
     return int(server.sockets[0].getsockname()[1])
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Options argparse cannot check alone: finite durations, --load-factor's algorithms."""
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ConfigurationError(f"--timeout {args.timeout}: expected a finite number of seconds > 0")
+    if not (math.isfinite(args.grace) and args.grace >= 0):
+        raise ConfigurationError(f"--grace {args.grace}: expected a finite number of seconds >= 0")
+    if args.load_factor is not None and args.algorithm in KEYLESS:
+        raise ConfigurationError(
+            f"--load-factor {args.load_factor}: bounded loads are for --algorithm ring_hash or maglev, "
+            f"not {args.algorithm}"
+        )
+
+
+async def _listen(start: Awaitable[T], option: str, host: str, port: int) -> T:
+    """``start`` (a server binding ``host:port``); a bind failure names ``option``, not a traceback."""
+    try:
+        return await start
+    except OSError as exc:  # in use, not an address of this host, a name that does not resolve
+        raise ConfigurationError(f"{option} {host}:{port}: cannot listen there: {exc}") from exc
 
 
 def _balancer(args: argparse.Namespace, ref: ServiceRef) -> LoadBalancer:
@@ -258,10 +288,7 @@ def _balancer(args: argparse.Namespace, ref: ServiceRef) -> LoadBalancer:
 async def serve(args: argparse.Namespace) -> int:
     """Run the proxy until SIGTERM (or SIGINT); returns the exit status."""
     setup_logging(args.log_level)
-    if args.grace < 0 or args.timeout <= 0:
-        raise ConfigurationError(
-            f"--grace must be >= 0 and --timeout > 0, not {args.grace} and {args.timeout}"
-        )
+    _check_args(args)
     balancer = _balancer(args, service_ref(args))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -274,15 +301,17 @@ async def serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGUSR1, lambda: print(proxy.report(), flush=True))
-        metrics_runner = None
+        metrics_runner = server = None
         try:
             web_server = web.Server(proxy.handle, access_log=None)
             host, port = args.listen
-            server = await loop.create_server(web_server, host, port)
+            server = await _listen(loop.create_server(web_server, host, port), "--listen", host, port)
             bound = server.sockets[0].getsockname()[1]
-            print(f"kube-balance proxy: {balancer.service} on http://{host}:{bound}", flush=True)
             if args.metrics_listen is not None:
-                metrics_runner, mport = await _metrics_server(balancer, *args.metrics_listen)
+                metrics = _metrics_server(balancer, *args.metrics_listen)
+                metrics_runner, mport = await _listen(metrics, "--metrics-listen", *args.metrics_listen)
+            print(f"kube-balance proxy: {balancer.service} on http://{host}:{bound}", flush=True)
+            if metrics_runner is not None:
                 print(
                     f"kube-balance proxy: metrics on http://{args.metrics_listen[0]}:{mport}/metrics",
                     flush=True,
@@ -304,6 +333,8 @@ async def serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         finally:
+            if server is not None:
+                server.close()  # already closed after a signal; not yet after a failed start
             if metrics_runner is not None:
                 await metrics_runner.cleanup()
             await session.close()

@@ -19,6 +19,8 @@ Needs ``pip install kube-balance[httpx]`` (``[http2]`` for ``http2=True``).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
 import random as _random
 import re
 import ssl
@@ -300,11 +302,27 @@ class BalancedTransport(httpx.AsyncBaseTransport):
 
     def _open_pool(self) -> httpx.AsyncHTTPTransport:
         if self._ssl is None:  # built once: loading CA certificates costs milliseconds
-            context = httpx.create_ssl_context(**self._ssl_args)
-            if self._cert is not None:  # ourselves: httpx >= 0.28 drops cert when verify is a path
-                context.load_cert_chain(*self._cert)
-            self._ssl = context
+            self._ssl = self._ssl_context()
         return httpx.AsyncHTTPTransport(verify=self._ssl, **self._pool_options)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """The pods' SSL context; a CA bundle or certificate that cannot be loaded is named
+        (a bare ``FileNotFoundError`` or ``SSLError`` from the first request says neither)."""
+        verify = self._ssl_args["verify"]
+        try:
+            context = httpx.create_ssl_context(**self._ssl_args)
+        except (OSError, ssl.SSLError) as exc:
+            raise invalid(
+                "BalancedTransport verify", verify, f"cannot load it as a CA bundle: {exc}"
+            ) from exc
+        if self._cert is not None:  # ourselves: httpx >= 0.28 drops cert when verify is a path
+            try:
+                context.load_cert_chain(*self._cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise invalid(
+                    "BalancedTransport cert", self._cert, f"cannot load the certificate chain: {exc}"
+                ) from exc
+        return context
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a pod of the Service (or pass it through for other hosts)."""
@@ -510,6 +528,13 @@ def _check_transport_options(
     check_bool("BalancedTransport http2", http2)
     if not (http1 or http2):
         raise _errors.ConfigurationError("BalancedTransport needs http1=True or http2=True (both are False)")
+    if http2:
+        try:  # what httpx.AsyncHTTPTransport checks, at each pod's first request here
+            import h2  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "BalancedTransport(http2=True) needs the h2 package: pip install 'kube-balance[http2]'"
+            ) from exc
     check_instance("BalancedTransport limits", limits, httpx.Limits, "expected an httpx.Limits")
     check_int("BalancedTransport retries", retries, low=0)
     if socket_options is not None and (
@@ -520,9 +545,36 @@ def _check_transport_options(
             socket_options,
             "expected a list of socket option tuples, or None",
         )
+    _check_paths(verify, cert)
     check_optional_str("BalancedTransport local_address", local_address, "a local IP address")
+    if isinstance(local_address, str) and not _is_ip(local_address):
+        # httpx binds each pod connection to it: a host name or typo would fail every connection,
+        # charged to the pods (retries, ejections) instead of to this option.
+        raise invalid("BalancedTransport local_address", local_address, "expected a local IP address or None")
     if clock is not None:
         check_callable("BalancedTransport clock", clock, "a callable returning monotonic seconds, or None")
+
+
+def _check_paths(verify: object, cert: object) -> None:
+    """A CA bundle or certificate path that does not exist fails now, named, not at the first request."""
+    if isinstance(verify, str) and not os.path.exists(verify):
+        raise invalid(
+            "BalancedTransport verify",
+            verify,
+            "no such file or directory; expected True, False, an existing CA bundle path or an ssl.SSLContext",
+        )
+    files = (cert,) if isinstance(cert, str) else cert[:2] if isinstance(cert, tuple) else ()
+    for path in files:
+        if isinstance(path, str) and not os.path.isfile(path):
+            raise invalid("BalancedTransport cert", cert, f"no such file: {path!r}")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _Route(NamedTuple):
