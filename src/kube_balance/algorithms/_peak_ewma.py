@@ -70,7 +70,7 @@ class PeakEwma(BaseAlgorithm):
     """P2C with cost = max(peak-EWMA latency, wait without an answer) x (in-flight + 1)."""
 
     name = "peak_ewma"
-    honours_penalty = True  # cost = ewma x (in-flight + 1): the 429 penalty multiplies it
+    honours_penalty = True  # cost = max(ewma, wait) x (in-flight + 1): the 429 penalty multiplies it
     slot_type = EwmaSlot
 
     _pool: tuple[EwmaSlot, ...]
