@@ -153,7 +153,7 @@ class PeakEwma(BaseAlgorithm):
 
     def take(self, endpoint: Endpoint) -> Endpoint | None:
         slot = self._lookup(endpoint.key)
-        if slot is not None and slot.active and slot.inflight <= slot.penalty:
+        if slot is not None and slot.inflight <= slot.penalty:  # an idle removed slot is dropped
             slot.since = self._clock()
         return super().take(endpoint)
 
