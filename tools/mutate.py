@@ -115,6 +115,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
     "src/kube_balance/algorithms/_peak_ewma.py": [
         "tests/algorithms/test_peak_ewma_wait.py",
+        "tests/algorithms/test_peak_ewma_estimate.py",
         "tests/algorithms/test_peak_ewma.py",
         "tests/health/test_penalty.py",  # the 429 penalty steering peak_ewma
     ],
