@@ -2,18 +2,26 @@
 empty Python call measured in the same run.
 
     python benchmarks/bench_algorithms.py [--quick] [--build pure|compiled|both]
+        [--peak-ewma-baseline OLD_PEAK_EWMA.py]
 
 Targets (issue 2): round_robin <= 4x, random <= 6x, least_request <= 12x, peak_ewma <= 24x.
 They are judged on the release build (mypyc-compiled wheel); the pure-Python figures of a
 source install are printed too.
+
+``--peak-ewma-baseline``: another version of ``algorithms/_peak_ewma.py`` (for instance
+``git show REV:src/kube_balance/algorithms/_peak_ewma.py > old.py``), loaded next to the
+installed one; prints the installed one's get()+put() time as a ratio to it, both timed
+interleaved in this run (pure Python only), idle and with a request in flight on every endpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import random
 import sys
+import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,7 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
     parser.add_argument("--build", choices=["pure", "compiled", "both"], default="both")
+    parser.add_argument("--peak-ewma-baseline", type=Path, help="an older _peak_ewma.py to compare with")
     args = parser.parse_args()
+    if args.peak_ewma_baseline:
+        compare_peak_ewma(args.peak_ewma_baseline, args.quick)
+        return
     if args.build == "both":
         measure(args.quick)
         sys.exit(run_compiled(Path(__file__), *(["--quick"] if args.quick else []), "--build", "compiled"))
@@ -77,6 +89,40 @@ def measure(quick: bool) -> None:
         rows.append([label, *(f"{r:.1f}x" for r in ratios), f"<= {target}x" if target else "-", verdict])
     print(table(["algorithm", *(f"n={n:,}" for n in sizes), "target", ""], rows))
     asyncio.run(through_balancer(number))
+
+
+def compare_peak_ewma(path: Path, quick: bool) -> None:
+    """The installed PeakEwma's get()+put() against the one in ``path``, interleaved, best of 7."""
+    from kube_balance.algorithms._peak_ewma import PeakEwma
+
+    spec = importlib.util.spec_from_file_location("kube_balance.algorithms._peak_ewma_baseline", path)
+    assert spec is not None and spec.loader is not None
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    number = 20_000 if quick else 200_000
+    print(f"\n# peak_ewma get()+put(): installed vs {path.name}, pure Python  ({machine()})\n")
+    rows = []
+    for busy in (False, True):
+        for stmt in ("put(get())", "put(get(), 0.012)"):
+            cells = []
+            for n in (10, 100, 1_000, 10_000):
+                timers = []
+                for cls in (old.PeakEwma, PeakEwma):
+                    algo = cls(rng=random.Random(1))
+                    algo.update(endpoints(n, weighted=False))
+                    if busy:  # one request in flight everywhere: the wait is compared on every get()
+                        for ep in algo.endpoints:
+                            algo.take(ep)
+                    timers.append(timeit.Timer(stmt, globals={"get": algo.get, "put": algo.put}))
+                best = [float("inf")] * 2
+                for _ in range(7):
+                    for k, timer in enumerate(timers):
+                        best[k] = min(best[k], timer.timeit(number))
+                cells.append(
+                    f"{best[0] / number * 1e9:.0f} / {best[1] / number * 1e9:.0f} ns = {best[1] / best[0]:.2f}x"
+                )
+            rows.append([("busy, " if busy else "idle, ") + stmt, *cells])
+    print(table(["case (old / new)", *(f"n={n:,}" for n in (10, 100, 1_000, 10_000))], rows))
 
 
 SEAM_TARGET_NS = 500.0

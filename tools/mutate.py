@@ -113,6 +113,12 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/algorithms/test_maglev_sliced.py::test_removed_endpoint_gets_no_traffic_while_the_new_table_builds",
         "tests/algorithms/test_hash_keys.py",
     ],
+    "src/kube_balance/algorithms/_peak_ewma.py": [
+        "tests/algorithms/test_peak_ewma_wait.py",
+        "tests/algorithms/test_peak_ewma_estimate.py",
+        "tests/algorithms/test_peak_ewma.py",
+        "tests/health/test_penalty.py",  # the 429 penalty steering peak_ewma
+    ],
     "src/kube_balance/algorithms/_ring_hash.py": [
         "tests/algorithms/test_ring_hash.py",
         "tests/algorithms/test_bounded_walk.py",
