@@ -14,7 +14,9 @@ so their work does not compete with the client for its core), balanced per reque
 - ``healthy + hedging``: what hedging costs when nothing is wrong.
 
 Printed per run: p50, p99 and p99.9 of the time from sending a request to reading its whole body,
-the requests sent, and the extra requests the hedges made (hedges / requests). Target: with
+the requests sent, the extra requests the hedges made (hedges / requests), the share of the
+attempts the flapping pod (pod-0) received, and the attempts a hedge outran (``Outcome.SLOW``:
+each penalises its pod for 5 s, see docs/hedging.md). Target: with
 hedging, the flapping run's p99.9 <= 1.5x the healthy run's p99.9, with <= 5% extra requests,
 for httpx (``BalancedTransport(hedge=...)``) and aiohttp (``BalancedConnector(hedge=...)`` with
 ``BalancedMiddleware``: the connector alone cannot hedge).
@@ -60,6 +62,8 @@ class Run:
     latencies: list[float]
     hedges: int
     budget_refused: int
+    flapper_share: float  # share of the attempts the flapping pod received
+    outcomes: dict[str, int]
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -151,11 +155,15 @@ async def scenario(
         fallback="none",
         algorithm=algorithm,
     )
+    await fleet.reset_hits()
     async with lb:
         latencies = await CLIENTS[client](lb, HedgePolicy() if hedged else None, concurrency, seconds)
         status = lb.status()
     await fleet.configure(flapper, flap=None)
-    return Run(client, name, latencies, status.hedges, status.hedge_budget_exhausted)
+    hits = await fleet.hits()
+    share = hits.get(flapper, 0) / max(1, sum(hits.values()))
+    outcomes = dict(status.outcomes)
+    return Run(client, name, latencies, status.hedges, status.hedge_budget_exhausted, share, outcomes)
 
 
 def report(runs: list[Run]) -> list[str]:
@@ -172,6 +180,8 @@ def report(runs: list[Run]) -> list[str]:
                 f"{run.quantile(0.999) / base.quantile(0.999):.2f}x",
                 f"{len(run.latencies):,}",
                 f"{run.extra:.2%}",
+                f"{run.flapper_share:.2%}",
+                f"{run.outcomes.get('slow', 0)}",
             ]
         )
         if run.scenario == "flapping + hedging":
@@ -190,6 +200,8 @@ def report(runs: list[Run]) -> list[str]:
         "p99.9 vs healthy",
         "requests",
         "extra requests",
+        "pod-0's share",
+        "outrun",
     ]
     return [table(headers, rows), "", *verdicts]
 
@@ -217,7 +229,8 @@ async def main() -> None:
                 )
                 print(
                     f"  {client:8} {name:20} {len(run.latencies):6,} requests, "
-                    f"p99.9 {run.quantile(0.999) * 1e3:6.1f} ms, median {statistics.median(run.latencies) * 1e3:.1f} ms",
+                    f"p99.9 {run.quantile(0.999) * 1e3:6.1f} ms, median {statistics.median(run.latencies) * 1e3:.1f} ms, "
+                    f"flapping pod {run.flapper_share:.2%} of attempts, outcomes {run.outcomes}",
                     flush=True,
                 )
                 runs.append(run)
