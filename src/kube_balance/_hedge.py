@@ -94,6 +94,10 @@ class HedgePolicy:
         check_int("HedgePolicy window", self.window, low=1, high=100_000)
         check_int("HedgePolicy min_samples", self.min_samples, low=1)
         if self.min_samples > self.window:
+            if self.min_samples == DEFAULT_MIN_SAMPLES:  # the window is what was set too small
+                raise invalid(
+                    "HedgePolicy window", self.window, f"expected at least min_samples ({self.min_samples})"
+                )
             raise invalid(
                 "HedgePolicy min_samples", self.min_samples, f"expected at most window ({self.window})"
             )
