@@ -1,6 +1,6 @@
 """Hedged requests against a flapping pod: the tail with and without hedging, httpx and aiohttp.
 
-    python benchmarks/bench_hedging.py [--quick] [--seconds 40] [--concurrency 2]
+    python benchmarks/bench_hedging.py [--quick] [--seconds 40] [--concurrency 2] [--algorithm peak_ewma]
 
 11 pods answering in 15-25 ms (``kube_balance.testing.PodFleet``: all pods in ONE child process,
 so their work does not compete with the client for its core), balanced per request by
@@ -20,12 +20,16 @@ each penalises its pod for 5 s, see docs/hedging.md). Target: with
 hedging, the flapping run's p99.9 <= 1.5x the healthy run's p99.9, with <= 5% extra requests,
 for httpx (``BalancedTransport(hedge=...)``) and aiohttp (``BalancedConnector(hedge=...)`` with
 ``BalancedMiddleware``: the connector alone cannot hedge).
+
+A full run (both clients) saves its figures to ``results/hedging-<algorithm>.json``; the plot,
+``results/hedging.png``, draws every algorithm saved there.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -39,6 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import machine, table
+from _plot import RESULTS, pyplot, save
 from kube_balance import HedgePolicy, LoadBalancer
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddleware
@@ -206,6 +211,60 @@ def report(runs: list[Run]) -> list[str]:
     return [table(headers, rows), "", *verdicts]
 
 
+def record(runs: list[Run], algorithm: str, load: tuple[float, float, float], seconds: float) -> Path:
+    """Save one algorithm's figures (``results/hedging-<algorithm>.json``): the plot draws every
+    algorithm measured, each from its own (full) run."""
+    rows = []
+    for run in runs:
+        base = next(r for r in runs if r.client == run.client and r.scenario == "healthy")
+        rows.append(
+            {
+                "client": run.client,
+                "scenario": run.scenario,
+                "p999_ms": round(run.quantile(0.999) * 1e3, 1),
+                "vs_healthy": round(run.quantile(0.999) / base.quantile(0.999), 3),
+                "extra": round(run.extra, 4),
+                "requests": len(run.latencies),
+            }
+        )
+    path = RESULTS / f"hedging-{algorithm}.json"
+    data = {"algorithm": algorithm, "seconds": seconds, "load": [round(x, 1) for x in load], "runs": rows}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def plot(quick: bool) -> None:
+    """p99.9 of each scenario against its healthy run's, per client and algorithm, with the
+    target; the extra requests above the hedged bars."""
+    recorded = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("hedging-*.json"))]
+    if not recorded:
+        return
+    plt = pyplot()
+    clients = list(CLIENTS)
+    scenarios = [name for name, _, _ in SCENARIOS if name != "healthy"]
+    fig, axes = plt.subplots(1, len(clients), figsize=(10, 3.6), layout="constrained", sharey=True)
+    width = 0.8 / len(recorded)
+    for ax, client in zip(axes, clients, strict=True):
+        for i, data in enumerate(recorded):
+            by = {(r["client"], r["scenario"]): r for r in data["runs"]}
+            xs = [j + (i - (len(recorded) - 1) / 2) * width for j in range(len(scenarios))]
+            ys = [by[(client, s)]["vs_healthy"] if (client, s) in by else 0.0 for s in scenarios]
+            label = f"{data['algorithm']} ({data['seconds']:.0f} s runs, load {data['load'][0]:.0f})"
+            bars = ax.bar(xs, ys, width, label=label, color=f"C{i}")
+            for bar, s in zip(bars, scenarios, strict=True):
+                row = by.get((client, s))
+                if row is not None and "hedging" in s:
+                    ax.annotate(f"+{row['extra']:.1%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                                ha="center", va="bottom", fontsize=7)  # fmt: skip
+        ax.axhline(TARGET_TAIL, color="k", linestyle="--", linewidth=0.8, label=f"target {TARGET_TAIL}x")
+        ax.axhline(1.0, color="grey", linewidth=0.6)
+        ax.set_xticks(range(len(scenarios)), scenarios)
+        ax.set_title(f"{client}: p99.9 / healthy p99.9 (+extra requests)")
+    axes[0].set_ylabel("p99.9 vs healthy run")
+    axes[0].legend(fontsize=7, loc="upper right")
+    save(fig, "hedging", quick)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -240,6 +299,9 @@ async def main() -> None:
     print(f"{PODS} pods, {LATENCY[0] * 1e3:.0f}-{LATENCY[1] * 1e3:.0f} ms, flap {FLAP}, {seconds:.0f} s per run, "
           f"concurrency {args.concurrency}, {args.algorithm}")  # fmt: skip
     print("\n".join(report(runs)))
+    if not args.quick and args.clients == "httpx,aiohttp":
+        print(f"figures: {record(runs, args.algorithm, load, seconds).relative_to(RESULTS.parent.parent)}")
+    plot(args.quick)
 
 
 if __name__ == "__main__":
