@@ -8,8 +8,8 @@ algorithm still sees a slow pod). "The Tail at Scale" (Dean and Barroso, 2013) m
 Envoy, Finagle and gRPC ship it.
 
 A first attempt that loses to its hedge reports ``Outcome.SLOW``: a second request sent a whole
-delay later answered first, which says the pod is slow *now* (Envoy records the first attempt of a
-hedged request as a timeout for outlier detection at that point). The 429 penalty
+delay later answered first, which says the pod is slow *now* (Envoy's router records the first
+attempt as a timeout for outlier detection when it sends the hedge). The 429 penalty
 (:class:`~kube_balance.OverloadPenalty`) then steers new requests away from the pod for a while,
 as an algorithm that compares in-flight counts (``least_request``) cannot see latency. A hedge
 that loses to its first attempt, and an attempt cancelled by the caller, report

@@ -48,8 +48,9 @@ class Outcome(enum.IntEnum):
     SLOW = 10
     """Outrun by a hedge: a second attempt, sent to another endpoint when this one had no answer
     after the hedge delay, answered first, and this one was cancelled. Not a failure (the endpoint
-    may yet have answered), but evidence that it is slow now: Envoy records a hedge's first attempt
-    as a timeout for outlier detection. The 429 penalty steers traffic away for a while."""
+    may yet have answered), but evidence that it is slow now (Envoy's router records a hedged
+    first attempt as a timeout for outlier detection). The 429 penalty steers traffic away for a
+    while (``OverloadPenalty(slow_time=)``)."""
 
     @property
     def label(self) -> str:

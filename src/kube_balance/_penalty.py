@@ -11,10 +11,10 @@ busy, the penalties cancel out and load decides. A later 429 extends the penalty
 A hedged request's first attempt that a hedge outran (``Outcome.SLOW``: a second request sent a
 whole hedge delay later to another pod answered first) says the same thing without the pod
 saying it: the endpoint is penalised as for a 429 without Retry-After, for ``slow_time`` seconds
-(default 5 s; None: hedges do not penalise). ``least_request`` compares
-in-flight counts, which at low concurrency cannot tell a pod 10x slower from the others; this
-is its evidence. When the time is up the endpoint gets traffic again: if it answers in time it
-keeps it, if a hedge outruns it again it is penalised again.
+(default 5 s; None: hedges do not penalise). ``least_request`` compares in-flight counts, which
+at low concurrency cannot tell a pod 10x slower from the others: this is its evidence. When the
+time is up the endpoint gets traffic again: if it answers in time it keeps it, if a hedge
+outruns it again it is penalised again.
 
 The penalty ends on the first outcome observed (of any endpoint) after its time, or when
 ``LoadBalancer.status()`` is read.
