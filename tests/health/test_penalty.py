@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 from helpers_health import balancer, fail, ok
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kube_balance import ConfigurationError, Endpoint, EndpointPolicy, EndpointSet, LoadBalancer, Outcome
 from kube_balance._penalty import OverloadPenalty
@@ -207,3 +210,26 @@ def test_an_outrun_attempt_is_no_failure(clock: FakeClock, rng: random.Random) -
     assert not lb.status().ejected and eps[0] in lb.eligible
     assert not Outcome.SLOW.failed and not Outcome.SLOW.local_origin
     assert lb.status().outcomes == {"slow": 10} and lb.status().inflight == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    slow_time=st.none()
+    | st.floats(allow_nan=True)
+    | st.integers(-3, 3)
+    | st.text(max_size=3)
+    | st.booleans(),
+)
+def test_any_slow_time_builds_a_penalty_or_names_the_option(slow_time: Any) -> None:
+    """Fuzzed slow_time: None (off), a finite number of seconds > 0 (kept as a float), or a
+    ConfigurationError naming the option and the value."""
+    try:
+        penalty = OverloadPenalty(slow_time=slow_time)
+    except ConfigurationError as exc:
+        message = str(exc)
+    else:
+        assert penalty.slow_time is None or (0 < penalty.slow_time < float("inf"))
+        assert slow_time is None or (not isinstance(slow_time, bool) and penalty.slow_time == slow_time)
+        return
+    assert message.startswith("OverloadPenalty slow_time must be a finite number of seconds > 0")
+    assert repr(slow_time) in message
