@@ -1,6 +1,6 @@
 """Hedged requests against a flapping pod: the tail with and without hedging, httpx and aiohttp.
 
-    python benchmarks/bench_hedging.py [--quick] [--seconds 40] [--concurrency 2]
+    python benchmarks/bench_hedging.py [--quick] [--seconds 40] [--concurrency 2] [--algorithm peak_ewma]
 
 11 pods answering in 15-25 ms (``kube_balance.testing.PodFleet``: all pods in ONE child process,
 so their work does not compete with the client for its core), balanced per request by
@@ -14,16 +14,22 @@ so their work does not compete with the client for its core), balanced per reque
 - ``healthy + hedging``: what hedging costs when nothing is wrong.
 
 Printed per run: p50, p99 and p99.9 of the time from sending a request to reading its whole body,
-the requests sent, and the extra requests the hedges made (hedges / requests). Target: with
+the requests sent, the extra requests the hedges made (hedges / requests), the share of the
+attempts the flapping pod (pod-0) received, and the attempts a hedge outran (``Outcome.SLOW``:
+each penalises its pod for 5 s, see docs/hedging.md). Target: with
 hedging, the flapping run's p99.9 <= 1.5x the healthy run's p99.9, with <= 5% extra requests,
 for httpx (``BalancedTransport(hedge=...)``) and aiohttp (``BalancedConnector(hedge=...)`` with
 ``BalancedMiddleware``: the connector alone cannot hedge).
+
+A full run (both clients) saves its figures to ``results/hedging-<algorithm>.json``; the plot,
+``results/hedging.png``, draws every algorithm saved there.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -37,6 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import machine, table
+from _plot import RESULTS, pyplot, save
 from kube_balance import HedgePolicy, LoadBalancer
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddleware
@@ -60,6 +67,8 @@ class Run:
     latencies: list[float]
     hedges: int
     budget_refused: int
+    flapper_share: float  # share of the attempts the flapping pod received
+    outcomes: dict[str, int]
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -151,11 +160,15 @@ async def scenario(
         fallback="none",
         algorithm=algorithm,
     )
+    await fleet.reset_hits()
     async with lb:
         latencies = await CLIENTS[client](lb, HedgePolicy() if hedged else None, concurrency, seconds)
         status = lb.status()
     await fleet.configure(flapper, flap=None)
-    return Run(client, name, latencies, status.hedges, status.hedge_budget_exhausted)
+    hits = await fleet.hits()
+    share = hits.get(flapper, 0) / max(1, sum(hits.values()))
+    outcomes = dict(status.outcomes)
+    return Run(client, name, latencies, status.hedges, status.hedge_budget_exhausted, share, outcomes)
 
 
 def report(runs: list[Run]) -> list[str]:
@@ -172,6 +185,8 @@ def report(runs: list[Run]) -> list[str]:
                 f"{run.quantile(0.999) / base.quantile(0.999):.2f}x",
                 f"{len(run.latencies):,}",
                 f"{run.extra:.2%}",
+                f"{run.flapper_share:.2%}",
+                f"{run.outcomes.get('slow', 0)}",
             ]
         )
         if run.scenario == "flapping + hedging":
@@ -190,8 +205,64 @@ def report(runs: list[Run]) -> list[str]:
         "p99.9 vs healthy",
         "requests",
         "extra requests",
+        "pod-0's share",
+        "outrun",
     ]
     return [table(headers, rows), "", *verdicts]
+
+
+def record(runs: list[Run], algorithm: str, load: tuple[float, float, float], seconds: float) -> Path:
+    """Save one algorithm's figures (``results/hedging-<algorithm>.json``): the plot draws every
+    algorithm measured, each from its own (full) run."""
+    rows = []
+    for run in runs:
+        base = next(r for r in runs if r.client == run.client and r.scenario == "healthy")
+        rows.append(
+            {
+                "client": run.client,
+                "scenario": run.scenario,
+                "p999_ms": round(run.quantile(0.999) * 1e3, 1),
+                "vs_healthy": round(run.quantile(0.999) / base.quantile(0.999), 3),
+                "extra": round(run.extra, 4),
+                "requests": len(run.latencies),
+            }
+        )
+    path = RESULTS / f"hedging-{algorithm}.json"
+    data = {"algorithm": algorithm, "seconds": seconds, "load": [round(x, 1) for x in load], "runs": rows}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def plot(quick: bool) -> None:
+    """p99.9 of each scenario against its healthy run's, per client and algorithm, with the
+    target; the extra requests above the hedged bars."""
+    recorded = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("hedging-*.json"))]
+    if not recorded:
+        return
+    plt = pyplot()
+    clients = list(CLIENTS)
+    scenarios = [name for name, _, _ in SCENARIOS if name != "healthy"]
+    fig, axes = plt.subplots(1, len(clients), figsize=(10, 3.6), layout="constrained", sharey=True)
+    width = 0.8 / len(recorded)
+    for ax, client in zip(axes, clients, strict=True):
+        for i, data in enumerate(recorded):
+            by = {(r["client"], r["scenario"]): r for r in data["runs"]}
+            xs = [j + (i - (len(recorded) - 1) / 2) * width for j in range(len(scenarios))]
+            ys = [by[(client, s)]["vs_healthy"] if (client, s) in by else 0.0 for s in scenarios]
+            label = f"{data['algorithm']} ({data['seconds']:.0f} s runs, load {data['load'][0]:.0f})"
+            bars = ax.bar(xs, ys, width, label=label, color=f"C{i}")
+            for bar, s in zip(bars, scenarios, strict=True):
+                row = by.get((client, s))
+                if row is not None and "hedging" in s:
+                    ax.annotate(f"+{row['extra']:.1%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                                ha="center", va="bottom", fontsize=7)  # fmt: skip
+        ax.axhline(TARGET_TAIL, color="k", linestyle="--", linewidth=0.8, label=f"target {TARGET_TAIL}x")
+        ax.axhline(1.0, color="grey", linewidth=0.6)
+        ax.set_xticks(range(len(scenarios)), scenarios)
+        ax.set_title(f"{client}: p99.9 / healthy p99.9 (+extra requests)")
+    axes[0].set_ylabel("p99.9 vs healthy run")
+    axes[0].legend(fontsize=7, loc="upper right")
+    save(fig, "hedging", quick)
 
 
 async def main() -> None:
@@ -217,7 +288,8 @@ async def main() -> None:
                 )
                 print(
                     f"  {client:8} {name:20} {len(run.latencies):6,} requests, "
-                    f"p99.9 {run.quantile(0.999) * 1e3:6.1f} ms, median {statistics.median(run.latencies) * 1e3:.1f} ms",
+                    f"p99.9 {run.quantile(0.999) * 1e3:6.1f} ms, median {statistics.median(run.latencies) * 1e3:.1f} ms, "
+                    f"flapping pod {run.flapper_share:.2%} of attempts, outcomes {run.outcomes}",
                     flush=True,
                 )
                 runs.append(run)
@@ -227,6 +299,9 @@ async def main() -> None:
     print(f"{PODS} pods, {LATENCY[0] * 1e3:.0f}-{LATENCY[1] * 1e3:.0f} ms, flap {FLAP}, {seconds:.0f} s per run, "
           f"concurrency {args.concurrency}, {args.algorithm}")  # fmt: skip
     print("\n".join(report(runs)))
+    if not args.quick and args.clients == "httpx,aiohttp":
+        print(f"figures: {record(runs, args.algorithm, load, seconds).relative_to(RESULTS.parent.parent)}")
+    plot(args.quick)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def test_a_fresh_balancer_counts_nothing(rng: random.Random) -> None:
 
 
 def test_every_outcome_is_counted_once_under_its_label(rng: random.Random) -> None:
-    """One put() of each of the nine outcomes: nine requests, each label once, nothing in flight."""
+    """One put() of each of the ten outcomes: ten requests, each label once, nothing in flight."""
     lb = LoadBalancer("web.shop:80", source=StaticSource(), rng=rng)
     lb.on_endpoints(EndpointSet.of(["10.0.0.1:80", "10.0.0.2:80"]))
     seen: list[Outcome] = []
@@ -74,7 +74,7 @@ def test_every_outcome_is_counted_once_under_its_label(rng: random.Random) -> No
         lb.put(ep, 0.01, outcome=outcome)
     s = lb.status()
     assert seen == list(Outcome)
-    assert s.requests == 9 and s.inflight == 0
+    assert s.requests == len(Outcome) == 10 and s.inflight == 0
     assert s.outcomes == {o.label: 1 for o in Outcome}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kube_balance import ConfigurationError, Endpoint, HedgePolicy, Outcome
-from kube_balance._hedge import HedgeBudget, Hedging, LatencyWindow, race
+from kube_balance._hedge import HedgeBudget, Hedging, LatencyWindow, RaceSide, race
+from test_balancer_dispatch import make, shut
 
 EP = Endpoint("10.0.0.1", 80)
 
@@ -53,6 +55,10 @@ def test_defaults_are_p95_with_a_floor_a_default_and_a_five_percent_budget() -> 
         (
             {"window": 10, "min_samples": 11},
             r"HedgePolicy min_samples=11 is invalid: expected at most window \(10\)",
+        ),
+        (
+            {"window": 1},
+            r"HedgePolicy window=1 is invalid: expected at least min_samples \(64\)",
         ),
         ({"budget_percent": 1.5}, r"HedgePolicy budget_percent=1.5 is invalid: .*\[0.0, 1.0\]"),
         ({"budget_max": 0}, r"HedgePolicy budget_max=0 is invalid: expected an int >= 1"),
@@ -222,9 +228,30 @@ async def test_the_hedge_wins_and_the_first_attempt_is_cancelled() -> None:
         second.go.set()
         return second.run()
 
+    outrun: list[bool] = []
+
+    def on_outrun() -> None:
+        outrun.append(first.cancelled)  # before the first attempt is cancelled
+
     async with asyncio.timeout(5):
-        assert await race(first.run(), hedge, 0.01, _no_drop) == "second"
+        assert await race(first.run(), hedge, 0.01, _no_drop, on_outrun) == "second"
     assert first.cancelled and not second.cancelled
+    assert outrun == [False]  # told once, before the cancellation
+
+
+async def test_a_first_attempt_that_answers_after_the_hedge_was_sent_is_not_outrun() -> None:
+    """The hedge is sent, the first attempt still answers first: it wins, outrun() is not called
+    and the hedge is the one cancelled."""
+    first, second = Arm("first"), Arm("second")
+
+    def hedge() -> Any:
+        asyncio.get_running_loop().call_later(0.02, first.go.set)
+        return second.run()
+
+    outrun: list[int] = []
+    async with asyncio.timeout(5):
+        assert await race(first.run(), hedge, 0.01, _no_drop, lambda: outrun.append(1)) == "first"
+    assert second.cancelled and outrun == []
 
 
 async def test_no_hedge_available_waits_for_the_first_attempt() -> None:
@@ -290,6 +317,53 @@ async def test_cancelling_the_race_cancels_both_attempts() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     assert first.cancelled and second.cancelled
+
+
+# -- the side a hedge outran (RaceSide) -----------------------------------------------------------
+async def test_race_side_marks_the_lease_the_hedge_left_and_its_cancellation_is_slow(
+    rng: random.Random,
+) -> None:
+    """The lease in flight when the hedge was sent, cancelled after the hedge won, is put() as
+    SLOW (the pod was outrun); a later lease of the same side, and an ordinary cancellation,
+    stay CANCELLED; every lease is put once."""
+    d, lb, _ = make(["10.0.0.1:80", "10.0.0.2:80"], rng)
+    side = RaceSide()
+    async with asyncio.timeout(1):
+        left = await d.acquire()
+        side.add(left)
+        side.hedged()
+        later = await d.acquire()
+        side.add(later)  # a retry of the same side after the hedge was sent: not the one it left
+    assert side.keys == {"10.0.0.1:80", "10.0.0.2:80"} and side.current is later and side.left is left
+    side.outrun()
+    assert left.outrun and not later.outrun
+    left.release(Outcome.CANCELLED)
+    later.release(Outcome.CANCELLED)
+    assert lb.status().outcomes == {"slow": 1, "cancelled": 1} and lb.status().inflight == 0
+    await shut(d, lb)
+
+
+async def test_race_side_leaves_a_lease_that_already_ended_and_other_outcomes_alone(
+    rng: random.Random,
+) -> None:
+    """A first attempt that failed before the hedge won has said how it ended (its failure); an
+    outrun lease released with another outcome (its connection broke) keeps that outcome."""
+    d, lb, _ = make(["10.0.0.1:80", "10.0.0.2:80"], rng)
+    failed, broken = RaceSide(), RaceSide()
+    async with asyncio.timeout(1):
+        failed.add(await d.acquire())
+        broken.add(await d.acquire())
+    failed.hedged()
+    broken.hedged()
+    assert failed.left is not None and broken.left is not None
+    failed.left.release(Outcome.CONNECT_FAILED)
+    failed.outrun()
+    broken.outrun()
+    assert not failed.left.outrun and broken.left.outrun
+    broken.left.release(Outcome.RESET)
+    assert lb.status().outcomes == {"connect_failed": 1, "reset": 1}
+    assert RaceSide().outrun() is None  # nothing leased, no hedge sent: nothing to mark
+    await shut(d, lb)
 
 
 async def _no_drop(value: object) -> None:

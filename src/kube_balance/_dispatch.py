@@ -30,7 +30,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ._balancer import LoadBalancer
 from ._endpoint import Endpoint
-from ._hedge import HedgePolicy, Hedging, race
+from ._hedge import HedgePolicy, Hedging, RaceSide, race
 from ._outcome import Outcome
 from ._pools import _NO_POOL, FALLBACK_KEY, Lease, PoolSet
 from ._retry import Failure, RetryBudget, RetryPolicy
@@ -42,6 +42,7 @@ logger = logging.getLogger("kube_balance")
 P = TypeVar("P")
 R = TypeVar("R")
 Q = TypeVar("Q", contravariant=True)
+_CANCELLED, _SLOW = Outcome.CANCELLED, Outcome.SLOW
 MAX_RETRY_PICKS = 32
 """Bound on get() calls to find an untried endpoint for a retry (a hash key may map to one)."""
 
@@ -275,6 +276,8 @@ class Dispatcher(Generic[P, Q, R]):
 
     def _release(self, lease: Lease[Any], outcome: Outcome, leaked: bool) -> None:
         if lease.endpoint is not None:
+            if outcome is _CANCELLED and lease.outrun:  # a hedge answered first (RaceSide.outrun)
+                outcome = _SLOW
             # failed=False: put() takes it from the outcome given alongside
             self.balancer.put(lease.endpoint, lease.elapsed, False, outcome, lease.status, lease.retry_after)
         if leaked:
@@ -304,7 +307,7 @@ class Dispatcher(Generic[P, Q, R]):
         retry_slot: bool = False,
         wait: float | None = None,
         first: Lease[P] | None = None,
-        taken: set[str] | None = None,
+        taken: RaceSide | None = None,
         failed: BaseException | None = None,
     ) -> tuple[R, Lease[P]]:
         """Send ``request`` on a leased endpoint, retrying on other endpoints when the policy allows.
@@ -315,9 +318,10 @@ class Dispatcher(Generic[P, Q, R]):
         endpoint is left; ``retry_slot``: that retry holds a budget slot, released with the lease.
         When the last attempt fails, ``adapter.explain`` may build a clearer error to raise
         instead. ``wait`` bounds the wait for the fallback's Service port. For the hedged path:
-        ``first`` is a lease already taken for the first attempt, and ``taken`` a set to which
-        every endpoint key this call leases is added (a hedge avoids them); a cancelled attempt
-        then reports how long it waited (:meth:`Lease.waited`). ``failed``: the exception the
+        ``first`` is a lease already taken for the first attempt, and ``taken`` the
+        :class:`~kube_balance._hedge.RaceSide` to which every lease this call takes is added (a
+        hedge avoids their endpoints); a cancelled attempt then reports how long it waited
+        (:meth:`Lease.waited`). ``failed``: the exception the
         attempt on ``first`` raised (:meth:`first_attempt`): handled as if raised here.
         """
         adapter = self.adapter
@@ -333,7 +337,7 @@ class Dispatcher(Generic[P, Q, R]):
             raise
         lease.retry = retry_slot
         if taken is not None:
-            taken.add(lease.key)
+            taken.add(lease)
         # The retry bookkeeping (endpoints tried, targets for the error message) is allocated
         # only once an attempt failed: the first attempt, nearly every request, needs none.
         tried: set[str] | None = None
@@ -369,7 +373,7 @@ class Dispatcher(Generic[P, Q, R]):
                 lease, number = nxt, number + 1
                 targets.append(_target(lease))
                 if taken is not None:
-                    taken.add(lease.key)
+                    taken.add(lease)
                 continue
             code = adapter.status(result)
             if code:  # 0: no response yet (aiohttp's connection), whose own hook records it
@@ -393,7 +397,7 @@ class Dispatcher(Generic[P, Q, R]):
                     lease, number = nxt, number + 1
                     targets.append(_target(lease))
                     if taken is not None:
-                        taken.add(lease.key)
+                        taken.add(lease)
                     continue
             return result, lease
 
@@ -414,7 +418,7 @@ class Dispatcher(Generic[P, Q, R]):
         hedging = self.hedging
         assert hedging is not None, "send_hedged needs a HedgePolicy"
         hedging.budget.deposit()
-        taken: set[str] = set()
+        taken = RaceSide()
         first = self.send(request, key=key, method=method, replayable=replayable, wait=wait, taken=taken)
 
         def hedge() -> Coroutine[Any, Any, tuple[R, Lease[P]]] | None:
@@ -426,33 +430,37 @@ class Dispatcher(Generic[P, Q, R]):
                 key=key,
                 method=method,
                 replayable=replayable,
-                exclude=set(taken),
+                exclude=set(taken.keys),
                 first=lease,
-                taken=set(),
+                taken=RaceSide(),
             )
 
-        return await race(first, hedge, hedging.delay(), self._drop)
+        return await race(first, hedge, hedging.delay(), self._drop, taken.outrun)
 
-    def hedge_lease(self, key: str | bytes | None, taken: set[str]) -> Lease[P] | None:
-        """A lease for a hedge on an endpoint outside ``taken`` (where the first attempt went),
-        if the budget allows one and such an endpoint is eligible; counted in ``status().hedges``."""
+    def hedge_lease(self, key: str | bytes | None, taken: RaceSide) -> Lease[P] | None:
+        """A lease for a hedge on an endpoint outside ``taken.keys`` (where the first attempt
+        went), if the budget allows one and such an endpoint is eligible; counted in
+        ``status().hedges``. The attempt in flight is marked as the one the hedge left."""
         hedging = self.hedging
-        if hedging is None or not taken or FALLBACK_KEY in taken:  # the first is still connecting
+        keys = taken.keys
+        if hedging is None or not keys or FALLBACK_KEY in keys:  # the first is still connecting
             return None
-        if not self.has_other(taken):
+        if not self.has_other(keys):
             return None
         if not hedging.budget.available():
             self.balancer.counters.hedge_budget_exhausted += 1
             return None
-        lease = self._pick_other(key, taken)
+        lease = self._pick_other(key, keys)
         if lease is None:
             return None
         hedging.budget.withdraw()
         self.balancer.counters.hedges += 1
+        taken.hedged()
         return lease
 
     async def _drop(self, sent: tuple[R, Lease[P]]) -> None:
-        """Close a hedged request's losing response that arrived anyway: its put() says CANCELLED."""
+        """Close a hedged request's losing response that arrived anyway: its put() says CANCELLED
+        (SLOW for a first attempt the hedge outran)."""
         result, lease = sent
         try:
             await self.adapter.discard(result)

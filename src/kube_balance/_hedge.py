@@ -3,9 +3,17 @@
 A hedge is sent when an idempotent request (the :class:`~kube_balance.RetryPolicy`'s notion:
 GET, HEAD, OPTIONS, TRACE, PUT, DELETE with a body that can be replayed) has not received its
 response headers after a delay; the first attempt to answer wins and the other is cancelled
-(its ``put()`` reports ``Outcome.CANCELLED``: not a failure of its pod, with the time it waited:
-a lower bound of its latency, so a latency-aware algorithm still sees a slow pod). "The Tail at Scale"
-(Dean and Barroso, 2013) measured the idea; Envoy, Finagle and gRPC ship it.
+(its ``put()`` reports the time it waited: a lower bound of its latency, so a latency-aware
+algorithm still sees a slow pod). "The Tail at Scale" (Dean and Barroso, 2013) measured the idea;
+Envoy, Finagle and gRPC ship it.
+
+A first attempt that loses to its hedge reports ``Outcome.SLOW``: a second request sent a whole
+delay later answered first, which says the pod is slow *now* (Envoy's router records the first
+attempt as a timeout for outlier detection when it sends the hedge). The 429 penalty
+(:class:`~kube_balance.OverloadPenalty`) then steers new requests away from the pod for a while,
+as an algorithm that compares in-flight counts (``least_request``) cannot see latency. A hedge
+that loses to its first attempt, and an attempt cancelled by the caller, report
+``Outcome.CANCELLED``: not a failure of their pod, and no evidence either.
 
 The delay is fixed (``delay=0.05``) or follows the Service: the ``percentile`` (default p95) of
 the time to response headers of recent successful attempts (the last ``window``), recomputed
@@ -30,10 +38,11 @@ from typing import Any, TypeVar
 
 from ._endpoint import Endpoint
 from ._outcome import Outcome
+from ._pools import Lease
 from ._retry import IDEMPOTENT_METHODS
 from ._validate import check_int, check_number, invalid
 
-__all__ = ["HedgeBudget", "HedgePolicy", "Hedging", "LatencyWindow", "race"]
+__all__ = ["HedgeBudget", "HedgePolicy", "Hedging", "LatencyWindow", "RaceSide", "race"]
 
 T = TypeVar("T")
 logger = logging.getLogger("kube_balance")
@@ -85,6 +94,10 @@ class HedgePolicy:
         check_int("HedgePolicy window", self.window, low=1, high=100_000)
         check_int("HedgePolicy min_samples", self.min_samples, low=1)
         if self.min_samples > self.window:
+            if self.min_samples == DEFAULT_MIN_SAMPLES:  # the window is what was set too small
+                raise invalid(
+                    "HedgePolicy window", self.window, f"expected at least min_samples ({self.min_samples})"
+                )
             raise invalid(
                 "HedgePolicy min_samples", self.min_samples, f"expected at most window ({self.window})"
             )
@@ -195,6 +208,34 @@ class Hedging:
         return f"<Hedging delay={self.delay():.4f} {self.budget!r}>"
 
 
+class RaceSide:
+    """One side of a hedged request (its first attempt, or its hedge): every endpoint key its
+    attempts leased (a hedge avoids them), the lease in flight now, and the one a hedge left."""
+
+    __slots__ = ("keys", "current", "left")
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.current: Lease[Any] | None = None
+        self.left: Lease[Any] | None = None  # in flight when the hedge was sent
+
+    def add(self, lease: Lease[Any]) -> None:
+        """An attempt of this side took ``lease``."""
+        self.keys.add(lease.key)
+        self.current = lease
+
+    def hedged(self) -> None:
+        """A hedge was sent: the attempt in flight now is the one it may outrun."""
+        self.left = self.current
+
+    def outrun(self) -> None:
+        """The hedge answered first: the attempt it left, if still in flight, is released as
+        ``Outcome.SLOW`` instead of ``CANCELLED`` (one that failed meanwhile has said so)."""
+        lease = self.left
+        if lease is not None and not lease.released:
+            lease.outrun = True
+
+
 _settling: set[asyncio.Task[None]] = set()
 """Loser clean-ups that outlived a cancelled caller (kept referenced until they end)."""
 
@@ -204,11 +245,13 @@ async def race(
     hedge: Callable[[], Coroutine[Any, Any, T] | None],
     delay: float,
     drop: Callable[[T], Awaitable[None]],
+    outrun: Callable[[], None] | None = None,
 ) -> T:
     """Run ``first``; if it has not finished after ``delay`` seconds, run ``hedge()`` too (None:
     no hedge) and return the first result; the other attempt is cancelled, or ``drop``-ped if it
     finished too. When an attempt fails the other one may still win; when both fail, the first
-    attempt's error is raised. Cancelling the race cancels both attempts.
+    attempt's error is raised. Cancelling the race cancels both attempts. ``outrun()`` is called
+    when the hedge wins, before the first attempt is cancelled (:meth:`RaceSide.outrun`).
     """
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(first)]
@@ -224,6 +267,8 @@ async def race(
             _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             winner = next((t for t in tasks if t.done() and _succeeded(t)), None)
             if winner is not None:
+                if winner is not tasks[0] and outrun is not None:
+                    outrun()
                 return winner.result()
         return tasks[0].result()  # every attempt failed: the first one's error
     finally:

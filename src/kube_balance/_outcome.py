@@ -45,6 +45,12 @@ class Outcome(enum.IntEnum):
     """Our own side failed (a full local pool, a request the client refused to send)."""
     ERROR = 9
     """Any other failure the endpoint caused (a protocol error, a TLS failure)."""
+    SLOW = 10
+    """Outrun by a hedge: a second attempt, sent to another endpoint when this one had no answer
+    after the hedge delay, answered first, and this one was cancelled. Not a failure (the endpoint
+    may yet have answered), but evidence that it is slow now (Envoy's router records a hedged
+    first attempt as a timeout for outlier detection). The 429 penalty steers traffic away for a
+    while (``OverloadPenalty(slow_time=)``)."""
 
     @property
     def label(self) -> str:
@@ -71,7 +77,7 @@ class Outcome(enum.IntEnum):
         return cls.OK
 
 
-_NOT_FAILED = frozenset({Outcome.OK, Outcome.CANCELLED, Outcome.LOCAL})
+_NOT_FAILED = frozenset({Outcome.OK, Outcome.CANCELLED, Outcome.LOCAL, Outcome.SLOW})
 _LOCAL_ORIGIN = frozenset({Outcome.CONNECT_FAILED, Outcome.RESET, Outcome.TIMEOUT})
 
 

@@ -8,6 +8,14 @@ as Linkerd; at most ``max_penalty_time``). The load-aware algorithms (``least_re
 for it; the others ignore it. The endpoint keeps its place in the set: if every endpoint is
 busy, the penalties cancel out and load decides. A later 429 extends the penalty.
 
+A hedged request's first attempt that a hedge outran (``Outcome.SLOW``: a second request sent a
+whole hedge delay later to another pod answered first) says the same thing without the pod
+saying it: the endpoint is penalised as for a 429 without Retry-After, for ``slow_time`` seconds
+(default 5 s; None: hedges do not penalise). ``least_request`` compares in-flight counts, which
+at low concurrency cannot tell a pod 10x slower from the others: this is its evidence. When the
+time is up the endpoint gets traffic again: if it answers in time it keeps it, if a hedge
+outruns it again it is penalised again.
+
 The penalty ends on the first outcome observed (of any endpoint) after its time, or when
 ``LoadBalancer.status()`` is read.
 """
@@ -28,12 +36,15 @@ DEFAULT_PENALTY_LOAD = 25
 comparison against an endpoint with fewer than 25 requests in flight)."""
 DEFAULT_RETRY_AFTER = 5.0
 """Seconds of penalty when a 429 has no Retry-After (Linkerd's default backoff for a 429)."""
+DEFAULT_SLOW_TIME = DEFAULT_RETRY_AFTER
+"""Seconds of penalty when a hedge outran the endpoint: as for a 429 without Retry-After."""
 MAX_PENALTY_TIME = 30.0
 """Seconds; a longer Retry-After is capped (our choice: no longer than a first ejection)."""
 
 
 class OverloadPenalty(Bound):
-    """An :class:`~kube_balance.EndpointPolicy` step that filters nothing and penalises 429s.
+    """An :class:`~kube_balance.EndpointPolicy` step that filters nothing and penalises 429s,
+    and endpoints a hedge outran (``slow_time`` seconds; None: not those).
 
     ``clock`` (monotonic seconds) defaults to the balancer's.
     """
@@ -44,6 +55,7 @@ class OverloadPenalty(Bound):
         load: int = DEFAULT_PENALTY_LOAD,
         default_retry_after: float = DEFAULT_RETRY_AFTER,
         max_penalty_time: float = MAX_PENALTY_TIME,
+        slow_time: float | None = DEFAULT_SLOW_TIME,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.load = check_count("OverloadPenalty", "load", load)
@@ -51,6 +63,9 @@ class OverloadPenalty(Bound):
             "OverloadPenalty", "default_retry_after", default_retry_after
         )
         self.max_penalty_time = check_seconds("OverloadPenalty", "max_penalty_time", max_penalty_time)
+        self.slow_time = (
+            None if slow_time is None else check_seconds("OverloadPenalty", "slow_time", slow_time)
+        )
         self._clock = clock
         self._until: dict[str, float] = {}
         self._next = math.inf  # the earliest end of a penalty
@@ -78,6 +93,9 @@ class OverloadPenalty(Bound):
     ) -> None:
         if outcome is Outcome.OVERLOADED or (status == 503 and retry_after is not None):
             self.penalize(endpoint.key, retry_after)
+        elif outcome is Outcome.SLOW:
+            if self.slow_time is not None:
+                self._hold(endpoint.key, self.slow_time)
         elif self._until:
             assert self._clock is not None
             now = self._clock()
@@ -87,6 +105,9 @@ class OverloadPenalty(Bound):
     def penalize(self, key: str, retry_after: float | None) -> None:
         """Penalise endpoint ``key`` for ``retry_after`` seconds (capped; the default when None)."""
         seconds = self.default_retry_after if retry_after is None else min(retry_after, self.max_penalty_time)
+        self._hold(key, seconds)
+
+    def _hold(self, key: str, seconds: float) -> None:
         if seconds <= 0 or self._clock is None:
             return
         until = self._clock() + seconds
@@ -117,4 +138,4 @@ class OverloadPenalty(Bound):
         health.penalized.update(self._until)
 
     def __repr__(self) -> str:
-        return f"OverloadPenalty(load={self.load}, penalized={len(self._until)})"
+        return f"OverloadPenalty(load={self.load}, slow_time={self.slow_time}, penalized={len(self._until)})"

@@ -58,6 +58,7 @@ class Lease(Generic[P]):
         "retry_after",
         "retry",
         "released",
+        "outrun",
     )
 
     def __init__(
@@ -75,6 +76,7 @@ class Lease(Generic[P]):
         self.retry_after: float | None = None
         self.retry = False
         self.released = False
+        self.outrun = False  # a hedge answered first: a cancellation is reported as Outcome.SLOW
 
     def headers_received(self, status: int | None = None, retry_after: float | None = None) -> None:
         """Record the time to response headers (what ``put()`` reports as ``elapsed``) and the status."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 from helpers_health import balancer, fail, ok
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kube_balance import ConfigurationError, Endpoint, EndpointPolicy, EndpointSet, LoadBalancer, Outcome
 from kube_balance._penalty import OverloadPenalty
@@ -152,3 +155,81 @@ def test_custom_load_and_bad_options(clock: FakeClock, rng: random.Random) -> No
         OverloadPenalty(default_retry_after=0)
     fail(lb, eps[1], 1, Outcome.OVERLOADED)
     assert eps[1].key in penalty.penalized
+
+
+def outrun(lb: LoadBalancer, ep: Endpoint, times: int = 1) -> None:
+    """Report ``times`` attempts on ``ep`` that a hedge outran (put() as SLOW, the time waited)."""
+    for _ in range(times):
+        lb.put(ep, 0.2, False, Outcome.SLOW)
+
+
+@pytest.mark.parametrize("algorithm", ["least_request", "peak_ewma"])
+def test_a_pod_a_hedge_outran_gets_almost_nothing_for_slow_time(
+    algorithm: str, clock: FakeClock, rng: random.Random
+) -> None:
+    """An attempt a hedge outran penalises its endpoint as a 429 without Retry-After (5 s):
+    it gets almost nothing, then its fair share again once the time is up."""
+    lb, eps = balancer(4, clock, rng, algorithm=algorithm)
+    outrun(lb, eps[0])
+    assert lb.status().penalized == {eps[0].key: clock() + 5.0}
+    assert share(lb, eps[0]) < 0.02
+    clock.advance(4.9)
+    outrun(lb, eps[0])  # outrun again: the penalty runs 5 s from now
+    assert lb.status().penalized == {eps[0].key: clock() + 5.0}
+    clock.advance(5.0)
+    ok(lb, eps[1])
+    assert lb.status().penalized == {}
+    if algorithm == "least_request":
+        assert 0.15 < share(lb, eps[0]) < 0.35
+    else:  # peak_ewma also took the 200 ms each outrun attempt had waited: it decays back slowly
+        assert lb.algorithm.ewma(eps[0]) > 0.1  # type: ignore[attr-defined]
+
+
+def test_slow_time_sets_or_turns_off_the_hedge_penalty(clock: FakeClock, rng: random.Random) -> None:
+    """slow_time=2.0 penalises for 2 s (a 429's time unchanged); None: an outrun attempt changes
+    nothing; a bad value is named."""
+    lb, eps = balancer(4, clock, rng, policy=EndpointPolicy.default(overload=OverloadPenalty(slow_time=2.0)))
+    outrun(lb, eps[0])
+    overloaded(lb, eps[1], None)
+    assert lb.status().penalized == {eps[0].key: clock() + 2.0, eps[1].key: clock() + 5.0}
+    off = OverloadPenalty(slow_time=None)
+    lb, eps = balancer(4, clock, rng, policy=EndpointPolicy.default(overload=off))
+    outrun(lb, eps[0], 3)
+    assert lb.status().penalized == {} and 0.15 < share(lb, eps[0]) < 0.35
+    assert repr(off) == "OverloadPenalty(load=25, slow_time=None, penalized=0)"
+    for bad in (0, -1.0, float("inf"), "5s", True):
+        with pytest.raises(ConfigurationError, match=f"OverloadPenalty slow_time must be .* not {bad!r}"):
+            OverloadPenalty(slow_time=bad)  # type: ignore[arg-type]
+
+
+def test_an_outrun_attempt_is_no_failure(clock: FakeClock, rng: random.Random) -> None:
+    """SLOW is neutral to outlier ejection (the pod answered nothing wrong) and tells the
+    algorithm no failure: ten in a row eject nothing."""
+    lb, eps = balancer(4, clock, rng)
+    outrun(lb, eps[0], 10)
+    assert not lb.status().ejected and eps[0] in lb.eligible
+    assert not Outcome.SLOW.failed and not Outcome.SLOW.local_origin
+    assert lb.status().outcomes == {"slow": 10} and lb.status().inflight == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    slow_time=st.none()
+    | st.floats(allow_nan=True)
+    | st.integers(-3, 3)
+    | st.text(max_size=3)
+    | st.booleans(),
+)
+def test_any_slow_time_builds_a_penalty_or_names_the_option(slow_time: Any) -> None:
+    """Fuzzed slow_time: None (off), a finite number of seconds > 0 (kept as a float), or a
+    ConfigurationError naming the option and the value."""
+    try:
+        penalty = OverloadPenalty(slow_time=slow_time)
+    except ConfigurationError as exc:
+        message = str(exc)
+    else:
+        assert penalty.slow_time is None or (0 < penalty.slow_time < float("inf"))
+        assert slow_time is None or (not isinstance(slow_time, bool) and penalty.slow_time == slow_time)
+        return
+    assert message.startswith("OverloadPenalty slow_time must be a finite number of seconds > 0")
+    assert repr(slow_time) in message

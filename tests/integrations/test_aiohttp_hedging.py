@@ -10,9 +10,10 @@ import aiohttp
 import pytest
 from helpers_pods import SERVICE_HOST, Pod, running_pods
 
-from kube_balance import ConfigurationError, HedgePolicy, Outcome
+from kube_balance import ConfigurationError, HedgePolicy, LoadBalancer, Outcome
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddleware
+from kube_balance.testing import FakeClock
 
 URL = f"http://{SERVICE_HOST}"
 ALWAYS = HedgePolicy(delay=0.05, budget_percent=1.0, budget_max=1)
@@ -44,7 +45,7 @@ async def next_pick(session: aiohttp.ClientSession) -> int:
 
 async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random) -> None:
     """pod-0 takes 5 s: requests picked for it are hedged to pod-1 after 50 ms and answered from
-    there; the slow attempt is cancelled and put back once, as CANCELLED."""
+    there; the slow attempt is cancelled and put back once, as SLOW (a hedge outran it)."""
     async with running_pods(2) as pods, asyncio.timeout(10):
         pods[0].delay = 5.0
         connector = connector_for(pods, rng)
@@ -61,9 +62,10 @@ async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random)
             status = connector.balancers[0].status()
     assert answers == ["pod-1"] * 6
     assert status.hedges == pods[0].arrived >= 1 and pods[1].arrived == 6
-    assert status.outcomes == {"ok": 6, "cancelled": status.hedges}
+    assert status.outcomes["ok"] == 6 and status.outcomes["slow"] >= 1  # see the httpx test
+    assert status.outcomes["slow"] + status.outcomes.get("cancelled", 0) == status.hedges
     assert status.inflight == 0 and status.retries == 0
-    losers = [(key, elapsed) for key, outcome, elapsed in seen if outcome is Outcome.CANCELLED]
+    losers = [(k, e) for k, o, e in seen if o in (Outcome.SLOW, Outcome.CANCELLED)]
     assert len(losers) == status.hedges and all(
         k == pods[0].key and e is not None and e > 0 for k, e in losers
     )
@@ -81,7 +83,7 @@ async def test_a_put_with_a_bytes_body_is_hedged_whole(rng: random.Random) -> No
             settled(connector)
             status = connector.balancers[0].status()
     assert answer == {"pod": f"pod-{1 - slow}", "host": SERVICE_HOST, "cookie": None, "length": 10}
-    assert status.hedges == 1 and status.outcomes == {"ok": 2, "cancelled": 1}
+    assert status.hedges == 1 and status.outcomes == {"ok": 2, "slow": 1}
 
 
 async def test_posts_are_never_hedged(rng: random.Random) -> None:
@@ -119,14 +121,15 @@ async def test_the_budget_caps_hedges_exactly(rng: random.Random) -> None:
     assert hedged == [0, 0, 0, 1] * 3
     assert status.hedges == 3 and status.hedge_budget_exhausted == 9
     assert pods[0].arrived + pods[1].arrived == 15
-    # Each loser is cancelled (CANCELLED) unless its answer, 10 ms behind, came in first on a
-    # loaded machine: then it is put as the OK it was. Either way, one put() per attempt.
-    assert status.outcomes.keys() <= {"ok", "cancelled"}
+    # Each loser is cancelled (CANCELLED; SLOW for a first attempt a hedge outran) unless its
+    # answer, 10 ms behind, came in first on a loaded machine: then it is put as the OK it was.
+    # Either way, one put() per attempt.
+    assert status.outcomes.keys() <= {"ok", "cancelled", "slow"}
     assert status.outcomes["ok"] >= 12 and sum(status.outcomes.values()) == 15
 
 
 async def test_the_winners_body_streams_after_the_loser_is_cancelled(rng: random.Random) -> None:
-    """A streamed answer from the hedge: the loser is put back as CANCELLED while the winner's
+    """A streamed answer from the hedge: the loser is put back as SLOW while the winner's
     body is open (one lease held), and the body then arrives whole."""
     async with running_pods(2) as pods, asyncio.timeout(10):
         connector = connector_for(pods, rng)
@@ -136,13 +139,13 @@ async def test_the_winners_body_streams_after_the_loser_is_cancelled(rng: random
             async with session.get(f"{URL}/stream") as r:
                 assert await r.content.readexactly(6) == b"first;"
                 status = connector.balancers[0].status()
-                assert status.hedges == 1 and status.outcomes == {"ok": 1, "cancelled": 1}
+                assert status.hedges == 1 and status.outcomes == {"ok": 1, "slow": 1}
                 assert connector.balancers[0].algorithm.total_inflight() == 1  # type: ignore[attr-defined]
                 pods[1 - slow].gate.set()
                 assert await r.content.read() == b"last"
             settled(connector)
             status = connector.balancers[0].status()
-    assert status.outcomes == {"ok": 2, "cancelled": 1} and status.inflight == 0
+    assert status.outcomes == {"ok": 2, "slow": 1} and status.inflight == 0
 
 
 async def test_the_connector_alone_does_not_hedge(rng: random.Random) -> None:
@@ -165,3 +168,44 @@ async def test_the_connector_refuses_a_hedge_that_is_not_a_policy() -> None:
         ConfigurationError, match=r"BalancedConnector hedge=True is invalid: expected a HedgePolicy"
     ):
         BalancedConnector("web.shop:http", source=StaticSource(["127.0.0.1:1"]), hedge=True)  # type: ignore[arg-type]
+
+
+async def test_least_request_keeps_away_from_a_pod_a_hedge_outran_until_slow_time_passes(
+    rng: random.Random, clock: FakeClock
+) -> None:
+    """As with httpx: the first request on the 5 s pod is outrun by its hedge (SLOW), the pod is
+    penalised for 5 s on the balancer's clock and gets nothing; once the time is up and it answers
+    fast again, it gets its share back. One put() per attempt, the budget exact."""
+    async with running_pods(3) as pods, asyncio.timeout(30):
+        pods[0].delay = 5.0
+        lb = LoadBalancer("web.shop:http", source=StaticSource([p.key for p in pods]), rng=rng, clock=clock)
+        connector = BalancedConnector(lb, hedge=HedgePolicy(delay=0.5, budget_percent=1.0, budget_max=1))
+
+        async def pod_of_next() -> str:
+            async with session.get(f"{URL}/") as r:
+                return str((await r.json())["pod"])
+
+        async with lb, session_for(connector) as session:
+            sent = 0
+            while pods[0].arrived == 0:  # least_request ties: pod-0 is picked about 1 time in 3
+                assert sent < 60
+                assert await pod_of_next() != "pod-0"
+                sent += 1
+            assert lb.status().penalized == {pods[0].key: clock() + 5.0}
+            for _ in range(20):
+                assert await pod_of_next() != "pod-0"
+            assert pods[0].arrived == 1
+            pods[0].delay = 0.0
+            clock.advance(5.0)
+            back = 0
+            while pods[0].arrived == 1:  # the next outcome ends the penalty
+                assert back < 60
+                await pod_of_next()
+                back += 1
+            settled(connector)
+            status = lb.status()
+            hedging = connector._routes.routes[0].dispatcher.hedging
+    total = sent + 20 + back
+    assert status.penalized == {} and status.hedges == 1 and status.hedge_budget_exhausted == 0
+    assert status.outcomes == {"ok": total, "slow": 1} and status.requests == total + 1
+    assert hedging is not None and hedging.budget.exhausted == 0 and hedging.budget.balance == 1_000_000

@@ -13,6 +13,7 @@ from helpers_pods import SERVICE_HOST, Pod, running_pods
 from kube_balance import ConfigurationError, HedgePolicy, LoadBalancer, Outcome
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.httpx import BalancedTransport
+from kube_balance.testing import FakeClock
 
 URL = f"http://{SERVICE_HOST}"
 ALWAYS = HedgePolicy(delay=0.05, budget_percent=1.0, budget_max=1)
@@ -44,8 +45,8 @@ async def next_pick(client: httpx.AsyncClient) -> str:
 
 async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random) -> None:
     """pod-0 takes 5 s: every request picked for it is hedged to pod-1 after 50 ms and answered
-    from there; the slow attempt is cancelled, put() once as CANCELLED with the time it waited
-    (for latency-aware algorithms), nothing left in flight."""
+    from there; the slow attempt is cancelled, put() once as SLOW (a hedge outran it) with the
+    time it waited (for latency-aware algorithms), nothing left in flight."""
     async with running_pods(2) as pods, asyncio.timeout(10):
         pods[0].delay = 5.0
         transport = transport_for(pods, rng)
@@ -61,10 +62,13 @@ async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random)
     assert pods[0].arrived >= 1  # round robin sends at least one of the first two to pod-0
     assert status.hedges == pods[0].arrived  # each request that reached pod-0 was hedged, once
     assert pods[1].arrived == 6  # the hedges went to the other pod, never to pod-0 again
-    assert status.outcomes == {"ok": 6, "cancelled": status.hedges}
+    # A first attempt on pod-0 is outrun by its hedge (SLOW); on a loaded machine a first
+    # attempt on pod-1 may be slower than 50 ms too, and then its hedge to pod-0 loses (CANCELLED).
+    assert status.outcomes["ok"] == 6 and status.outcomes["slow"] >= 1
+    assert status.outcomes["slow"] + status.outcomes.get("cancelled", 0) == status.hedges
     assert status.requests == 6 + status.hedges and status.inflight == 0
     assert status.retries == 0 and status.hedge_budget_exhausted == 0
-    losers = [(key, elapsed) for key, outcome, elapsed in seen if outcome is Outcome.CANCELLED]
+    losers = [(k, e) for k, o, e in seen if o in (Outcome.SLOW, Outcome.CANCELLED)]
     assert len(losers) == status.hedges and all(
         k == pods[0].key and e is not None and e > 0 for k, e in losers
     )
@@ -147,7 +151,7 @@ async def test_a_hedge_never_goes_to_the_same_pod(rng: random.Random) -> None:
 
 
 async def test_the_winners_body_streams_after_the_loser_is_cancelled(rng: random.Random) -> None:
-    """A streamed response from the hedge: the slow attempt is put back as CANCELLED while the
+    """A streamed response from the hedge: the slow attempt is put back as SLOW while the
     winner's body is still open (one lease held), and the body arrives whole afterwards."""
     async with running_pods(2) as pods, asyncio.timeout(10):
         transport = transport_for(pods, rng)
@@ -159,13 +163,13 @@ async def test_the_winners_body_streams_after_the_loser_is_cancelled(rng: random
                 chunks = r.aiter_raw()
                 assert await anext(chunks) == b"first;"
                 status = transport.balancer.status()
-                assert status.hedges == 1 and status.outcomes == {"ok": 1, "cancelled": 1}
+                assert status.hedges == 1 and status.outcomes == {"ok": 1, "slow": 1}
                 assert inflight(transport) == 1  # the winner's stream only
                 fast.gate.set()
                 assert b"".join([c async for c in chunks]) == b"last"
             settled(transport, pods)
             status = transport.balancer.status()
-    assert status.outcomes == {"ok": 2, "cancelled": 1} and status.inflight == 0
+    assert status.outcomes == {"ok": 2, "slow": 1} and status.inflight == 0
 
 
 async def test_a_percentile_delay_follows_the_service(rng: random.Random) -> None:
@@ -212,3 +216,42 @@ async def test_a_shared_balancer_counts_hedges_in_its_status(rng: random.Random)
             # hedge; one cancelled before it got there (a loaded machine) is a hedge all the same.
             assert lb.status().hedges >= pods[0].arrived >= 1
             assert transport.dispatcher.budget.retries == 0 and transport.dispatcher.budget.active == 0
+
+
+async def test_least_request_keeps_away_from_a_pod_a_hedge_outran_until_slow_time_passes(
+    rng: random.Random, clock: FakeClock
+) -> None:
+    """The default algorithm, least_request, cannot see latency: the first request that lands on
+    the 5 s pod is outrun by its hedge (put() as SLOW), the pod is penalised for 5 s on the
+    balancer's clock and no request (nor hedge) reaches it; once the time is up and it answers
+    fast again, it gets its share back. One put() per attempt, the budget exact."""
+    async with running_pods(3) as pods, asyncio.timeout(30):
+        pods[0].delay = 5.0
+        lb = LoadBalancer("web.shop:http", source=StaticSource([p.key for p in pods]), rng=rng, clock=clock)
+        policy = HedgePolicy(delay=0.5, budget_percent=1.0, budget_max=1)
+        transport = BalancedTransport(lb, hedge=policy)
+        async with lb, httpx.AsyncClient(transport=transport) as client:
+            sent = 0
+            while pods[0].arrived == 0:  # least_request ties: pod-0 is picked about 1 time in 3
+                assert sent < 60
+                assert (await client.get(f"{URL}/")).json()["pod"] != "pod-0"
+                sent += 1
+            assert lb.status().penalized == {pods[0].key: clock() + 5.0}
+            for _ in range(20):
+                assert (await client.get(f"{URL}/")).json()["pod"] != "pod-0"
+            assert pods[0].arrived == 1
+            pods[0].delay = 0.0
+            clock.advance(5.0)
+            back = 0
+            while pods[0].arrived == 1:  # the next outcome ends the penalty
+                assert back < 60
+                await client.get(f"{URL}/")
+                back += 1
+            settled(transport, pods)
+            status = lb.status()
+            hedging = transport.dispatcher.hedging
+    total = sent + 20 + back
+    assert status.penalized == {} and status.hedges == 1 and status.hedge_budget_exhausted == 0
+    assert status.outcomes == {"ok": total, "slow": 1} and status.requests == total + 1
+    assert hedging is not None and hedging.budget.exhausted == 0
+    assert hedging.budget.balance == 1_000_000  # saved up to budget_max again

@@ -138,7 +138,12 @@ async def test_full_local_pool_is_local_not_the_pods_failure(rng: random.Random)
 
 def test_outcome_properties() -> None:
     """failed and local_origin follow Envoy's split; of_status maps 5xx, 429 and the rest."""
-    assert {o for o in Outcome if not o.failed} == {Outcome.OK, Outcome.CANCELLED, Outcome.LOCAL}
+    assert {o for o in Outcome if not o.failed} == {
+        Outcome.OK,
+        Outcome.CANCELLED,
+        Outcome.LOCAL,
+        Outcome.SLOW,
+    }
     assert {o for o in Outcome if o.local_origin} == {Outcome.CONNECT_FAILED, Outcome.RESET, Outcome.TIMEOUT}
     assert [Outcome.of_status(s) for s in (200, 404, 429, 499, 500, 599)] == [
         Outcome.OK,
@@ -168,8 +173,8 @@ def test_observer_removal_and_put_defaults(rng: random.Random) -> None:
 
 
 def test_every_outcome_is_distinct_and_truthy() -> None:
-    """Nine distinct members, none falsy (an IntEnum from 1), ERROR a failure of its own."""
-    assert len(Outcome) == 9 and len({int(o) for o in Outcome}) == 9
+    """Ten distinct members, none falsy (an IntEnum from 1), ERROR a failure of its own."""
+    assert len(Outcome) == 10 and len({int(o) for o in Outcome}) == 10
     assert all(o for o in Outcome) and min(int(o) for o in Outcome) == 1
     assert Outcome.ERROR.failed and Outcome.ERROR is not Outcome.LOCAL
 

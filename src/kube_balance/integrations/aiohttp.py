@@ -47,7 +47,7 @@ from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
 from .._cluster import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SERVICES, ClusterRoutes, ClusterSpec, route_table
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
-from .._hedge import HedgePolicy, Hedging, race
+from .._hedge import HedgePolicy, Hedging, RaceSide, race
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
 from .._routes import Routes, ServiceSpec, affinity_for
@@ -540,8 +540,8 @@ class _MiddlewareRetry:
         self.slot = False  # the next attempt holds a retry-budget slot (released with its lease)
         self.endpoint: str | None = None  # the endpoint the last attempt went to
         self.first = first  # a hedge: the lease its first attempt uses
-        # Hedged requests: every endpoint their attempts leased (the hedge avoids them).
-        self.taken: set[str] | None = None
+        # Hedged requests: where their attempts went (the hedge avoids them; see RaceSide).
+        self.taken: RaceSide | None = None
 
 
 class BalancedMiddleware:
@@ -619,7 +619,7 @@ class BalancedMiddleware:
         dispatcher = route.dispatcher
         hedging.budget.deposit()
         retry = _MiddlewareRetry()
-        taken = retry.taken = set()
+        taken = retry.taken = RaceSide()
 
         def hedge() -> Any:
             key = route.key.from_request(req, req.headers) if route.key is not None else None
@@ -627,9 +627,10 @@ class BalancedMiddleware:
             if lease is None:
                 return None
             copy_ = _hedge_copy(req)
-            return self._send(copy_, handler, dispatcher, _MiddlewareRetry(set(taken), lease))
+            return self._send(copy_, handler, dispatcher, _MiddlewareRetry(set(taken.keys), lease))
 
-        return await race(self._send(req, handler, dispatcher, retry), hedge, hedging.delay(), _drop_response)
+        first = self._send(req, handler, dispatcher, retry)
+        return await race(first, hedge, hedging.delay(), _drop_response, taken.outrun)
 
     @staticmethod
     def _again(
@@ -674,7 +675,8 @@ def _hedge_copy(req: ClientRequest) -> ClientRequest:
 
 
 async def _drop_response(resp: ClientResponse) -> None:
-    """Close a hedged request's losing response that arrived anyway; its put() says CANCELLED."""
+    """Close a hedged request's losing response that arrived anyway; its put() says CANCELLED
+    (SLOW for a first attempt the hedge outran)."""
     lease: _ConnLease | None = getattr(resp.connection, "_kube_balance_lease", None)
     if lease is not None:
         lease.answer = Outcome.CANCELLED
