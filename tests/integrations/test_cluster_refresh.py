@@ -63,7 +63,7 @@ def two_named_ports(pods: list[Pod]) -> dict[str, Any]:
 async def until(check: Callable[[], bool], what: str) -> None:
     """Wait (bounded: 5 s) for a background change."""
     async with asyncio.timeout(5):
-        while not check():
+        while not check():  # noqa: ASYNC110 - the change happens in a background read
             await asyncio.sleep(0.01)
     assert check(), what
 
