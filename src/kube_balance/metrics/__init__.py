@@ -28,11 +28,11 @@ from .._errors import ConfigurationError
 from ._series import DEFAULT_BUCKETS, DEFAULT_ENDPOINT_LIMIT, SERIES, Bound, Series, check_buckets
 
 __all__ = [
+    "ClusterRegistration",
     "DEFAULT_BUCKETS",
     "DEFAULT_ENDPOINT_LIMIT",
-    "SERIES",
-    "ClusterRegistration",
     "Registration",
+    "SERIES",
     "Series",
     "register",
 ]
