@@ -179,7 +179,13 @@ class ClusterRoutes(Generic[R]):
 
     def _read_in_background(self, names: tuple[str, str]) -> asyncio.Future[None]:
         read = self._reads[names] = asyncio.ensure_future(self._fetch(names))
-        read.add_done_callback(lambda _f: self._reads.pop(names, None))
+
+        def done(f: asyncio.Future[None]) -> None:
+            self._reads.pop(names, None)
+            if not f.cancelled() and f.exception() is not None:  # retrieved: a waiter re-raises it
+                logger.warning("reading Service %s/%s failed: %r", names[1], names[0], f.exception())
+
+        read.add_done_callback(done)
         return read
 
     async def _fetch(self, names: tuple[str, str]) -> None:
