@@ -158,6 +158,8 @@ class ClusterRoutes(Generic[R]):
         if r is None:
             r = await self._add(names, svc, port)
         await r.balancer.ensure_started()  # concurrent first requests wait on the same start
+        if svc.routes.get(port) is not r:  # stopped meanwhile (evicted, its Service changed): again
+            return await self._resolve_slow(names, port)
         if r.balancer.eligible:
             return r
         refused = watch_refused(r.balancer)

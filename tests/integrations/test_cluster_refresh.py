@@ -236,3 +236,24 @@ async def test_aiohttp_raises_the_endpointslice_403_too() -> None:
                 with pytest.raises(DiscoveryAuthError, match="endpointslices"):
                     async with session.get("http://web/"):
                         pass
+
+
+async def test_a_request_whose_balancer_stops_while_it_starts_goes_on_with_the_new_one() -> None:
+    """The first list of web's slices stalls; meanwhile the Service's port is renamed and re-read,
+    so the balancer the request waits on stops: the request is served by the new one (no
+    'dispatcher closed' error)."""
+    clock = FakeClock()
+    async with asyncio.timeout(30), FakeApiServer() as api, running_pods(2) as pods, ForwardProxy() as proxy:
+        api.apply(service("web", "shop", ports=[{"name": "http", "port": 80}]))
+        api.apply(two_named_ports(pods))
+        api.inject(Fault.stall(2.0, on="list", path="/endpointslices"))
+        async with cluster_client(api, proxy, clock=clock) as (table, http):
+            first = asyncio.ensure_future(http.get("http://web/"))
+            await until(lambda: bool(table.balancers), "the first balancer starts")
+            old = table.balancers[0]
+            api.apply(service("web", "shop", ports=[{"name": "www", "port": 80}]))
+            clock.advance(30)
+            await table.refresh()
+            assert not old.running
+            assert (await first).json()["pod"] == "pod-1"
+            assert [str(b.service) for b in table.balancers] == ["web.shop:www"]
