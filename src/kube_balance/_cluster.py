@@ -273,8 +273,10 @@ class ClusterRoutes(Generic[R]):
 
     async def _drain(self) -> None:
         """Close the retired routes with nothing in flight (the others wait for the next sweep)."""
-        done = [r for r in self._retired if not busy((r,))]
-        self._retired = [r for r in self._retired if r not in done]
+        retired, self._retired = self._retired, []
+        done: list[R] = []
+        for r in retired:
+            (self._retired if busy((r,)) else done).append(r)
         for r in done:
             await self._close(r)
 
