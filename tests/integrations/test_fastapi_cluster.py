@@ -161,3 +161,26 @@ async def test_cluster_client_under_uvicorn(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert (await client.get(f"{base}/debug/inflight")).json() == 0
+
+
+def test_the_module_wide_registry_declares_a_cluster_client(tmp_path: Path) -> None:
+    """balanced_cluster_client() + balanced_lifespan: the same cluster client on the module-wide
+    registry; a wrong kind is refused at declaration."""
+    from kube_balance import ConfigurationError
+    from kube_balance.integrations import fastapi as kb_fastapi
+
+    with pytest.raises(ConfigurationError, match="kind"):
+        kb_fastapi.balanced_cluster_client(kind="grpc")  # type: ignore[arg-type]
+    with cluster_in_thread(tmp_path) as (_, kubeconfig):
+        anywhere = kb_fastapi.balanced_cluster_client(kubeconfig=kubeconfig, namespace="shop")
+        try:
+            app = FastAPI(lifespan=kb_fastapi.balanced_lifespan)
+
+            @app.get("/")
+            async def handler(client: Any = Depends(anywhere)) -> Any:
+                return await get_json(client, "http://api/")
+
+            with TestClient(app) as c:
+                assert c.get("/").json()["pod"] == "pod-3"
+        finally:
+            kb_fastapi._default._declared.remove(anywhere)  # leave the module-wide registry as found
