@@ -29,8 +29,8 @@ from the incoming request into the outgoing one's affinity header, so ``ring_has
 on one pod across a chain of services. ``balanced_client()`` and ``balanced_lifespan`` do the same
 on a module-wide registry. A cluster-mode client (:meth:`BalancedClients.httpx_cluster`,
 :meth:`BalancedClients.aiohttp_cluster`) balances any URL whose host names a Service; its
-Services start on their first request, so the app's startup waits for none. Needs ``pip install kube-balance[fastapi]`` (``[aiohttp]`` too for
-aiohttp clients).
+Services start on their first request, so the app's startup waits for none. Needs
+``pip install kube-balance[fastapi]`` (``[aiohttp]`` too for aiohttp clients).
 """
 
 import asyncio
