@@ -275,6 +275,7 @@ def documented_callables() -> dict[str, Callable[..., Any]]:
         "Subset": kb.Subset,
         "BalancedClients": BalancedClients,
         "BalancedClients.httpx": BalancedClients.httpx,
+        "BalancedClients.httpx_cluster": BalancedClients.httpx_cluster,
         "RetryPolicy": kb.RetryPolicy,
         "RetryBudget": kb.RetryBudget,
         "EndpointPolicy.default": kb.EndpointPolicy.default,

@@ -96,6 +96,7 @@ def test_metrics_modules_all_sorted_importable_documented() -> None:
             if callable(obj):
                 assert obj.__doc__, name
     assert kube_balance.metrics.__all__ == [
+        "ClusterRegistration",
         "DEFAULT_BUCKETS",
         "DEFAULT_ENDPOINT_LIMIT",
         "Registration",

@@ -13,12 +13,23 @@ from typing import Any
 from ._service import DEFAULT_CLUSTER_DOMAIN
 from ._validate import check_callable, check_int, check_number, invalid
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_MAX_SERVICES", "ClusterSpec", "check_options", "parse_host"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_SERVICES",
+    "DEFAULT_SERVICE_REFRESH",
+    "ClusterSpec",
+    "check_options",
+    "cluster_spec",
+    "parse_host",
+]
 
 DEFAULT_IDLE_TIMEOUT = 600.0
 """Seconds without a request (and none in flight) before a Service's watch stops: 10 minutes."""
 DEFAULT_MAX_SERVICES = 100
 """Services watched at once: one watch (one long-lived API request) each."""
+DEFAULT_SERVICE_REFRESH = 30.0
+"""Seconds a read of a Service object holds: a watched Service is read again (in the background)
+on its first request after that, and a host found not to be a Service is read again."""
 _DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _NOT_SERVICES = frozenset({"localhost"})  # a pod's /etc/hosts answers these before any search path
@@ -61,18 +72,38 @@ class ClusterSpec:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_services: int = DEFAULT_MAX_SERVICES
     source_options: Mapping[str, Any] = field(default_factory=dict)
+    service_refresh: float = DEFAULT_SERVICE_REFRESH
 
 
-def check_options(
-    namespace: object,
-    namespaces: object,
-    cluster_domain: object,
-    idle_timeout: object,
-    max_services: object,
-    clock: object,
-    balancer_options: Mapping[str, Any],
-) -> None:
+def cluster_spec(
+    *,
+    namespaces: Any,
+    namespace: str | None,
+    cluster_domain: str,
+    idle_timeout: float,
+    max_services: int,
+    service_refresh: float,
+    api_client: Any,
+    kubeconfig: str | None,
+    context: str | None,
+    in_cluster: bool | None,
+) -> ClusterSpec:
+    """The :class:`ClusterSpec` of ``BalancedTransport.cluster()`` and ``BalancedConnector.cluster()``
+    (both take these options, by these names)."""
+    source_options = {
+        "api_client": api_client,
+        "kubeconfig": kubeconfig,
+        "context": context,
+        "in_cluster": in_cluster,
+    }
+    return ClusterSpec(
+        namespace, namespaces, cluster_domain, idle_timeout, max_services, source_options, service_refresh
+    )
+
+
+def check_options(spec: ClusterSpec, clock: object, balancer_options: Mapping[str, Any]) -> None:
     """Refuse a wrong cluster option now, with its name and what is allowed."""
+    namespace, namespaces, cluster_domain = spec.namespace, spec.namespaces, spec.cluster_domain
     if namespace is not None and not (isinstance(namespace, str) and _DNS1123.match(namespace)):
         raise invalid("cluster namespace", namespace, "expected a namespace name (DNS-1123 label) or None")
     if namespaces is not None:
@@ -89,10 +120,20 @@ def check_options(
         and all(_DNS1123.match(label) for label in cluster_domain.split("."))
     ):
         raise invalid("cluster cluster_domain", cluster_domain, "expected a DNS name such as 'cluster.local'")
-    check_number("cluster idle_timeout", idle_timeout, low=0, low_inclusive=False, unit="seconds")
-    check_int("cluster max_services", max_services, low=1)
+    check_number("cluster idle_timeout", spec.idle_timeout, low=0, low_inclusive=False, unit="seconds")
+    check_number("cluster service_refresh", spec.service_refresh, low=0, low_inclusive=False, unit="seconds")
+    check_int("cluster max_services", spec.max_services, low=1)
     if clock is not None:
         check_callable("cluster clock", clock, "a callable returning monotonic seconds, or None")
+    for name in ("source", "fallback"):
+        value = balancer_options.get(name)
+        if value is not None and not (name == "fallback" and value == "service"):
+            raise invalid(
+                f"cluster {name}",
+                value,
+                "cluster mode watches each Service's EndpointSlices and falls back to its DNS name; "
+                "build a client for named Services to choose these",
+            )
     algorithm = balancer_options.get("algorithm")
     if algorithm is not None and not isinstance(algorithm, str):
         raise invalid(

@@ -2,7 +2,8 @@
 
 Configured from the environment so it runs the same under ``TestClient`` and under uvicorn in a
 subprocess: ``PODS`` (comma-separated ``host:port``, a static source) or ``KUBECONFIG`` (the fake
-apiserver: real discovery), ``ALGORITHM`` and ``CLIENT_KIND`` (httpx or aiohttp).
+apiserver: real discovery), ``ALGORITHM``, ``CLIENT_KIND`` (httpx or aiohttp) and ``CLUSTER``
+(set: a cluster-mode client, calling ``http://web.shop/...`` by its URL).
 """
 
 import os
@@ -26,7 +27,11 @@ def create_app() -> FastAPI:
         options["algorithm_options"] = {"missing_key": "random"}
     clients = BalancedClients(startup_timeout=5)
     kind = os.environ.get("CLIENT_KIND", "httpx")
-    if kind == "aiohttp":
+    cluster = bool(os.environ.get("CLUSTER"))
+    base = "http://web.shop" if cluster else ""
+    if cluster:
+        web = clients.httpx_cluster(namespace="shop", forward_affinity="X-User", **options)
+    elif kind == "aiohttp":
         web = clients.aiohttp("web.shop:http", forward_affinity="X-User", **options)
     else:
         web = clients.httpx("web.shop:http", forward_affinity="X-User", **options)
@@ -36,14 +41,14 @@ def create_app() -> FastAPI:
     @app.get("/hello")
     async def hello(client: Client) -> Any:
         if kind == "aiohttp":
-            async with client.get("/") as r:
+            async with client.get(f"{base}/") as r:
                 return await r.json()
-        return (await client.get("/")).json()
+        return (await client.get(f"{base}/")).json()
 
     @app.get("/proxy/stream")
     async def proxy_stream(client: Client) -> StreamingResponse:
         async def body() -> AsyncIterator[bytes]:
-            async with client.stream("GET", "/stream") as upstream:
+            async with client.stream("GET", f"{base}/stream") as upstream:
                 async for chunk in upstream.aiter_raw():
                     yield chunk
 
@@ -51,7 +56,7 @@ def create_app() -> FastAPI:
 
     @app.get("/debug/inflight")
     async def inflight(client: Client) -> int:
-        transport = client._transport
-        return int(transport.balancer.algorithm.total_inflight())
+        transport = client._transport  # every balancer: a cluster client has one per Service in use
+        return sum(int(b.algorithm.total_inflight()) for b in transport.balancers)
 
     return app

@@ -244,6 +244,8 @@ async def test_cluster_options_are_checked_at_construction() -> None:
     bad: list[tuple[dict[str, Any], str]] = [
         ({"idle_timeout": 0}, "idle_timeout"),
         ({"max_services": 0}, "max_services"),
+        ({"service_refresh": 0}, "service_refresh"),
+        ({"service_refresh": float("nan")}, "service_refresh"),
         ({"namespaces": "shop"}, "namespaces"),
         ({"namespaces": []}, "namespaces"),
         ({"namespace": "Shop"}, "namespace"),

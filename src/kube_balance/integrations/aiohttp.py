@@ -45,7 +45,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
-from .._cluster import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SERVICES, ClusterRoutes, ClusterSpec, route_table
+from .._cluster import ClusterRoutes, route_table
+from .._cluster_options import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SERVICES,
+    DEFAULT_SERVICE_REFRESH,
+    ClusterSpec,
+    cluster_spec,
+)
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
 from .._hedge import HedgePolicy, Hedging, RaceSide, race
 from .._outcome import Outcome, parse_retry_after
@@ -358,6 +365,7 @@ class BalancedConnector(aiohttp.TCPConnector):
         cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_services: int = DEFAULT_MAX_SERVICES,
+        service_refresh: float = DEFAULT_SERVICE_REFRESH,
         api_client: Any = None,
         kubeconfig: str | None = None,
         context: str | None = None,
@@ -372,18 +380,17 @@ class BalancedConnector(aiohttp.TCPConnector):
         keyword is ``__init__``'s (``TCPConnector`` options included), but ``source`` and
         ``fallback``. See docs/cluster.md.
         """
-        spec = ClusterSpec(
-            namespace,
-            namespaces,
-            cluster_domain,
-            idle_timeout,
-            max_services,
-            {
-                "api_client": api_client,
-                "kubeconfig": kubeconfig,
-                "context": context,
-                "in_cluster": in_cluster,
-            },
+        spec = cluster_spec(
+            namespaces=namespaces,
+            namespace=namespace,
+            cluster_domain=cluster_domain,
+            idle_timeout=idle_timeout,
+            max_services=max_services,
+            service_refresh=service_refresh,
+            api_client=api_client,
+            kubeconfig=kubeconfig,
+            context=context,
+            in_cluster=in_cluster,
         )
         return cls(spec, **options)
 

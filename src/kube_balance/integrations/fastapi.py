@@ -16,13 +16,21 @@
     async def items(client: Annotated[httpx.AsyncClient, Depends(web)]):
         return (await client.get("/items")).json()  # base URL: http://web.shop
 
+    anywhere = clients.httpx_cluster(forward_affinity="X-User")  # every Service, by its URL
+
+    @app.get("/cart")
+    async def cart(client: Annotated[httpx.AsyncClient, Depends(anywhere)]):
+        return (await client.get("http://cart.shop/v1")).json()
+
 Each declared client is created once per app when the app starts (its balancer starts and the
 startup waits, bounded, for the first endpoints), shared by every request, and closed when the app
 stops. ``forward_affinity`` (a header name or a callable on the incoming request) copies a key
 from the incoming request into the outgoing one's affinity header, so ``ring_hash`` keeps a user
 on one pod across a chain of services. ``balanced_client()`` and ``balanced_lifespan`` do the same
-on a module-wide registry. Needs ``pip install kube-balance[fastapi]`` (``[aiohttp]`` too for
-aiohttp clients).
+on a module-wide registry. A cluster-mode client (:meth:`BalancedClients.httpx_cluster`,
+:meth:`BalancedClients.aiohttp_cluster`) balances any URL whose host names a Service; its
+Services start on their first request, so the app's startup waits for none. Needs
+``pip install kube-balance[fastapi]`` (``[aiohttp]`` too for aiohttp clients).
 """
 
 import asyncio
@@ -44,7 +52,7 @@ from .._balancer import LoadBalancer
 from .._errors import ConfigurationError, NoEndpointsAvailable
 from .._service import ServiceRef
 
-__all__ = ["BalancedClients", "balanced_client", "balanced_lifespan"]
+__all__ = ["BalancedClients", "balanced_client", "balanced_cluster_client", "balanced_lifespan"]
 
 logger = logging.getLogger("kube_balance")
 
@@ -61,12 +69,13 @@ _incoming_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 class BalancedClient:
-    """One declared client: a FastAPI dependency returning the app's shared client for a Service."""
+    """One declared client: a FastAPI dependency returning the app's shared client for a Service
+    (``service`` None: a cluster-mode client, for every Service)."""
 
     def __init__(
         self,
         owner: "BalancedClients",
-        service: str | ServiceRef,
+        service: str | ServiceRef | None,
         kind: Literal["httpx", "aiohttp"],
         forward_affinity: Forward | None,
         options: Mapping[str, Any],
@@ -80,7 +89,7 @@ class BalancedClient:
                 f"not {forward_affinity!r}"
             )
         self._owner = owner
-        self.service = service if isinstance(service, ServiceRef) else ServiceRef.parse(service)
+        self.service = service if isinstance(service, (ServiceRef, type(None))) else ServiceRef.parse(service)
         self.kind = kind
         self.forward = forward_affinity
         self.options = dict(options)
@@ -93,7 +102,7 @@ class BalancedClient:
         clients = getattr(request.app.state, "kube_balance_clients", None)
         if clients is None or self not in clients:
             raise RuntimeError(
-                f"the balanced client for {self.service} is not started: create the app with "
+                f"the balanced client for {self._what()} is not started: create the app with "
                 "FastAPI(lifespan=clients.lifespan()) (or balanced_lifespan) so it starts with the app"
             )
         if self.forward is not None:
@@ -103,9 +112,15 @@ class BalancedClient:
             _incoming_key.set(key or None)
         return clients[self]
 
-    def _base_url(self) -> str:
+    def _what(self) -> str:
+        return str(self.service) if self.service is not None else "every Service (cluster mode)"
+
+    def _base_url(self) -> dict[str, str]:
+        """``base_url``: the Service's (``http://name.ns``); none for a cluster client."""
+        if self.service is None:
+            return {}
         scheme = self.service.scheme or "http"
-        return f"{scheme}://{self.service.name}.{self.service.namespace}"
+        return {"base_url": f"{scheme}://{self.service.name}.{self.service.namespace}"}
 
     def build(self) -> tuple[Any, list[LoadBalancer]]:
         """Create the client (inside the app's event loop) and the balancers to wait for."""
@@ -118,10 +133,13 @@ class BalancedClient:
 
         from .httpx import BalancedTransport
 
-        transport = BalancedTransport(self.service, **self.options)
+        if self.service is None:
+            transport = BalancedTransport.cluster(**self.options)
+        else:
+            transport = BalancedTransport(self.service, **self.options)
         hooks: dict[str, list[Any]] = {"request": [self._httpx_hook]} if self.forward is not None else {}
-        options = {"base_url": self._base_url(), "event_hooks": hooks, **self.client_options}
-        return httpx.AsyncClient(transport=transport, **options), [transport.balancer]
+        options = {**self._base_url(), "event_hooks": hooks, **self.client_options}
+        return httpx.AsyncClient(transport=transport, **options), transport.balancers
 
     async def _httpx_hook(self, request: Any) -> None:
         key = _incoming_key.get()
@@ -133,14 +151,17 @@ class BalancedClient:
 
         from .aiohttp import BalancedConnector
 
-        connector = BalancedConnector(self.service, **self.options)
+        if self.service is None:
+            connector = BalancedConnector.cluster(**self.options)
+        else:
+            connector = BalancedConnector(self.service, **self.options)
         traces = list(self.client_options.pop("trace_configs", None) or [])
         if self.forward is not None:
             trace = aiohttp.TraceConfig()
             # cast: aiohttp's typing of its signals changed across the supported versions
             cast(Any, trace.on_request_start).append(self._aiohttp_hook)
             traces.append(trace)
-        options = {"base_url": self._base_url(), "trace_configs": traces, **self.client_options}
+        options = {**self._base_url(), "trace_configs": traces, **self.client_options}
         return aiohttp.ClientSession(connector=connector, **options), connector.balancers
 
     async def _aiohttp_hook(self, session: Any, ctx: Any, params: Any) -> None:
@@ -149,7 +170,7 @@ class BalancedClient:
             params.headers[self.header] = key  # the request is built from this very mapping
 
     def __repr__(self) -> str:
-        return f"<BalancedClient {self.service} {self.kind}>"
+        return f"<BalancedClient {self._what()} {self.kind}>"
 
 
 class BalancedClients:
@@ -198,9 +219,36 @@ class BalancedClients:
         """Declare an ``aiohttp.ClientSession`` over a :class:`BalancedConnector`; returns its dependency."""
         return self._declare(service, "aiohttp", forward_affinity, connector_options, client_options)
 
+    def httpx_cluster(
+        self,
+        *,
+        forward_affinity: Forward | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        **transport_options: Any,
+    ) -> BalancedClient:
+        """Declare an ``httpx.AsyncClient`` over ``BalancedTransport.cluster()``, for every Service
+        (a URL whose host names a Service is balanced; others pass through); returns its dependency.
+
+        ``transport_options`` go to ``BalancedTransport.cluster`` (``namespaces=``,
+        ``idle_timeout=``, ``algorithm=``, ...); ``client_options`` to ``httpx.AsyncClient`` (no
+        ``base_url`` by default: the URLs name the Services). Its Services start on their first
+        request, so the app's startup waits for none; it is closed at shutdown.
+        """
+        return self._declare(None, "httpx", forward_affinity, transport_options, client_options)
+
+    def aiohttp_cluster(
+        self,
+        *,
+        forward_affinity: Forward | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        **connector_options: Any,
+    ) -> BalancedClient:
+        """Declare an ``aiohttp.ClientSession`` over ``BalancedConnector.cluster()``; returns its dependency."""
+        return self._declare(None, "aiohttp", forward_affinity, connector_options, client_options)
+
     def _declare(
         self,
-        service: str | ServiceRef,
+        service: str | ServiceRef | None,
         kind: Literal["httpx", "aiohttp"],
         forward: Forward | None,
         options: Mapping[str, Any],
@@ -270,6 +318,19 @@ def balanced_client(
     if kind not in ("httpx", "aiohttp"):
         raise ConfigurationError(f"kind must be 'httpx' or 'aiohttp', not {kind!r}")
     return _default._declare(service, kind, forward_affinity, options, client_options)
+
+
+def balanced_cluster_client(
+    *,
+    kind: Literal["httpx", "aiohttp"] = "httpx",
+    forward_affinity: Forward | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> BalancedClient:
+    """Declare a cluster-mode client (every Service) on the module-wide registry."""
+    if kind not in ("httpx", "aiohttp"):
+        raise ConfigurationError(f"kind must be 'httpx' or 'aiohttp', not {kind!r}")
+    return _default._declare(None, kind, forward_affinity, options, client_options)
 
 
 def balanced_lifespan(app: Any) -> contextlib.AbstractAsyncContextManager[Any]:

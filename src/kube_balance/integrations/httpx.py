@@ -36,7 +36,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import _errors
 from .._affinity import AffinityKey, KeyFunction
 from .._balancer import LoadBalancer
-from .._cluster import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SERVICES, ClusterRoutes, ClusterSpec, route_table
+from .._cluster import ClusterRoutes, route_table
+from .._cluster_options import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SERVICES,
+    DEFAULT_SERVICE_REFRESH,
+    ClusterSpec,
+    cluster_spec,
+)
 from .._dispatch import Attempts, Dispatcher, Lease, Verdict
 from .._hedge import HedgePolicy
 from .._outcome import Outcome, parse_retry_after
@@ -228,6 +235,7 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_services: int = DEFAULT_MAX_SERVICES,
+        service_refresh: float = DEFAULT_SERVICE_REFRESH,
         api_client: Any = None,
         kubeconfig: str | None = None,
         context: str | None = None,
@@ -242,24 +250,25 @@ class BalancedTransport(httpx.AsyncBaseTransport):
         ``namespaces`` restricts the Services balanced (others pass through, unread);
         ``namespace`` is the one a bare ``web`` means (default: the client's own);
         ``idle_timeout`` (seconds, default 600) stops an unused Service's watch; ``max_services``
-        (default 100) caps the Services watched at once. ``api_client``, ``kubeconfig``,
+        (default 100) caps the Services watched at once; ``service_refresh`` (seconds, default 30)
+        is how long a read of a Service object holds before a request reads it again (in the
+        background), so a changed port or type is seen. ``api_client``, ``kubeconfig``,
         ``context`` and ``in_cluster`` say how to reach the API (as for ``KubernetesSource``).
         ``passthrough`` is the transport for other hosts (default: an ``httpx.AsyncHTTPTransport``
         with this transport's options; closed with it). Every other keyword is ``__init__``'s,
         but ``source`` and ``fallback``. See docs/cluster.md.
         """
-        spec = ClusterSpec(
-            namespace,
-            namespaces,
-            cluster_domain,
-            idle_timeout,
-            max_services,
-            {
-                "api_client": api_client,
-                "kubeconfig": kubeconfig,
-                "context": context,
-                "in_cluster": in_cluster,
-            },
+        spec = cluster_spec(
+            namespaces=namespaces,
+            namespace=namespace,
+            cluster_domain=cluster_domain,
+            idle_timeout=idle_timeout,
+            max_services=max_services,
+            service_refresh=service_refresh,
+            api_client=api_client,
+            kubeconfig=kubeconfig,
+            context=context,
+            in_cluster=in_cluster,
         )
         check_instance(
             "BalancedTransport passthrough",

@@ -7,6 +7,7 @@ Nothing is exported until asked::
 
     registration = metrics.register(transport.balancer)          # prometheus-client's REGISTRY
     metrics.register(lb, registry=my_registry, name="checkout")  # or your own registry and label
+    metrics.register(BalancedTransport.cluster())                # every balancer it starts, while it runs
 
 Series are read from the balancer's own counters when scraped (a custom collector), so the
 request path pays nothing for them; only the request duration histogram (and the opt-in
@@ -16,21 +17,39 @@ counts. See docs/metrics.md for every series, its type, labels and PromQL exampl
 
 from __future__ import annotations
 
+import logging
 import re
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, overload
 
 from .._balancer import LoadBalancer
 from .._errors import ConfigurationError
 from ._series import DEFAULT_BUCKETS, DEFAULT_ENDPOINT_LIMIT, SERIES, Bound, Series, check_buckets
 
-__all__ = ["DEFAULT_BUCKETS", "DEFAULT_ENDPOINT_LIMIT", "Registration", "SERIES", "Series", "register"]
+__all__ = [
+    "ClusterRegistration",
+    "DEFAULT_BUCKETS",
+    "DEFAULT_ENDPOINT_LIMIT",
+    "Registration",
+    "SERIES",
+    "Series",
+    "register",
+]
+
+logger = logging.getLogger("kube_balance")
 
 _PREFIX = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 
 # registry -> prefix -> collector; weak, so a registry dropped by its owner takes its collectors along.
 _collectors: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _release(registry: Any, collector: Any) -> None:
+    """Unregister ``collector`` once nothing holds it (no balancer bound, no cluster client)."""
+    if not collector.bound and not collector.clients:
+        registry.unregister(collector)
+        _collectors.get(registry, {}).pop(collector.prefix, None)
 
 
 class Registration:
@@ -51,12 +70,72 @@ class Registration:
             return
         del collector.bound[self._bound.name]
         self._bound.detach()
-        if not collector.bound:
-            self.registry.unregister(collector)
-            _collectors.get(self.registry, {}).pop(collector.prefix, None)
+        _release(self.registry, collector)
 
     def __repr__(self) -> str:
         return f"<Registration {self._bound.name!r} prefix={self._collector.prefix!r}>"
+
+
+class ClusterRegistration:
+    """A cluster client exported in one registry: each balancer it starts is exported from its
+    start to its stop (idle, evicted, its Service changed, the client closed), under the ``name``
+    label ``web.shop:http`` (``NAME/web.shop:http`` given ``name=``); :meth:`unregister` stops it all."""
+
+    def __init__(
+        self, registry: Any, collector: Any, routes: Any, name: str | None, options: dict[str, Any]
+    ) -> None:
+        self.registry, self._collector, self._name, self._options = registry, collector, name, options
+        self._bound: dict[int, Bound] = {}  # id(balancer) -> its series
+        collector.clients += 1
+        self._remove = routes.add_listener(self._on)
+        for balancer in routes.balancers:
+            self._on(balancer, True)
+
+    @property
+    def names(self) -> list[str]:
+        """The ``name`` labels exported now, one per running balancer."""
+        return [b.name for b in self._bound.values()]
+
+    def _on(self, balancer: LoadBalancer, started: bool) -> None:
+        if not started:
+            bound = self._bound.pop(id(balancer), None)
+            if bound is not None:
+                self._drop(bound)
+            return
+        label = str(balancer.service) if self._name is None else f"{self._name}/{balancer.service}"
+        if id(balancer) in self._bound:
+            return
+        if label in self._collector.bound:  # on a request's path: said, not raised
+            logger.warning(
+                "metrics: name %r is already used in this registry (prefix=%r); balancer %s is not "
+                "exported: register the cluster client with name= to tell them apart",
+                label,
+                self._collector.prefix,
+                balancer.service,
+            )
+            return
+        bound = self._bound[id(balancer)] = Bound(balancer, label, **self._options)
+        self._collector.bound[label] = bound
+
+    def _drop(self, bound: Bound) -> None:
+        if self._collector.bound.get(bound.name) is bound:
+            del self._collector.bound[bound.name]
+        bound.detach()
+
+    def unregister(self) -> None:
+        """Stop following the client and remove every series it exported (idempotent)."""
+        if self._remove is None:
+            return
+        self._remove()
+        self._remove = None
+        for bound in self._bound.values():
+            self._drop(bound)
+        self._bound.clear()
+        self._collector.clients -= 1
+        _release(self.registry, self._collector)
+
+    def __repr__(self) -> str:
+        return f"<ClusterRegistration {self._name!r} prefix={self._collector.prefix!r} {self.names}>"
 
 
 def check_options(name: str | None, prefix: str, per_endpoint: bool, endpoint_limit: int) -> None:
@@ -71,6 +150,21 @@ def check_options(name: str | None, prefix: str, per_endpoint: bool, endpoint_li
         raise ConfigurationError(f"endpoint_limit must be an int >= 1, not {endpoint_limit!r}")
 
 
+def _cluster_routes(client: object) -> Any:
+    """The cluster table of a cluster client (or the table itself); ConfigurationError otherwise."""
+    from .._cluster import ClusterRoutes
+
+    routes = client if isinstance(client, ClusterRoutes) else getattr(client, "cluster_routes", None)
+    if isinstance(routes, ClusterRoutes):
+        return routes
+    raise ConfigurationError(
+        f"cannot register {client!r}: expected a LoadBalancer, or a cluster client "
+        "(BalancedTransport.cluster(), BalancedConnector.cluster()); for a client of named Services, "
+        "register each of its .balancers"
+    )
+
+
+@overload
 def register(
     balancer: LoadBalancer,
     registry: Any = None,
@@ -80,7 +174,32 @@ def register(
     per_endpoint: bool = False,
     endpoint_limit: int = DEFAULT_ENDPOINT_LIMIT,
     buckets: Iterable[float] = DEFAULT_BUCKETS,
-) -> Registration:
+) -> Registration: ...
+
+
+@overload
+def register(
+    balancer: Any,
+    registry: Any = None,
+    name: str | None = None,
+    prefix: str = "kube_balance",
+    *,
+    per_endpoint: bool = False,
+    endpoint_limit: int = DEFAULT_ENDPOINT_LIMIT,
+    buckets: Iterable[float] = DEFAULT_BUCKETS,
+) -> ClusterRegistration: ...
+
+
+def register(
+    balancer: Any,
+    registry: Any = None,
+    name: str | None = None,
+    prefix: str = "kube_balance",
+    *,
+    per_endpoint: bool = False,
+    endpoint_limit: int = DEFAULT_ENDPOINT_LIMIT,
+    buckets: Iterable[float] = DEFAULT_BUCKETS,
+) -> Registration | ClusterRegistration:
     """Export ``balancer``'s series in ``registry`` (default: prometheus-client's ``REGISTRY``).
 
     ``name`` is the value of the ``name`` label (default: the Service reference, ``web.shop:http``);
@@ -88,25 +207,32 @@ def register(
     series for at most ``endpoint_limit`` endpoints (by address order), since each endpoint is a
     series of its own. ``buckets`` are the request duration histogram's upper bounds in seconds.
 
+    ``balancer`` may also be a cluster client (``BalancedTransport.cluster()``,
+    ``BalancedConnector.cluster()``): each balancer it starts is exported until it stops, and
+    ``name`` (if given) prefixes each one's label: ``NAME/web.shop:http``.
+
     Registering the same balancer, or the same ``name``, twice in one registry under one prefix
     raises :class:`~kube_balance.ConfigurationError`: call :meth:`Registration.unregister` first.
     """
-    if not isinstance(balancer, LoadBalancer):
-        raise ConfigurationError(f"balancer must be a LoadBalancer, not {balancer!r}")
+    routes = None if isinstance(balancer, LoadBalancer) else _cluster_routes(balancer)
     check_options(name, prefix, per_endpoint, endpoint_limit)
     bounds = check_buckets(buckets)
+    options: dict[str, Any] = {
+        "buckets": bounds,
+        "per_endpoint": per_endpoint,
+        "endpoint_limit": endpoint_limit,
+    }
     try:
         from prometheus_client import REGISTRY
-
-        from ._prometheus import BalancerCollector
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "kube_balance.metrics needs prometheus-client: pip install kube-balance[prometheus]"
         ) from exc
     registry = REGISTRY if registry is None else registry
+    if routes is not None:
+        return ClusterRegistration(registry, _collector(registry, prefix), routes, name, options)
     label = name if name is not None else str(balancer.service)
-    by_prefix = _collectors.setdefault(registry, {})
-    collector = by_prefix.get(prefix)
+    collector = _collectors.get(registry, {}).get(prefix)
     if collector is not None:
         for other in collector.bound.values():
             if other.balancer is balancer:
@@ -119,18 +245,29 @@ def register(
                 f"name {label!r} is already used in this registry (prefix={prefix!r}) by another balancer: "
                 "pass name= to tell them apart"
             )
-    bound = Bound(balancer, label, buckets=bounds, per_endpoint=per_endpoint, endpoint_limit=endpoint_limit)
+    bound = Bound(balancer, label, **options)
+    try:
+        collector = _collector(registry, prefix)
+    except ConfigurationError:
+        bound.detach()
+        raise
+    collector.bound[label] = bound
+    return Registration(registry, collector, bound)
+
+
+def _collector(registry: Any, prefix: str) -> Any:
+    """The registry's collector for ``prefix``, registered on first use."""
+    from ._prometheus import BalancerCollector
+
+    by_prefix = _collectors.setdefault(registry, {})
+    collector = by_prefix.get(prefix)
     if collector is None:
         collector = BalancerCollector(prefix)
-        collector.bound[label] = bound
         try:
             registry.register(collector)
         except ValueError as exc:  # a name clash with another collector of the registry
-            bound.detach()
             raise ConfigurationError(
                 f"cannot register kube-balance metrics with prefix {prefix!r}: {exc}"
             ) from exc
         by_prefix[prefix] = collector
-    else:
-        collector.bound[label] = bound
-    return Registration(registry, collector, bound)
+    return collector

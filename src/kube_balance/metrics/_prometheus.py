@@ -29,6 +29,7 @@ class BalancerCollector(Collector):
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.bound: dict[str, Bound] = {}
+        self.clients = 0  # cluster clients registered: they keep the collector while they have no balancer
 
     def describe(self) -> Iterator[Metric]:
         """The families, without samples: lets the registry refuse a clashing name at register()."""
