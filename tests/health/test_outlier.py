@@ -236,7 +236,12 @@ def test_success_rate_judges_only_the_endpoints_in_the_service(clock: FakeClock,
     mean: the worst one left (success rate 0.3) would otherwise take the only ejection there is
     room for (20% of 6), and hide the 0.6 one (below 0.645 among the six that remain)."""
     lb, eps, _ = detector_lb(
-        7, clock, rng, success_rate=SuccessRate(interval=10), max_ejection_percent=20, consecutive_failures=1000
+        7,
+        clock,
+        rng,
+        success_rate=SuccessRate(interval=10),
+        max_ejection_percent=20,
+        consecutive_failures=1000,
     )
     for i, ep in enumerate(eps):
         failures = {2: 40, 6: 70}.get(i, i)
@@ -246,7 +251,9 @@ def test_success_rate_judges_only_the_endpoints_in_the_service(clock: FakeClock,
     clock.advance(10)
     ok(lb, eps[0])
     assert list(lb.status().ejected) == [eps[2].key]
-    assert lb.status().ejected[eps[2].key].reason.startswith("success rate 0.600 below 0.645 (mean 0.912 of 6)")
+    assert (
+        lb.status().ejected[eps[2].key].reason.startswith("success rate 0.600 below 0.645 (mean 0.912 of 6)")
+    )
 
 
 def test_success_rate_judges_an_endpoint_back_in_the_service_on_the_whole_interval(
@@ -255,7 +262,12 @@ def test_success_rate_judges_an_endpoint_back_in_the_service_on_the_whole_interv
     """An endpoint that left and came back within the interval is judged on its requests of the
     whole interval (they are its address's), with a new ejection history (its first ejection)."""
     lb, eps, _ = detector_lb(
-        6, clock, rng, success_rate=SuccessRate(interval=10), max_ejection_percent=50, consecutive_failures=1000
+        6,
+        clock,
+        rng,
+        success_rate=SuccessRate(interval=10),
+        max_ejection_percent=50,
+        consecutive_failures=1000,
     )
     for i, ep in enumerate(eps):
         ok(lb, ep, 100 - (40 if i == 2 else i))
@@ -415,7 +427,9 @@ def test_an_endpoint_that_leaves_takes_its_suspect_load_with_it(clock: FakeClock
     assert eps[0] in lb.eligible  # its 2 failures before it left were forgotten too
 
 
-def test_an_ejected_endpoint_returns_without_its_old_suspect_load(clock: FakeClock, rng: random.Random) -> None:
+def test_an_ejected_endpoint_returns_without_its_old_suspect_load(
+    clock: FakeClock, rng: random.Random
+) -> None:
     """The phantom load of the failures before an ejection ends with the ejection, whatever
     suspect_time says: on return, a success takes back none of another step's penalty."""
     lb, eps, _ = detector_lb(4, clock, rng, suspect_time=60.0, jitter=0)
