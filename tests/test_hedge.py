@@ -149,7 +149,7 @@ def test_a_zero_budget_never_hedges() -> None:
     budget = HedgeBudget(0.0, 10)
     for _ in range(50):
         budget.deposit()
-    assert not budget.available() and budget.exhausted == 1
+    assert budget.available() is False and budget.exhausted == 1
 
 
 # -- the latency window -------------------------------------------------------------------------
