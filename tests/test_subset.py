@@ -71,6 +71,8 @@ def test_the_ring_and_the_windows_are_the_same_in_every_process_and_release() ->
         deterministic_subset(TEN, 10, 3, 4) == deterministic_subset(TEN, 11, 1, 4) == tuple(ring_order(TEN))
     )
     assert deterministic_subset([], 3, 0, 1) == ()
+    assert deterministic_subset(iter(TEN), 3, 1, 4) == deterministic_subset((k for k in TEN), 3, 1, 4)
+    assert deterministic_subset(iter(TEN), 3, 1, 4) == deterministic_subset(TEN, 3, 1, 4)  # read once
 
 
 @given(n=st.integers(1, 120), size=st.integers(1, 40), count=st.integers(1, 150))
@@ -187,8 +189,14 @@ def test_keys_must_be_an_iterable_of_strings(keys: object) -> None:
             {"size": 5, "client_id": 0, "client_count": 0},
             "Subset client_count=0 is invalid: expected an int >= 1",
         ),
-        ({"size": 5, "client_id": 1}, "Subset client_count=None is invalid: expected an int"),
-        ({"size": 5, "client_count": 4}, "Subset client_id=None is invalid: expected an int"),
+        (
+            {"size": 5, "client_id": 1},
+            "Subset client_count=None is invalid: expected an int: give client_id and client_count together",
+        ),
+        (
+            {"size": 5, "client_count": 4},
+            "Subset client_id=None is invalid: expected an int: give client_id and client_count together",
+        ),
         ({"size": 5}, "Subset peers=None is invalid: expected the client's own Service"),
         (
             {"size": 5, "client_id": 0, "client_count": 2, "peers": "client.shop"},
@@ -282,6 +290,14 @@ def test_until_the_peers_are_known_the_window_is_at_the_pod_names_hash(pod: str)
     if pod == "client-b":  # 4107209254 / 2**32 of the way round: start 9.56 -> 10, the ring's start
         assert [e.key for e in chosen] == ["10.0.0.2:8080", "10.0.0.4:8080", "10.0.0.6:8080"]
     assert subset._task is None  # no loop: no watch yet, and no error
+
+
+def test_no_candidates_at_first_then_some() -> None:
+    """A Service with no ready endpoint yet: an empty subset, then the window once there are some."""
+    subset = Subset(3, client_id=0, client_count=1)
+    assert subset(EndpointSet([]), ()) == ()
+    assert (subset.status().candidates, subset.status().selected) == (0, 0)
+    assert len(subset(*candidates())) == 3
 
 
 def test_a_new_subset_reports_no_run_and_where_its_identity_comes_from() -> None:
