@@ -78,7 +78,8 @@ MODULES ?= src/kube_balance/_policy.py src/kube_balance/_retry.py src/kube_balan
 	src/kube_balance/algorithms/_bounded.py src/kube_balance/discovery/kubernetes/_merge.py \
 	src/kube_balance/_outcome.py src/kube_balance/_outlier.py src/kube_balance/_balancer.py \
 	src/kube_balance/_dispatch.py src/kube_balance/integrations/aiohttp.py \
-	src/kube_balance/algorithms/_peak_ewma.py
+	src/kube_balance/algorithms/_peak_ewma.py \
+	src/kube_balance/_subset.py src/kube_balance/_hedge.py src/kube_balance/_cluster_options.py
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: mutation

@@ -155,7 +155,7 @@ def test_a_zero_budget_never_hedges() -> None:
     budget = HedgeBudget(0.0, 10)
     for _ in range(50):
         budget.deposit()
-    assert not budget.available() and budget.exhausted == 1
+    assert budget.available() is False and budget.exhausted == 1
 
 
 # -- the latency window -------------------------------------------------------------------------
@@ -390,3 +390,157 @@ def test_hedges_never_exceed_their_share_of_requests(
             budget.withdraw()
             hedges += 1
         assert hedges <= math.floor(percent * requests + 1e-9)
+
+
+# -- limits, exact counts and cadences ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"delay": 1e-9},
+        {"delay": 0.5},
+        {"percentile": 0.001},
+        {"percentile": 0.5},
+        {"percentile": 99.5},
+        {"percentile": 99.999},
+        {"min_delay": 0.0},
+        {"default_delay": 1e-9},
+        {"window": 1, "min_samples": 1},
+        {"window": 100_000},
+        {"window": 64, "min_samples": 64},
+        {"budget_percent": 0.0},
+        {"budget_percent": 1.0},
+        {"budget_max": 1},
+    ],
+)
+def test_the_limits_themselves_are_allowed(kwargs: dict[str, Any]) -> None:
+    """Each option's smallest and largest allowed value (min_samples may equal window)."""
+    policy = HedgePolicy(**kwargs)
+    assert all(getattr(policy, name) == value for name, value in kwargs.items())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"window": 100_001}, r"HedgePolicy window=100001 is invalid: expected an int in \[1, 100000\]"),
+        ({"window": 1, "min_samples": 0}, r"HedgePolicy min_samples=0 is invalid: expected an int >= 1"),
+        ({"budget_percent": -0.01}, r"HedgePolicy budget_percent=-0.01 is invalid"),
+    ],
+)
+def test_just_outside_the_limits_is_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        HedgePolicy(**kwargs)
+
+
+def test_each_hedge_spends_exactly_what_twenty_requests_earned() -> None:
+    """In millionths: after each hedge the balance is back to exactly 0 (no drift, ever), and
+    the budget's repr shows the hedges saved up and the refusals."""
+    budget = HedgeBudget(0.05, 10)
+    assert repr(budget) == "<HedgeBudget 0.00 hedges exhausted=0>"
+    for _ in range(3):
+        for _ in range(20):
+            budget.deposit()
+        assert budget.balance == 1_000_000 and budget.available()
+        budget.withdraw()
+        assert budget.balance == 0
+    budget.available()
+    for _ in range(30):
+        budget.deposit()
+    assert repr(budget) == "<HedgeBudget 1.50 hedges exhausted=1>"
+    assert repr(Hedging(HedgePolicy())) == "<Hedging delay=0.0500 <HedgeBudget 0.00 hedges exhausted=0>>"
+
+
+def test_the_window_recomputes_every_sixteenth_of_its_size() -> None:
+    """The default window of 512 sorts every 32 samples: the value is None for the first 31,
+    then changes only on the 32nd sample after the last recompute."""
+    window = LatencyWindow(512, 50.0)
+    for i in range(1, 32):
+        window(EP, float(i), Outcome.OK, 200, None)
+    assert window.value is None
+    window(EP, 32.0, Outcome.OK, 200, None)
+    assert window.value == 17.0  # sorted 1..32, index int(0.5 x 32) = 16
+    for _ in range(31):
+        window(EP, 1000.0, Outcome.OK, 200, None)
+    assert window.value == 17.0  # 31 samples since: not yet
+    window(EP, 1000.0, Outcome.OK, 200, None)
+    assert window.value == 1000.0  # 64 samples, half of them 1000 s: index 32
+    small = LatencyWindow(4, 50.0)  # fewer than 16 samples: every sample recomputes
+    small(EP, 3.0, Outcome.OK, 200, None)
+    assert small.value == 3.0
+
+
+def test_the_window_overwrites_its_oldest_sample_first() -> None:
+    """A full ring replaces the oldest sample, then the next oldest (the minimum shows it)."""
+    window = LatencyWindow(4, 1.0)  # the lowest of 4: index int(0.01 x 4) = 0
+    for value in (1.0, 2.0, 3.0, 4.0):
+        window(EP, value, Outcome.OK, 200, None)
+    assert window.value == 1.0
+    window(EP, 5.0, Outcome.OK, 200, None)  # replaces 1.0
+    assert window.value == 2.0
+    window(EP, 6.0, Outcome.OK, 200, None)  # replaces 2.0
+    assert window.value == 3.0 and len(window) == 4
+
+
+@pytest.mark.parametrize(("percentile", "expected"), [(99.0, 1014.0), (99.95, 1024.0), (50.0, 513.0)])
+def test_the_percentile_is_the_sample_at_its_rank(percentile: float, expected: float) -> None:
+    """The value at index floor(percentile / 100 x n) of the sorted samples (1..1024 here: the
+    1024th recomputes), the largest one for a percentile close to 100."""
+    window = LatencyWindow(1024, percentile)
+    for i in range(1, 1025):
+        window(EP, float(i), Outcome.OK, 200, None)
+    assert window.value == expected
+
+
+def test_the_floor_applies_to_the_default_delay_too() -> None:
+    """A min_delay above default_delay: the default is raised to the floor."""
+    assert Hedging(HedgePolicy(min_delay=0.2, default_delay=0.05)).delay() == 0.2
+
+
+async def test_a_losers_clean_up_outlives_a_cancelled_caller() -> None:
+    """Cancelling the race while a loser's answer is being dropped: the drop still completes (the
+    clean-up is shielded and referenced until it ends), and nothing is left referenced after."""
+    from kube_balance import _hedge
+
+    first, second = Arm("first"), Arm("second")
+    dropping, release, dropped = asyncio.Event(), asyncio.Event(), []
+
+    def hedge() -> Any:
+        first.go.set()
+        second.go.set()
+        return second.run()
+
+    async def slow_drop(value: str) -> None:
+        dropping.set()
+        await release.wait()
+        dropped.append(value)
+
+    async with asyncio.timeout(5):
+        task = asyncio.create_task(race(first.run(), hedge, 0.01, slow_drop))
+        await dropping.wait()
+        assert len(_hedge._settling) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        while _hedge._settling:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+    assert len(dropped) == 1
+
+
+async def test_a_drop_that_fails_is_logged_and_the_winner_returned(caplog: pytest.LogCaptureFixture) -> None:
+    """Closing the losing answer failed: the winner is still returned; one warning with the error."""
+    first, second = Arm("first"), Arm("second")
+
+    def hedge() -> Any:
+        first.go.set()
+        second.go.set()
+        return second.run()
+
+    async def failing_drop(value: str) -> None:
+        raise RuntimeError("close failed")
+
+    async with asyncio.timeout(5):
+        assert await race(first.run(), hedge, 0.01, failing_drop) in {"first", "second"}
+    [record] = [r for r in caplog.records if r.name == "kube_balance"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == "closing the losing attempt of a hedged request failed"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "close failed"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -13,15 +15,18 @@ from hypothesis import strategies as st
 
 from kube_balance import (
     ConfigurationError,
+    DiscoveryError,
     Endpoint,
     EndpointPolicy,
     EndpointSet,
     LoadBalancer,
     ServiceRef,
     Subset,
+    SubsetStatus,
     ZoneAware,
     deterministic_subset,
 )
+from kube_balance._subset import ring_order
 from kube_balance.discovery import SourceSink, StaticSource
 
 
@@ -47,6 +52,27 @@ def test_every_backend_in_the_same_number_of_subsets(n: int, size: int, rounds: 
     keys = backends(n)
     count = rounds * n // size
     assert set(coverage(keys, size, count).values()) == {rounds}
+
+
+TEN = [f"10.0.0.{i}:8080" for i in range(10)]
+
+
+def test_the_ring_and_the_windows_are_the_same_in_every_process_and_release() -> None:
+    """Clients of different processes (and versions, during a rollout) must order the ring alike:
+    the hash is pinned (blake2b, 8 bytes, big-endian order, then the key), and so are the windows:
+    rounded starts, the whole ring from its start when size >= the number of keys."""
+    ring = ["6", "2", "4", "3", "0", "5", "1", "9", "7", "8"]
+    assert ring_order(TEN) == [f"10.0.0.{i}:8080" for i in ring]
+    assert ring_order(TEN) == sorted(TEN, key=lambda k: hashlib.blake2b(k.encode(), digest_size=8).digest())
+    assert deterministic_subset(TEN, 3, 0, 1) == tuple(f"10.0.0.{i}:8080" for i in "624")
+    assert deterministic_subset(TEN, 3, 1, 4) == tuple(f"10.0.0.{i}:8080" for i in "305")  # start 2.5 -> 3
+    assert deterministic_subset(TEN, 3, 3, 4) == tuple(f"10.0.0.{i}:8080" for i in "786")  # 7.5 -> 8 (wraps)
+    assert (
+        deterministic_subset(TEN, 10, 3, 4) == deterministic_subset(TEN, 11, 1, 4) == tuple(ring_order(TEN))
+    )
+    assert deterministic_subset([], 3, 0, 1) == ()
+    assert deterministic_subset(iter(TEN), 3, 1, 4) == deterministic_subset((k for k in TEN), 3, 1, 4)
+    assert deterministic_subset(iter(TEN), 3, 1, 4) == deterministic_subset(TEN, 3, 1, 4)  # read once
 
 
 @given(n=st.integers(1, 120), size=st.integers(1, 40), count=st.integers(1, 150))
@@ -163,8 +189,14 @@ def test_keys_must_be_an_iterable_of_strings(keys: object) -> None:
             {"size": 5, "client_id": 0, "client_count": 0},
             "Subset client_count=0 is invalid: expected an int >= 1",
         ),
-        ({"size": 5, "client_id": 1}, "Subset client_count=None is invalid: expected an int"),
-        ({"size": 5, "client_count": 4}, "Subset client_id=None is invalid: expected an int"),
+        (
+            {"size": 5, "client_id": 1},
+            "Subset client_count=None is invalid: expected an int: give client_id and client_count together",
+        ),
+        (
+            {"size": 5, "client_count": 4},
+            "Subset client_id=None is invalid: expected an int: give client_id and client_count together",
+        ),
         ({"size": 5}, "Subset peers=None is invalid: expected the client's own Service"),
         (
             {"size": 5, "client_id": 0, "client_count": 2, "peers": "client.shop"},
@@ -214,11 +246,143 @@ def test_constructor_fuzz(
         assert status.client_count is not None and 0 <= status.client_id < status.client_count
 
 
+def test_size_is_checked_with_peers_too_and_one_is_allowed() -> None:
+    """size >= 1 whichever way the identity comes; the smallest size and count are allowed."""
+    with pytest.raises(ConfigurationError, match=r"Subset size=0 is invalid: expected an int >= 1"):
+        Subset(0, peers="client.shop", environ={})
+    assert Subset(1, peers="client.shop", environ={}).size == 1
+    assert Subset(1, client_id=0, client_count=1).status().client_count == 1
+    assert deterministic_subset(TEN, 1, 0, 1) == ("10.0.0.6:8080",)
+
+
 def test_pod_name_from_option_env_then_hostname() -> None:
     """pod_name, else $POD_NAME, else the hostname names the client among its peers."""
     assert Subset(3, peers="client.shop", pod_name="a", environ={"POD_NAME": "b"}).pod_name == "a"
     assert Subset(3, peers="client.shop", environ={"POD_NAME": "b"}).pod_name == "b"
     assert Subset(3, peers=ServiceRef.parse("client.shop"), environ={}).pod_name  # the hostname
+
+
+def candidates() -> tuple[EndpointSet, tuple[Endpoint, ...]]:
+    eps = tuple(Endpoint(f"10.0.0.{i}", 8080) for i in range(10))
+    return EndpointSet(list(eps)), eps
+
+
+class NoPeers:
+    """A peers source that never reports (the test runs the filter alone)."""
+
+    service = "client.shop"
+
+    async def run(self, sink: SourceSink) -> None:
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("pod", ["client-a", "client-b", "client-c", "web-7d9f-x2k4q"])
+def test_until_the_peers_are_known_the_window_is_at_the_pod_names_hash(pod: str) -> None:
+    """Pending: the window starting at the pod name's point of the ring, a 2**32-th of a turn
+    per step (blake2b of the name, 8 bytes big-endian, modulo 2**32): the same in every process,
+    outside a running loop too (the watch starts once a loop runs the filter)."""
+    subset = Subset(3, peers=NoPeers(), pod_name=pod, environ={})
+    snapshot, eps = candidates()
+    point = int.from_bytes(hashlib.blake2b(pod.encode(), digest_size=8).digest(), "big") % 2**32
+    chosen = subset(snapshot, eps)
+    assert {e.key for e in chosen} == set(deterministic_subset(TEN, 3, point, 2**32))
+    assert [e.key for e in chosen] == sorted(e.key for e in chosen)  # the candidates' order kept
+    if pod == "client-b":  # 4107209254 / 2**32 of the way round: start 9.56 -> 10, the ring's start
+        assert [e.key for e in chosen] == ["10.0.0.2:8080", "10.0.0.4:8080", "10.0.0.6:8080"]
+    assert subset._task is None  # no loop: no watch yet, and no error
+
+
+def test_no_candidates_at_first_then_some() -> None:
+    """A Service with no ready endpoint yet: an empty subset, then the window once there are some."""
+    subset = Subset(3, client_id=0, client_count=1)
+    assert subset(EndpointSet([]), ()) == ()
+    assert (subset.status().candidates, subset.status().selected) == (0, 0)
+    assert len(subset(*candidates())) == 3
+
+
+def test_a_new_subset_reports_no_run_and_where_its_identity_comes_from() -> None:
+    """status() before any run: nothing offered, nothing selected, no change; repr says pending."""
+    pending = Subset(3, peers=NoPeers(), pod_name="client-b", environ={})
+    assert pending.status() == SubsetStatus(
+        size=3,
+        client_id=None,
+        client_count=None,
+        source="pending (pod client-b at its hash on the ring)",
+        candidates=0,
+        selected=0,
+        changes=0,
+    )
+    assert repr(pending) == (
+        "Subset(size=3, client=pending, source='pending (pod client-b at its hash on the ring)', selected=0/0)"
+    )
+    explicit = Subset(2, client_id=1, client_count=4)
+    assert explicit.status() == SubsetStatus(2, 1, 4, "option", 0, 0, 0, None)
+    assert repr(explicit) == "Subset(size=2, client=1 of 4, source='option', selected=0/0)"
+    explicit(*candidates())
+    assert (explicit.status().candidates, explicit.status().selected) == (10, 2)
+
+
+async def test_a_subset_run_alone_follows_its_peers_logs_its_rank_and_keeps_the_last_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A filter not bound to a balancer starts its watch on the first run in a loop and follows
+    the peers all the same; each new rank is logged once; a watch error is kept for status()
+    until the next snapshot; a source's ``service`` names the peers; aclose() stops the watch."""
+    feed = PeerFeed()
+    feed.service = "client.shop"  # type: ignore[attr-defined]
+    subset = Subset(3, peers=feed, pod_name="client-b", environ={})
+    snapshot, eps = candidates()
+    caplog.set_level(logging.INFO, logger="kube_balance")
+    async with asyncio.timeout(5):
+        subset(snapshot, eps)
+        subset(snapshot, eps)  # a second run while the watch runs starts no other
+        for names, identity in ((("client-a", "client-b", "client-c"), (1, 3)), (("client-c",), (0, 2))):
+            for _ in range(2):  # the same peers twice: one change, one log line
+                feed.queue.put_nowait(peers(*names))
+                while feed.queue.qsize():  # noqa: ASYNC110
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0.001)
+            assert (subset.status().client_id, subset.status().client_count) == identity
+            assert {e.key for e in subset(snapshot, eps)} == set(deterministic_subset(TEN, 3, *identity))
+        assert feed.runs == 1
+        status = subset.status()
+        assert (status.source, status.changes, status.last_error) == ("peers client.shop", 2, None)
+        [task] = [t for t in asyncio.all_tasks() if t.get_name() == "kube-balance peers client.shop"]
+        assert task is subset._task
+        await subset.aclose()
+        await subset.aclose()  # twice: nothing left to stop
+        assert feed.cancelled.is_set() and task.done()
+    ranks = [r.getMessage() for r in caplog.records if r.getMessage().startswith("subset:")]
+    assert ranks == [
+        "subset: client client-b is 1 of 3 peers (client.shop)",
+        "subset: client client-b is 0 of 2 peers (client.shop)",
+    ]
+
+
+async def test_a_watch_error_is_kept_until_the_next_snapshot() -> None:
+    """on_error keeps the message (a 403 names the missing rule); the identity stays."""
+    errors: list[DiscoveryError] = [DiscoveryError("403: endpointslices list forbidden")]
+
+    class Failing(PeerFeed):
+        async def run(self, sink: SourceSink) -> None:
+            sink.on_endpoints(peers("client-a", "client-b"))
+            sink.on_error(errors[0])
+            await super().run(sink)
+
+    feed = Failing()
+    subset = Subset(2, peers=feed, pod_name="client-b", environ={})
+    async with asyncio.timeout(5):
+        subset(*candidates())
+        while subset.status().last_error is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        status = subset.status()
+        assert (status.client_id, status.client_count, status.source) == (1, 2, "peers Failing")
+        assert status.last_error == "403: endpointslices list forbidden"
+        feed.queue.put_nowait(peers("client-a", "client-b"))
+        while subset.status().last_error is not None:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        assert subset.status().changes == 1
+        await subset.aclose()
 
 
 # -- in the balancer ------------------------------------------------------------------------------
@@ -248,10 +412,12 @@ async def test_balancer_eligible_is_the_subset_of_ready_endpoints(rng: random.Ra
 
 
 def test_one_subset_filter_per_balancer(rng: random.Random) -> None:
-    """Binding the same filter to a second balancer is a ConfigurationError."""
+    """Binding the same filter to a second balancer is a ConfigurationError (binding it to its
+    own balancer again is not)."""
     subset = Subset(2, client_id=0, client_count=1)
     policy = EndpointPolicy([subset])
-    LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]), policy=policy, rng=rng)
+    first = LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]), policy=policy, rng=rng)
+    subset.bind(first)
     with pytest.raises(ConfigurationError, match="one LoadBalancer"):
         LoadBalancer(
             "web.shop:80", source=StaticSource(["10.0.0.1:80"]), policy=EndpointPolicy([subset]), rng=rng

@@ -94,12 +94,23 @@ MODULE_TESTS: dict[str, list[str]] = {
     # The connector's release path (put() once per pick): run it with --line for those lines.
     "src/kube_balance/integrations/aiohttp.py": [
         "tests/integrations/test_aiohttp_release.py",
+        "tests/integrations/test_aiohttp_attempt_state.py",  # connect(): a hedge's pick, a retry's slot
         "tests/integrations/test_outcomes.py",
         "tests/integrations/test_aiohttp_connector.py",
         "tests/integrations/test_aiohttp_middleware.py",
         "tests/integrations/test_aiohttp_hedging.py",  # a hedged attempt's waited time
         "tests/integrations/test_cluster_aiohttp.py",  # connect() resolving a cluster table's hosts
     ],
+    "src/kube_balance/_subset.py": [
+        "tests/test_subset.py",
+        "tests/integrations/test_subset_pods.py",
+    ],
+    "src/kube_balance/_hedge.py": [
+        "tests/test_hedge.py",
+        "tests/integrations/test_httpx_hedging.py",
+        "tests/integrations/test_aiohttp_hedging.py",
+    ],
+    "src/kube_balance/_cluster_options.py": ["tests/test_cluster_hosts.py"],
     "src/kube_balance/algorithms/_least_request.py": [
         "tests/algorithms/test_least_request.py",
         "tests/algorithms/test_least_request_weights.py",

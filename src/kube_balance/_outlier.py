@@ -303,8 +303,13 @@ class OutlierDetector(Bound):
     def _evaluate_success_rate(self, sr: SuccessRate, now: float) -> None:
         window, self._window = self._window, {}
         self._window_end = now + sr.interval
+        # Only the endpoints in the Service now: one that left may still have counts (its last
+        # requests), and must neither be judged nor weigh in the mean.
+        present = self._snapshot.keys if self._snapshot is not None else frozenset()
         rates = {
-            k: ok / n for k, (ok, n) in window.items() if n >= sr.request_volume and k not in self._ejected
+            k: ok / n
+            for k, (ok, n) in window.items()
+            if n >= sr.request_volume and k not in self._ejected and k in present
         }
         if len(rates) < sr.minimum_hosts:
             return

@@ -231,6 +231,56 @@ def test_success_rate_rule(clock: FakeClock, rng: random.Random) -> None:
     assert ejected[eps[2].key].reason.startswith("success rate 0.600 below 0.")
 
 
+def test_success_rate_judges_only_the_endpoints_in_the_service(clock: FakeClock, rng: random.Random) -> None:
+    """An endpoint that left the Service during the interval is neither judged nor part of the
+    mean: the worst one left (success rate 0.3) would otherwise take the only ejection there is
+    room for (20% of 6), and hide the 0.6 one (below 0.645 among the six that remain)."""
+    lb, eps, _ = detector_lb(
+        7,
+        clock,
+        rng,
+        success_rate=SuccessRate(interval=10),
+        max_ejection_percent=20,
+        consecutive_failures=1000,
+    )
+    for i, ep in enumerate(eps):
+        failures = {2: 40, 6: 70}.get(i, i)
+        ok(lb, ep, 100 - failures)
+        fail(lb, ep, failures, Outcome.SERVER_ERROR, status=500)
+    lb.on_endpoints(EndpointSet(tuple(eps[:6])))
+    clock.advance(10)
+    ok(lb, eps[0])
+    assert list(lb.status().ejected) == [eps[2].key]
+    assert (
+        lb.status().ejected[eps[2].key].reason.startswith("success rate 0.600 below 0.645 (mean 0.912 of 6)")
+    )
+
+
+def test_success_rate_judges_an_endpoint_back_in_the_service_on_the_whole_interval(
+    clock: FakeClock, rng: random.Random
+) -> None:
+    """An endpoint that left and came back within the interval is judged on its requests of the
+    whole interval (they are its address's), with a new ejection history (its first ejection)."""
+    lb, eps, _ = detector_lb(
+        6,
+        clock,
+        rng,
+        success_rate=SuccessRate(interval=10),
+        max_ejection_percent=50,
+        consecutive_failures=1000,
+    )
+    for i, ep in enumerate(eps):
+        ok(lb, ep, 100 - (40 if i == 2 else i))
+        fail(lb, ep, 40 if i == 2 else i, Outcome.SERVER_ERROR, status=500)
+    lb.on_endpoints(EndpointSet(tuple(e for e in eps if e is not eps[2])))
+    lb.on_endpoints(EndpointSet(tuple(eps)))
+    clock.advance(10)
+    ok(lb, eps[0])
+    ejection = lb.status().ejected[eps[2].key]
+    assert list(lb.status().ejected) == [eps[2].key] and ejection.times == 1
+    assert ejection.reason.startswith("success rate 0.600 below")
+
+
 @pytest.mark.parametrize(("hosts", "volume"), [(4, 100), (6, 99)])
 def test_success_rate_needs_hosts_and_volume(
     hosts: int, volume: int, clock: FakeClock, rng: random.Random
@@ -357,6 +407,44 @@ def test_suspect_load_shares_the_slot_with_the_429_penalty(clock: FakeClock, rng
     clock.advance(2)
     ok(lb, eps[1])
     assert phantom(lb, eps[0]) == 0
+
+
+def test_an_endpoint_that_leaves_takes_its_suspect_load_with_it(clock: FakeClock, rng: random.Random) -> None:
+    """An endpoint that leaves the Service while suspected leaves its phantom load behind: back at
+    the same address, a success takes back only the load it earned since, never another step's
+    penalty on the slot (here the 429 penalty's 25), even within suspect_time."""
+    lb, eps = balancer(4, clock, rng)
+    fail(lb, eps[0], 2)
+    assert phantom(lb, eps[0]) == 10
+    lb.on_endpoints(EndpointSet(tuple(eps[1:])))
+    lb.on_endpoints(EndpointSet(tuple(eps)))
+    lb.put(eps[0], 0.001, True, Outcome.OVERLOADED, 429, 2.0)
+    fail(lb, eps[0])
+    assert phantom(lb, eps[0]) == 25 + 5
+    ok(lb, eps[0])
+    assert phantom(lb, eps[0]) == 25
+    fail(lb, eps[0], 4)
+    assert eps[0] in lb.eligible  # its 2 failures before it left were forgotten too
+
+
+def test_an_ejected_endpoint_returns_without_its_old_suspect_load(
+    clock: FakeClock, rng: random.Random
+) -> None:
+    """The phantom load of the failures before an ejection ends with the ejection, whatever
+    suspect_time says: on return, a success takes back none of another step's penalty."""
+    lb, eps, _ = detector_lb(4, clock, rng, suspect_time=60.0, jitter=0)
+    fail(lb, eps[0], 5)  # 4 x 5 phantom requests, then the ejection
+    assert eps[0] not in lb.eligible
+    clock.advance(30)
+    lb.status()  # the ejection is over: eps[0] returns, on probation
+    assert eps[0] in lb.eligible and phantom(lb, eps[0]) == 0
+    lb.put(eps[0], 0.001, True, Outcome.OVERLOADED, 429, 2.0)
+    assert phantom(lb, eps[0]) == 25
+    ok(lb, eps[0])
+    assert phantom(lb, eps[0]) == 25
+    clock.advance(2)
+    ok(lb, eps[1])
+    assert phantom(lb, eps[0]) == 0 and lb.status().inflight == 0
 
 
 def test_suspect_load_zero_turns_it_off(clock: FakeClock, rng: random.Random) -> None:
