@@ -123,7 +123,7 @@ def lease_cycle(dispatcher: Any, open_: set[Any], ok: Any, number: int) -> float
     start = time.process_time()
     for _ in range(number):
         lease = pick(None)
-        lease.hold(open_, False)
+        lease.hold(open_)
         lease.elapsed, lease.status, lease.answer = 0.001, 200, ok
         lease.give_back()
     return time.process_time() - start

@@ -9,7 +9,8 @@ for it; the others ignore it. The endpoint keeps its place in the set: if every 
 busy, the penalties cancel out and load decides. A later 429 extends the penalty.
 
 The penalty ends on the first outcome observed (of any endpoint) after its time, or when
-``LoadBalancer.status()`` is read.
+``LoadBalancer.status()`` is read. With no penalty running the step is quiet: an OK outcome does
+not call it (``LoadBalancer.add_observer(quiet=)``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class OverloadPenalty(Bound):
             self._clock = host.clock
         self._penalize = getattr(host.algorithm, "penalize", None)
         host.add_observer(self._observe)
+        self._quiet_on_ok(self._observe, not self._until)  # no penalty: an OK has nothing to end
 
     def _observe(
         self,
@@ -95,8 +97,10 @@ class OverloadPenalty(Bound):
             return
         self._until[key] = until
         self._next = min(self._next, until)
-        if previous is None and self._penalize is not None:
-            self._penalize(key, self.load)
+        if previous is None:
+            self._quiet_on_ok(self._observe, False)  # every outcome checks whether it ended
+            if self._penalize is not None:
+                self._penalize(key, self.load)
 
     def _expire(self, now: float) -> None:
         for key in [k for k, until in self._until.items() if until <= now]:
@@ -104,6 +108,8 @@ class OverloadPenalty(Bound):
             if self._penalize is not None:
                 self._penalize(key, -self.load)
         self._next = min(self._until.values(), default=math.inf)
+        if not self._until:
+            self._quiet_on_ok(self._observe, True)
 
     @property
     def penalized(self) -> dict[str, float]:
