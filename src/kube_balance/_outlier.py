@@ -164,7 +164,7 @@ class OutlierDetector(Bound):
         self._clock = clock
         self._rng = rng
         self._states: dict[str, _State] = {}
-        self._unsettled: set[str] = set()  # keys whose state an OK outcome would reset
+        self._unsettled: set[str] = set()  # keys an OK outcome would reset (and the ejected ones)
         self._ejected: dict[str, Ejection] = {}
         self.ejections = 0  # every ejection so far, for metrics
         self._next_return = math.inf  # the earliest ``until`` of the ejected endpoints
@@ -186,8 +186,7 @@ class OutlierDetector(Bound):
         self._penalize = getattr(host.algorithm, "penalize", None) if self.suspect_load else None
         if self.success_rate is not None:
             self._window_end = self._now() + self.success_rate.interval
-        host.add_observer(self._observe)
-        self._update_quiet()
+        host.add_observer(self._observe)  # quiet from the first run of the policy on
 
     def _update_quiet(self) -> None:
         """Quiet (not called for an OK outcome) while an OK has nothing to do: nothing ejected
@@ -361,8 +360,7 @@ class OutlierDetector(Bound):
         self._ejected[key] = ejection
         self._unsuspect(key)
         state.failures = state.local = 0
-        state.probation = False
-        self._unsettled.discard(key)
+        state.probation = False  # (still unsettled: ejected, then on probation)
         self._next_return = min(self._next_return, ejection.until)
         logger.warning(
             "%s: ejected endpoint %s for %.1f s (ejection %d): %s",
@@ -409,7 +407,6 @@ class OutlierDetector(Bound):
         """Return the endpoints whose time is up, then add the ejected ones to ``health``."""
         if self._ejected and self._return_due(self._now()):
             self._refresh()
-        self._update_quiet()
         health.ejected.update(self._ejected)
         health.ejections += self.ejections
 
