@@ -214,3 +214,7 @@ def test_removing_a_quiet_observer_and_unhashable_observers(rng: random.Random) 
         assert lb.get() == ep
         lb.put(ep, outcome=outcome)
     assert (a.heard, b.heard) == ([], [Outcome.OK, Outcome.TIMEOUT])
+    lb.add_observer(a)  # added again, not quiet: removing it forgot that it was
+    assert lb.get() == ep
+    lb.put(ep, outcome=Outcome.OK)
+    assert a.heard == [Outcome.OK]
