@@ -214,7 +214,9 @@ def test_removing_a_quiet_observer_and_unhashable_observers(rng: random.Random) 
         assert lb.get() == ep
         lb.put(ep, outcome=outcome)
     assert (a.heard, b.heard) == ([], [Outcome.OK, Outcome.TIMEOUT])
-    lb.add_observer(a)  # added again, not quiet: removing it forgot that it was
+    c = Unhashable()
+    lb.add_observer(c, quiet=True)()  # added quiet and removed at once
+    lb.add_observer(c)  # added again, not quiet: the removal forgot that it was
     assert lb.get() == ep
     lb.put(ep, outcome=Outcome.OK)
-    assert a.heard == [Outcome.OK]
+    assert c.heard == [Outcome.OK]
