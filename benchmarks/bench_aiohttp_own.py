@@ -1,6 +1,7 @@
 """The aiohttp connector's own cost per request, in isolation: this tree against a git revision.
 
     python benchmarks/bench_aiohttp_own.py [--baseline REV] [--number 20000] [--repeat 5] [--quick]
+                                           [--build pure|compiled|both]
 
 End to end (``bench_aiohttp.py``) the connector's cost is a few percent of aiohttp's client CPU
 and drowns in the load of a shared machine. Here one process times, in CPU time, ``number``
@@ -17,7 +18,10 @@ contenders alternating run by run in a rotating order, so a burst of load hits a
 - floor: ``LoadBalancer.get()`` + ``put()`` alone (this tree), the part no connector can skip.
 
 Printed: us per request for each, the connector's own cost (minus plain) and this tree / baseline.
-Issue 9's target: own cost <= 5 us per request.
+Issue 9's target: own cost <= 5 us per request, on the release build: ``--build compiled`` runs
+this tree from the mypyc-compiled wheel (``_compiled.py``; the baseline stays pure Python, so
+"this tree / baseline" then mixes the builds), ``pure`` from the source, ``both`` (default) one
+after the other.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _compiled import run_compiled  # noqa: E402
 from _harness import machine  # noqa: E402
 
 HOST = "web.shop.svc.cluster.local"
@@ -123,7 +128,7 @@ def lease_cycle(dispatcher: Any, open_: set[Any], ok: Any, number: int) -> float
     start = time.process_time()
     for _ in range(number):
         lease = pick(None)
-        lease.hold(open_, False)
+        lease.hold(open_)
         lease.elapsed, lease.status, lease.answer = 0.001, 200, ok
         lease.give_back()
     return time.process_time() - start
@@ -182,8 +187,10 @@ async def main(args: argparse.Namespace) -> None:
         if args.mode == "requests"
         else f"{args.number} x connect() + a recorded 200 + release() on a pooled connection"
     )
+    build = "compiled (release wheel)" if _compiled_here() else "pure Python"
     print(
-        f"aiohttp connector's own cost in isolation: {what}, best of {args.repeat}, CPU time; {machine()}\n"
+        f"aiohttp connector's own cost in isolation, this tree {build}: {what}, best of {args.repeat}, "
+        f"CPU time; {machine()}\n"
     )
     base, new = list(modules)
     for name, value in us.items():
@@ -203,7 +210,25 @@ def cli() -> None:
     parser.add_argument("--number", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1,000 times, best of 3 (a smoke run)")
+    parser.add_argument("--build", choices=["pure", "compiled", "both"], default="both")
     args = parser.parse_args()
+    argv = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("build", "quick")]
+    argv += ["--quick"] if args.quick else []
+    if args.build == "both":  # the pure run here, then the release build in a child process
+        _run(args)
+        sys.exit(run_compiled(Path(__file__), *argv, "--build", "compiled"))
+    if args.build == "compiled" and not _compiled_here():
+        sys.exit(run_compiled(Path(__file__), *argv, "--build", "compiled"))
+    _run(args)
+
+
+def _compiled_here() -> bool:
+    import kube_balance.algorithms._base as probe
+
+    return probe.__file__ is not None and probe.__file__.endswith((".so", ".pyd"))
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.quick:
         args.number, args.repeat = 1_000, 3
     elif args.mode == "requests" and args.number == 20_000:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 from collections.abc import Iterable
 
-from kube_balance import Endpoint, EndpointSet, LoadBalancer, Outcome, create
+from kube_balance import Endpoint, EndpointPolicy, EndpointSet, LoadBalancer, Outcome, create
 from kube_balance.discovery.static import StaticSource
 from kube_balance.testing import FakeClock
 
@@ -160,3 +162,64 @@ def test_status_inflight_from_the_algorithm_or_zero(rng: random.Random) -> None:
         assert ep is not None
         lb.put(ep)
     assert lb.status().inflight == 0
+
+
+def test_a_quiet_observer_hears_ok_only_when_it_asks(rng: random.Random) -> None:
+    """add_observer(quiet=True): every outcome but OK reaches it; set_quiet(False) brings OK back,
+    set_quiet(True) takes it away again; a plain observer hears everything throughout."""
+    lb = LoadBalancer("web.shop:80", source=StaticSource(), rng=rng, policy=EndpointPolicy([]))
+    lb.on_endpoints(EndpointSet.of(["10.0.0.1:80"]))
+    heard: dict[str, list[Outcome]] = {"quiet": [], "plain": []}
+
+    def quiet(ep: Endpoint, el: float | None, outcome: Outcome, st: int | None, ra: float | None) -> None:
+        heard["quiet"].append(outcome)
+
+    lb.add_observer(quiet, quiet=True)
+    lb.add_observer(lambda ep, el, outcome, st, ra: heard["plain"].append(outcome))
+    ep = lb.eligible[0]
+    steps = ((Outcome.OK, None), (Outcome.RESET, None), (Outcome.OK, False), (Outcome.OK, True))
+    for outcome, quiet_now in steps:
+        if quiet_now is not None:
+            lb.set_quiet(quiet, quiet_now)
+        assert lb.get() == ep
+        lb.put(ep, outcome=outcome)
+    assert heard["quiet"] == [Outcome.RESET, Outcome.OK]
+    assert heard["plain"] == [Outcome.OK, Outcome.RESET, Outcome.OK, Outcome.OK]
+
+
+def test_removing_a_quiet_observer_and_unhashable_observers(rng: random.Random) -> None:
+    """A removed quiet observer hears nothing, even after set_quiet(False); observers that cannot
+    be hashed (an object with __eq__ and no __hash__) are added, quietened and removed alike."""
+    lb = LoadBalancer("web.shop:80", source=StaticSource(), rng=rng, policy=EndpointPolicy([]))
+    lb.on_endpoints(EndpointSet.of(["10.0.0.1:80"]))
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __init__(self) -> None:
+            self.heard: list[Outcome] = []
+
+        def __eq__(self, other: object) -> bool:
+            return self is other
+
+        def __call__(self, ep: Endpoint, el: float | None, outcome: Outcome, *rest: object) -> None:
+            self.heard.append(outcome)
+
+    a, b = Unhashable(), Unhashable()
+    remove_a = lb.add_observer(a, quiet=True)
+    lb.add_observer(b, quiet=True)
+    ep = lb.eligible[0]
+    lb.set_quiet(b, False)
+    remove_a()
+    lb.set_quiet(a, False)
+    for outcome in (Outcome.OK, Outcome.TIMEOUT):
+        assert lb.get() == ep
+        lb.put(ep, outcome=outcome)
+    assert (a.heard, b.heard) == ([], [Outcome.OK, Outcome.TIMEOUT])
+    for quiet in (True, False):  # the balancer keeps no reference to a removed observer
+        c = Unhashable()
+        gone = weakref.ref(c)
+        lb.add_observer(c, quiet=quiet)()
+        del c
+        gc.collect()
+        assert gone() is None, quiet

@@ -172,6 +172,20 @@ async def _settle(pools: PoolSet[Pool]) -> None:
 
 
 # -- through the Dispatcher ---------------------------------------------------------------------------
+async def test_leases_on_an_eligible_endpoint_are_counted_down_one_by_one(rng: random.Random) -> None:
+    """Releasing one of two leases on an endpoint that stays leaves one in flight, then none; its
+    pool stays open for the next request."""
+    d, lb, _ = make([A], rng)
+    async with asyncio.timeout(1):
+        first = await d.acquire()
+        second = await d.acquire()
+    first.release()
+    assert d.inflight(A) == 1 and d.pools.get(A) is second.pool
+    second.release()
+    assert d.inflight(A) == 0 and d.pools.get(A) is second.pool and second.pool.closes == 0
+    await shut(d, lb)
+
+
 async def test_two_leases_on_one_removed_endpoint_keep_its_pool_until_both_are_released(
     rng: random.Random,
 ) -> None:

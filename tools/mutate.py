@@ -73,12 +73,14 @@ MODULE_TESTS: dict[str, list[str]] = {
     "src/kube_balance/_outlier.py": [
         "tests/health/test_outlier.py",
         "tests/health/test_outlier_boundaries.py",
+        "tests/health/test_quiet.py",  # an OK outcome reaches the step only while it has work
     ],
     "src/kube_balance/_balancer.py": [  # only the outcome seam: MODULE_SCOPES
         "tests/test_balancer_outcomes.py",
         "tests/test_balancer.py",
         "tests/test_balancer_lifecycle.py",
         "tests/integrations/test_outcomes.py",
+        "tests/health/test_quiet.py",  # quiet observers (add_observer(quiet=), set_quiet)
     ],
     "src/kube_balance/_pools.py": [
         "tests/test_pools.py",
@@ -159,6 +161,7 @@ MODULE_SCOPES: dict[str, list[str]] = {
         "LoadBalancer.put",
         "LoadBalancer.unget",
         "LoadBalancer.add_observer",
+        "LoadBalancer.set_quiet",
         "LoadBalancer.status",
     ],
 }

@@ -208,7 +208,9 @@ class LoadBalancer:
         self._started_at: float | None = None  # loop time of the last start(), for "not answered for N s"
         self._restart_backoff = Backoff(rng=rng)
         self._listeners: list[Listener] = []
-        self._observers: tuple[Observer, ...] = ()
+        self._observers: tuple[Observer, ...] = ()  # called on every put()
+        self._ok_observers: tuple[Observer, ...] = ()  # called on an OK put(): less the quiet ones
+        self._quiet: list[Observer] = []  # observers with nothing to do for an OK outcome now
         self._factors: dict[str, float] = {}  # the policy's weight factors the algorithm has
         self.counters = Counters()
         self._outcome_counts = self.counters.outcomes  # the same list, one attribute read less
@@ -400,7 +402,7 @@ class LoadBalancer:
             outcome = _SERVER_ERROR if failed else _OK
         self.algorithm.put(endpoint, elapsed, _FAILED[outcome])
         self._outcome_counts[outcome] += 1
-        for observer in self._observers:
+        for observer in self._ok_observers if outcome is _OK else self._observers:
             observer(endpoint, elapsed, outcome, status, retry_after)
 
     def get_untried(self, tried: Collection[str]) -> Endpoint | None:
@@ -421,15 +423,29 @@ class LoadBalancer:
         """Give back a pick that was never used (no request was sent): nothing is observed."""
         self.algorithm.put(endpoint, None, False)
 
-    def add_observer(self, observer: Observer) -> Callable[[], None]:
+    def add_observer(self, observer: Observer, *, quiet: bool = False) -> Callable[[], None]:
         """Call ``observer(endpoint, elapsed, outcome, status, retry_after)`` on every ``put()``;
-        returns a remover. Observers run on the request path: they must be quick and not raise."""
+        returns a remover. Observers run on the request path: they must be quick and not raise.
+
+        ``quiet=True``: the observer has nothing to do for an ``OK`` outcome for now, and is not
+        called for one until it says otherwise with :meth:`set_quiet` (a health step whose state
+        is clean: nothing ejected, no failure counted; most requests then call no step at all).
+        """
         self._observers = (*self._observers, observer)
+        self.set_quiet(observer, quiet)
 
         def remove() -> None:
             self._observers = tuple(o for o in self._observers if o is not observer)
+            self.set_quiet(observer, False)
 
         return remove
+
+    def set_quiet(self, observer: Observer, quiet: bool) -> None:
+        """Whether ``observer`` (one added, or equal to it) is left out of ``OK`` outcomes from now
+        on (see :meth:`add_observer`); every other outcome reaches it regardless."""
+        others = [o for o in self._quiet if o != observer]  # a list: an observer may be unhashable
+        self._quiet = [*others, observer] if quiet else others
+        self._ok_observers = tuple(o for o in self._observers if o not in self._quiet)
 
     @property
     def unclosed_responses(self) -> int:

@@ -275,11 +275,12 @@ class Dispatcher(Generic[P, Q, R]):
                 balancer.unget(endpoint)
 
     def _release(self, lease: Lease[Any], outcome: Outcome, leaked: bool) -> None:
-        if lease.endpoint is not None:
+        endpoint = lease.endpoint
+        if endpoint is not None:
             if outcome is _CANCELLED and lease.outrun:  # a hedge answered first (RaceSide.outrun)
                 outcome = _SLOW
             # failed=False: put() takes it from the outcome given alongside
-            self.balancer.put(lease.endpoint, lease.elapsed, False, outcome, lease.status, lease.retry_after)
+            self.balancer.put(endpoint, lease.elapsed, False, outcome, lease.status, lease.retry_after)
         if leaked:
             self.balancer.counters.unclosed_responses += 1
         budget = self.budget
@@ -290,10 +291,12 @@ class Dispatcher(Generic[P, Q, R]):
         key, pools = lease.key, self._pools
         inflight = pools.inflight
         left = inflight.get(key, 1) - 1
-        if left > 0:  # PoolSet.give_back(), inlined for a lease that is not the last
+        if left > 0:  # PoolSet.give_back(), inlined but for the last lease of a retired endpoint
             inflight[key] = left
-        else:
+        elif key in pools.retired:  # the endpoint left: its pool closes now
             pools.give_back(key)
+        else:
+            inflight.pop(key, None)
 
     # -- sending with retries ------------------------------------------------------------
     async def send(

@@ -40,7 +40,9 @@ class PolicyHost(Protocol):
 
     def refresh(self) -> None: ...
 
-    def add_observer(self, observer: Observer) -> Callable[[], None]: ...
+    def add_observer(self, observer: Observer, *, quiet: bool = False) -> Callable[[], None]: ...
+
+    def set_quiet(self, observer: Observer, quiet: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Bound:
     """Binding bookkeeping shared by the stateful steps: one balancer per step."""
 
     _host: PolicyHost | None = None
+    _ok_quiet = False  # what the host was last told (see _quiet_on_ok)
 
     def _bind(self, host: PolicyHost) -> None:
         if self._host is not None and self._host is not host:
@@ -83,6 +86,12 @@ class Bound:
                 "give each LoadBalancer its own EndpointPolicy"
             )
         self._host = host
+
+    def _quiet_on_ok(self, observer: Observer, quiet: bool) -> None:
+        """Tell the host whether ``observer`` has anything to do for an OK outcome (a change only)."""
+        if quiet != self._ok_quiet and self._host is not None:
+            self._ok_quiet = quiet
+            self._host.set_quiet(observer, quiet)
 
 
 def check_seconds(owner: str, name: str, value: object, *, zero_ok: bool = False) -> float:

@@ -33,6 +33,10 @@ Linkerd's and Finagle's failure accrual). Defaults and their sources:
 Returns need no traffic to the ejected endpoint: every ``put()`` (of any endpoint), every run of
 the policy and ``LoadBalancer.status()`` return the endpoints whose time is up. Each ejection and
 each return is logged once (logger ``kube_balance``) with the endpoint and the reason.
+
+While nothing is ejected or suspect and no failure is counted (and no success-rate window runs),
+an OK outcome has nothing to do here: the step is then quiet (``LoadBalancer.add_observer(quiet=)``)
+and the requests of a healthy Service do not call it.
 """
 
 from __future__ import annotations
@@ -160,6 +164,7 @@ class OutlierDetector(Bound):
         self._clock = clock
         self._rng = rng
         self._states: dict[str, _State] = {}
+        self._unsettled: set[str] = set()  # keys an OK outcome would reset (and the ejected ones)
         self._ejected: dict[str, Ejection] = {}
         self.ejections = 0  # every ejection so far, for metrics
         self._next_return = math.inf  # the earliest ``until`` of the ejected endpoints
@@ -181,7 +186,13 @@ class OutlierDetector(Bound):
         self._penalize = getattr(host.algorithm, "penalize", None) if self.suspect_load else None
         if self.success_rate is not None:
             self._window_end = self._now() + self.success_rate.interval
-        host.add_observer(self._observe)
+        host.add_observer(self._observe)  # quiet from the first run of the policy on
+
+    def _update_quiet(self) -> None:
+        """Quiet (not called for an OK outcome) while an OK has nothing to do: nothing ejected
+        or suspect, no failure counted, no success-rate window. Most requests then skip the step."""
+        busy = self._ejected or self._suspect or self._unsettled or self.success_rate is not None
+        self._quiet_on_ok(self._observe, not busy)
 
     def _now(self) -> float:
         clock = self._clock
@@ -203,6 +214,7 @@ class OutlierDetector(Bound):
         self._total = len(candidates)
         if self._ejected:
             self._return_due(self._now())
+        self._update_quiet()
         if not self._ejected:
             return candidates
         ejected = self._ejected
@@ -214,6 +226,7 @@ class OutlierDetector(Bound):
         keys = snapshot.keys
         for key in [k for k in self._states if k not in keys]:
             del self._states[key]
+            self._unsettled.discard(key)
             self._ejected.pop(key, None)
             self._unsuspect(key)
         self._next_return = min((e.until for e in self._ejected.values()), default=math.inf)
@@ -227,8 +240,7 @@ class OutlierDetector(Bound):
         status: int | None,
         retry_after: float | None,
     ) -> None:
-        # On every request's path: a success with nothing ejected and no success-rate window
-        # costs two dict-truth tests, no clock read.
+        # Called for an OK outcome only while the step is not quiet (see _update_quiet).
         if self._ejected:
             now = self._now()
             if now >= self._next_return and self._return_due(now):
@@ -243,8 +255,10 @@ class OutlierDetector(Bound):
                 if state is not None and (state.failures or state.local or state.probation):
                     state.failures = state.local = 0
                     state.probation = False
+                    self._unsettled.discard(key)
                     self._unsuspect(key)
             if self.success_rate is None:
+                self._update_quiet()
                 return
         elif outcome.local_origin:
             kind = _LOCAL
@@ -257,12 +271,15 @@ class OutlierDetector(Bound):
                 if not self.count_server_errors:
                     state.failures = 0  # an answer, and answers are not judged: a success here
                     self._unsuspect(key)
+                if not (state.failures or state.probation):
+                    self._unsettled.discard(key)  # nothing left for an OK to reset
         elif outcome is Outcome.ERROR:
             kind = _FAILURE
         if self.success_rate is not None:
             self._count(key, outcome, kind, self._now())
         if kind != _NEUTRAL and key not in self._ejected:
             self._failed(key, outcome, kind == _LOCAL, self._now())
+        self._update_quiet()
 
     def _failed(self, key: str, outcome: Outcome, local: bool, now: float) -> None:
         state = self._states.get(key)
@@ -271,6 +288,7 @@ class OutlierDetector(Bound):
         state.failures += 1
         if local:
             state.local += 1
+        self._unsettled.add(key)
         local_limit = self.consecutive_local_origin_failures
         if state.probation:
             reason = f"failed on return from an ejection ({outcome.label})"
@@ -347,7 +365,7 @@ class OutlierDetector(Bound):
         self._ejected[key] = ejection
         self._unsuspect(key)
         state.failures = state.local = 0
-        state.probation = False
+        state.probation = False  # (still unsettled: ejected, then on probation)
         self._next_return = min(self._next_return, ejection.until)
         logger.warning(
             "%s: ejected endpoint %s for %.1f s (ejection %d): %s",
@@ -376,6 +394,7 @@ class OutlierDetector(Bound):
             if state is not None:
                 state.returned_at = now
                 state.probation = True
+                self._unsettled.add(ejection.endpoint)
             logger.info(
                 "%s: endpoint %s returned after %.1f s (was ejected: %s)",
                 self._service, ejection.endpoint, now - ejection.since, ejection.reason,

@@ -17,7 +17,8 @@ time is up the endpoint gets traffic again: if it answers in time it keeps it, i
 outruns it again it is penalised again.
 
 The penalty ends on the first outcome observed (of any endpoint) after its time, or when
-``LoadBalancer.status()`` is read.
+``LoadBalancer.status()`` is read. With no penalty running the step is quiet: an OK outcome does
+not call it (``LoadBalancer.add_observer(quiet=)``).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class OverloadPenalty(Bound):
             self._clock = host.clock
         self._penalize = getattr(host.algorithm, "penalize", None)
         host.add_observer(self._observe)
+        self._quiet_on_ok(self._observe, not self._until)  # no penalty: an OK has nothing to end
 
     def _observe(
         self,
@@ -116,8 +118,10 @@ class OverloadPenalty(Bound):
             return
         self._until[key] = until
         self._next = min(self._next, until)
-        if previous is None and self._penalize is not None:
-            self._penalize(key, self.load)
+        if previous is None:
+            self._quiet_on_ok(self._observe, False)  # every outcome checks whether it ended
+            if self._penalize is not None:
+                self._penalize(key, self.load)
 
     def _expire(self, now: float) -> None:
         for key in [k for k, until in self._until.items() if until <= now]:
@@ -125,6 +129,8 @@ class OverloadPenalty(Bound):
             if self._penalize is not None:
                 self._penalize(key, -self.load)
         self._next = min(self._until.values(), default=math.inf)
+        if not self._until:
+            self._quiet_on_ok(self._observe, True)
 
     @property
     def penalized(self) -> dict[str, float]:
