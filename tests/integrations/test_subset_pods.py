@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from helpers_cluster import api_client
 from helpers_pods import SERVICE_HOST, Pod, pod_slice, running_pods
 
 from kube_balance import EndpointPolicy, LoadBalancer, Subset, deterministic_subset
@@ -90,16 +91,6 @@ async def cluster() -> AsyncIterator[tuple[FakeApiServer, list[Pod]]]:
         yield api, pods
 
 
-@contextlib.asynccontextmanager
-async def kube_client(api: FakeApiServer, token: str | None = None) -> AsyncIterator[Any]:
-    """A Kubernetes API client of ``api`` (as ``token``), closed when the block ends."""
-    client = await asyncio.wait_for(api.new_api_client(token=token), 10)
-    try:
-        yield client
-    finally:
-        await asyncio.wait_for(client.close(), 5)
-
-
 def balanced(kube: Any, policy: EndpointPolicy, rng: random.Random) -> LoadBalancer:
     """A balancer of web.shop:http, its slices watched through ``kube``, with ``policy``."""
     source = KubernetesSource("web.shop:http", api_client=kube)
@@ -139,7 +130,7 @@ async def test_client_only_ever_connects_to_its_subset(
 ) -> None:
     """30 pods, subset 5, client 3 of 6 (httpx's BalancedTransport) or 5 of 6 (aiohttp's
     BalancedConnector): 150 concurrent requests reach and connect to those 5 pods only."""
-    async with cluster() as (api, pods), kube_client(api) as kube:
+    async with cluster() as (api, pods), api_client(api) as kube:
         balancer = balanced(kube, Subset(SIZE, client_id=client_id, client_count=CLIENTS).policy(), rng)
         names, ports = expected(pods, client_id, CLIENTS)
         async with balancer:
@@ -161,7 +152,7 @@ def peer_slice(*names: str, unready: tuple[str, ...] = ()) -> dict[str, Any]:
 async def test_identity_from_the_peers_slices_follows_joins_and_leaves(rng: random.Random) -> None:
     """client-b's rank among the ready pods of its own Service, watched through KubernetesSource:
     1 of 3, then 2 of 4 when client-0 joins, 1 of 3 again when client-a leaves; requests follow."""
-    async with cluster() as (api, pods), kube_client(api) as kube:
+    async with cluster() as (api, pods), api_client(api) as kube:
         api.apply(peer_slice("client-a", "client-b", "client-c", unready=("client-x",)))
         peers = KubernetesSource("client.shop", api_client=kube)
         subset = Subset(SIZE, peers=peers, pod_name="client-b", environ={})
@@ -204,7 +195,7 @@ async def test_documented_rbac_is_enough_and_a_403_is_reported(rng: random.Rando
             }
         )
         api.apply(peer_slice("client-a", "client-b"))
-        async with kube_client(api, "client") as allowed, kube_client(api, "other-namespace") as refused:
+        async with api_client(api, "client") as allowed, api_client(api, "other-namespace") as refused:
             good = Subset(
                 SIZE, peers=KubernetesSource("client.shop", api_client=allowed), pod_name="client-a"
             )
