@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: a same-run baseline, best-of-N timing and a table printer.
+"""Shared benchmark plumbing: a same-run baseline, best-of-N timing, a load driver, a table printer.
 
 Machines here are shared and noisy, so every figure is reported as a ratio to a baseline measured
 in the same process a moment before, and each timing is the best of several repeats.
@@ -6,11 +6,20 @@ in the same process a moment before, and each timing is the best of several repe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import time
 import timeit
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiohttp
+    import httpx
+
+Fetch = Callable[[], Awaitable[None]]
+"""One request: sends it, reads the body, raises on a status other than 200."""
 
 
 def empty(key: object = None) -> None:
@@ -45,6 +54,42 @@ def ratio_to_empty(stmt: str, env: Mapping[str, object], number: int, repeat: in
         best_b = min(best_b, base.timeit(number))
         best_t = min(best_t, target.timeit(number))
     return best_t / number * 1e9, best_t / best_b
+
+
+async def drive(fetch: Fetch, requests: int, concurrency: int, timeout: float = 120.0) -> None:
+    """``requests`` calls of ``fetch`` from ``concurrency`` tasks, all done within ``timeout`` s."""
+    left = requests
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await fetch()
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), timeout)
+
+
+def httpx_get(client: httpx.AsyncClient, url: str) -> Fetch:
+    """A GET of ``url`` through an httpx client (the body is read with the response)."""
+
+    async def fetch() -> None:
+        r = await client.get(url)
+        if r.status_code != 200:
+            raise RuntimeError(f"status {r.status_code}")
+
+    return fetch
+
+
+def aiohttp_get(session: aiohttp.ClientSession, url: str) -> Fetch:
+    """A GET of ``url`` through an aiohttp session, its body read."""
+
+    async def fetch() -> None:
+        async with session.get(url) as r:
+            await r.read()
+            if r.status != 200:
+                raise RuntimeError(f"status {r.status}")
+
+    return fetch
 
 
 def machine() -> str:

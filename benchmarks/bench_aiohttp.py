@@ -31,7 +31,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, table
+from _harness import aiohttp_get, drive, machine, table
 from bench_transport import cpu_seconds, free_ports, serve
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector
@@ -40,22 +40,6 @@ HOST = "web.shop.svc.cluster.local"
 PODS = 4
 NAMES = ["plain", "balanced x4", "balanced x1"]
 TARGETS = {"balanced x4": 0.95, "balanced x1": 0.95}
-
-
-async def drive(session: aiohttp.ClientSession, url: str, requests: int, concurrency: int) -> None:
-    """``requests`` GETs from ``concurrency`` tasks, each body read."""
-    left = requests
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            async with session.get(url) as r:
-                await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"status {r.status}")
-
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), 120)
 
 
 def sessions(ports: list[int]) -> dict[str, tuple[aiohttp.ClientSession, str]]:
@@ -76,7 +60,7 @@ async def measure(
     clients = sessions(ports)
     try:
         for session, url in clients.values():  # settle: connections open, caches warm
-            await drive(session, url, 10 * args.concurrency, args.concurrency)
+            await drive(aiohttp_get(session, url), 10 * args.concurrency, args.concurrency)
         rounds = []
         for i in range(args.rounds):
             order = NAMES[i % 3 :] + NAMES[: i % 3]
@@ -84,7 +68,7 @@ async def measure(
             for name in order:
                 session, url = clients[name]
                 wall, cpu = time.perf_counter(), time.process_time()
-                await drive(session, url, args.requests, args.concurrency)
+                await drive(aiohttp_get(session, url), args.requests, args.concurrency)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 result[name] = (args.requests / wall, cpu / args.requests * 1e6)
             rounds.append(result)

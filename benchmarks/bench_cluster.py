@@ -28,7 +28,7 @@ import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, table
+from _harness import aiohttp_get, drive, httpx_get, machine, table
 from bench_transport import free_ports, serve
 from kube_balance.discovery import KubernetesSource
 from kube_balance.integrations.aiohttp import BalancedConnector
@@ -36,35 +36,6 @@ from kube_balance.integrations.httpx import BalancedTransport
 from kube_balance.testing import FakeApiServer, endpoint_slice, service, slice_endpoint
 
 URL = "http://web.shop/"
-
-
-async def drive_httpx(client: httpx.AsyncClient, requests: int, concurrency: int) -> None:
-    left = requests
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            r = await client.get(URL)
-            if r.status_code != 200:
-                raise RuntimeError(f"status {r.status_code}")
-
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), 120)
-
-
-async def drive_aiohttp(session: aiohttp.ClientSession, requests: int, concurrency: int) -> None:
-    left = requests
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            async with session.get(URL) as r:
-                await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"status {r.status}")
-
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), 120)
 
 
 async def lookup_us(routes: Any, number: int = 20_000, repeat: int = 5) -> float:
@@ -111,14 +82,14 @@ async def run(ports: list[int], requests: int, concurrency: int, rounds: int) ->
                 "aiohttp named": aiohttp.ClientSession(connector=named_c),
                 "aiohttp cluster": aiohttp.ClientSession(connector=cluster_c),
             }
+            fetches = {
+                name: (httpx_get if name.startswith("httpx") else aiohttp_get)(client, URL)
+                for name, client in clients.items()
+            }
 
             async def once(name: str, n: int) -> tuple[float, float]:
-                client = clients[name]
                 wall, cpu = time.perf_counter(), time.process_time()
-                if name.startswith("httpx"):
-                    await drive_httpx(client, n, concurrency)
-                else:
-                    await drive_aiohttp(client, n, concurrency)
+                await drive(fetches[name], n, concurrency)
                 return n / (time.perf_counter() - wall), (time.process_time() - cpu) / n * 1e6
 
             for name in clients:  # settle: watches started, pools warm

@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, table
+from _harness import aiohttp_get, drive, machine, table
 from bench_transport import cpu_seconds, free_ports, serve
 from kube_balance.testing import FakeApiServer, endpoint_slice, service, slice_endpoint
 
@@ -51,17 +51,9 @@ async def sequential(session: aiohttp.ClientSession, url: str, n: int) -> list[f
 
 
 async def concurrent(session: aiohttp.ClientSession, url: str, n: int, concurrency: int) -> float:
-    left = n
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            async with session.get(url) as r:
-                await r.read()
-
+    """Requests/s of ``n`` GETs from ``concurrency`` tasks."""
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await drive(aiohttp_get(session, url), n, concurrency)
     return n / (time.perf_counter() - started)
 
 

@@ -75,7 +75,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, table
+from _harness import drive, httpx_get, machine, table
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.httpx import BalancedTransport
 
@@ -184,28 +184,13 @@ def open_conns(client: httpx.AsyncClient) -> int:
     return sum(len(getattr(p, "connections", ())) for p in pools)
 
 
-async def drive(client: httpx.AsyncClient, url: str, requests: int, concurrency: int) -> None:
-    """``requests`` GETs from ``concurrency`` tasks."""
-    left = requests
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            r = await client.get(url)
-            if r.status_code != 200:
-                raise RuntimeError(f"status {r.status_code}")
-
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), 120)
-
-
 async def load(
     client: httpx.AsyncClient, url: str, requests: int, concurrency: int, pids: list[int]
 ) -> Result:
     """One timed window: ``requests`` GETs, ``concurrency`` at a time."""
     STATS.clear()
     pods0, wall, cpu = cpu_seconds(pids), time.perf_counter(), time.process_time()
-    await drive(client, url, requests, concurrency)
+    await drive(httpx_get(client, url), requests, concurrency)
     wall, cpu, pods1 = time.perf_counter() - wall, time.process_time() - cpu, cpu_seconds(pids)
     pods = None if pods0 is None or pods1 is None else pods1 - pods0
     result = Result(requests, wall, cpu, pods)
@@ -236,7 +221,7 @@ async def measure(
         for client, url in clients.values():  # settle: past httpx's 5 s keep-alive expiry
             deadline = time.perf_counter() + args.settle
             while time.perf_counter() < deadline:
-                await drive(client, url, 10 * args.concurrency, args.concurrency)
+                await drive(httpx_get(client, url), 10 * args.concurrency, args.concurrency)
         results = []
         for i in range(rounds):
             order = NAMES[i % 3 :] + NAMES[: i % 3]  # rotate so no client always runs first

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
-from kube_balance import Endpoint, EndpointSet
-from kube_balance._policy import EndpointPolicy, ready_else_serving_terminating
+import random
+from collections.abc import Callable
+
+import pytest
+
+from kube_balance import (
+    ConfigurationError,
+    Endpoint,
+    EndpointSet,
+    LoadBalancer,
+    Outcome,
+    OutlierDetector,
+    OverloadPenalty,
+    SlowStart,
+    Subset,
+    ZoneAware,
+)
+from kube_balance._policy import EndpointFilter, EndpointPolicy, ready_else_serving_terminating
+from kube_balance.discovery.static import StaticSource
+from kube_balance.testing import FakeClock
 
 
 def ep(n: int, **conditions: bool) -> Endpoint:
@@ -55,3 +73,59 @@ def test_empty_filter_list_passes_everything() -> None:
     """An explicit empty list is honoured (every endpoint, whatever its conditions)."""
     snap = EndpointSet((ep(1, ready=False, serving=False),))
     assert EndpointPolicy([]).select(snap) == snap.endpoints
+
+
+STEPS_WITH_STATE: list[Callable[[], EndpointFilter]] = [
+    OutlierDetector,
+    OverloadPenalty,
+    lambda: SlowStart(10.0),
+    lambda: ZoneAware(environ={}),
+    lambda: Subset(2, client_id=0, client_count=1, environ={}),
+]
+
+
+@pytest.mark.parametrize(
+    "make", STEPS_WITH_STATE, ids=["outlier", "penalty", "slow_start", "zones", "subset"]
+)
+def test_a_step_with_state_serves_one_balancer(
+    make: Callable[[], EndpointFilter], clock: FakeClock, rng: random.Random
+) -> None:
+    """Every step with state binds to the balancer that runs it; a second balancer is refused,
+    naming the step and what to do; the same balancer again is no second binding."""
+    step = make()
+    lb = LoadBalancer(
+        "web.shop:80", source=StaticSource(), policy=EndpointPolicy([step]), clock=clock, rng=rng
+    )
+    EndpointPolicy([step]).bind(lb)
+    with pytest.raises(ConfigurationError) as refused:
+        LoadBalancer("cart.shop:80", source=StaticSource(), policy=EndpointPolicy([step]))
+    name = type(step).__name__
+    assert str(refused.value) == (
+        f"{name} is already bound to another LoadBalancer: a {name} serves one LoadBalancer; "
+        "give each LoadBalancer its own EndpointPolicy (and its own steps)"
+    )
+
+
+def test_a_step_listed_twice_observes_each_outcome_once(clock: FakeClock, rng: random.Random) -> None:
+    """An OutlierDetector bound twice to one balancer counts each failure once: 4 failures of 5
+    needed leave the endpoint in."""
+    detector = OutlierDetector()
+    policy = EndpointPolicy([ready_else_serving_terminating, detector, detector])
+    lb = LoadBalancer("web.shop:80", source=StaticSource(), policy=policy, clock=clock, rng=rng)
+    bad = Endpoint("10.0.0.1", 8080)
+    lb.on_endpoints(EndpointSet((bad, Endpoint("10.0.0.2", 8080))))
+    for _ in range(4):
+        lb.put(bad, 0.001, True, Outcome.CONNECT_FAILED)
+    assert bad in lb.eligible
+    lb.put(bad, 0.001, True, Outcome.CONNECT_FAILED)
+    assert bad not in lb.eligible
+
+
+def test_an_unbound_step_runs_on_the_monotonic_clock() -> None:
+    """A slow start used as a plain filter (no balancer) ramps a new endpoint on time.monotonic:
+    a moment after it came, it has the minimum weight (10% until 1 s of its 10 s window)."""
+    step = SlowStart(10.0)
+    first, later = Endpoint("10.0.0.1", 8080), Endpoint("10.0.0.2", 8080)
+    step(EndpointSet((first,)), (first,))
+    step(EndpointSet((first, later)), (first, later))
+    assert step.weight_factors() == {later.key: 0.1}

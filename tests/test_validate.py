@@ -257,3 +257,38 @@ def test_options_beside_a_load_balancer_are_refused(option: dict[str, Any]) -> N
     ):
         BalancedTransport(lb, **option)
     assert BalancedTransport(lb, clock=lambda: 0.0).balancer is lb  # the transport's own options still go
+
+
+@pytest.mark.parametrize(
+    ("build", "option"),
+    [
+        (lambda v: RetryPolicy(budget_percent=v), "RetryPolicy budget_percent"),
+        (lambda v: HedgePolicy(budget_percent=v), "HedgePolicy budget_percent"),
+        (lambda v: RetryBudget(v), "RetryBudget percent"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("value", "hint"), [(5, "0.05 means 5%"), (1.5, "0.015 means 1.5%"), (100, "1 means 100%")]
+)
+def test_a_percentage_given_for_a_fraction_says_how_to_write_it(
+    build: Callable[[float], object], option: str, value: float, hint: str
+) -> None:
+    """budget_percent=5 (meaning 5%) is refused with the fraction to write instead."""
+    with pytest.raises(ConfigurationError) as refused:
+        build(value)
+    word = option.rsplit(" ", 1)[1]
+    assert str(refused.value) == (
+        f"{option}={value!r} is invalid: expected a finite number in [0.0, 1.0] ({word} is a fraction: {hint})"
+    )
+
+
+@pytest.mark.parametrize("value", [1, 0.5, 100.5, 150, -5, math.inf, math.nan, True])
+def test_no_fraction_hint_where_the_value_is_no_percentage(value: float) -> None:
+    """Values in range pass; out of range but no percentage (above 100, negative, not a finite
+    number, a bool) are refused without the hint."""
+    if 0 <= value <= 1 and not isinstance(value, bool):
+        assert RetryPolicy(budget_percent=value).budget_percent == value
+        return
+    with pytest.raises(ConfigurationError) as refused:
+        RetryPolicy(budget_percent=value)
+    assert "fraction" not in str(refused.value)

@@ -1,15 +1,18 @@
 """What the health steps of an :class:`~kube_balance.EndpointPolicy` share: the balancer they bind
 to, and the report they add to ``LoadBalancer.status()``.
 
-A step that keeps state (outlier ejection, slow start, the 429 penalty) has a ``bind(host)``
-method: the balancer calls it once, and the step registers an outcome observer and keeps the
-host's ``refresh`` to re-run the policy when its state changes (an ejection, a return, a ramp
-step). Steps take the host's clock and rng unless they were given their own.
+A step that keeps state (outlier ejection, slow start, the 429 penalty, zones, subsets) has a
+``bind(host)`` method: the balancer calls it once, and the step keeps the host to re-run the
+policy when its state changes (an ejection, a return, a ramp step). The plumbing is here, in
+:class:`Bound` and :class:`Observing` (which also registers the step's outcome observer), so
+each step's module states only its policy. Steps take the host's clock and rng unless they were
+given their own.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -20,8 +23,9 @@ from ._outcome import Outcome
 
 if TYPE_CHECKING:
     from .algorithms import Algorithm
+    from .discovery import EndpointSource
 
-__all__ = ["Ejection", "HealthReport", "Observer", "PolicyHost"]
+__all__ = ["Bound", "Ejection", "HealthReport", "Observer", "Observing", "PolicyHost"]
 
 Observer = Callable[[Endpoint, "float | None", Outcome, "int | None", "float | None"], None]
 
@@ -37,6 +41,9 @@ class PolicyHost(Protocol):
 
     @property
     def algorithm(self) -> Algorithm: ...
+
+    @property
+    def source(self) -> EndpointSource: ...
 
     def refresh(self) -> None: ...
 
@@ -74,18 +81,63 @@ class HealthReport:
 
 
 class Bound:
-    """Binding bookkeeping shared by the stateful steps: one balancer per step."""
+    """What the steps with state share: one balancer per step, its clock, a policy re-run.
+
+    ``bind(host)`` keeps ``host`` (a second, different host is refused), takes its clock unless
+    the step was given one, then calls ``_bound(host)`` for whatever else the step needs of it.
+    A subclass of :class:`Observing` also hears every request's outcome.
+    """
 
     _host: PolicyHost | None = None
     _ok_quiet = False  # what the host was last told (see _quiet_on_ok)
+    _clock: Callable[[], float] | None = None
 
-    def _bind(self, host: PolicyHost) -> None:
-        if self._host is not None and self._host is not host:
+    def bind(self, host: PolicyHost) -> None:
+        """Called once by the :class:`~kube_balance.LoadBalancer` that runs this step."""
+        if self._host is host:
+            return
+        if self._host is not None:
+            name = type(self).__name__
             raise ConfigurationError(
-                f"{type(self).__name__} is already bound to another LoadBalancer: "
-                "give each LoadBalancer its own EndpointPolicy"
+                f"{name} is already bound to another LoadBalancer: a {name} serves one LoadBalancer; "
+                "give each LoadBalancer its own EndpointPolicy (and its own steps)"
             )
         self._host = host
+        if self._clock is None:
+            self._clock = host.clock
+        self._bound(host)
+
+    def _bound(self, host: PolicyHost) -> None:
+        """What the step takes from ``host`` beyond its clock (nothing here)."""
+
+    def _now(self) -> float:
+        """The clock's time; an unbound step (a plain filter) runs on ``time.monotonic``."""
+        if self._clock is None:
+            self._clock = time.monotonic
+        return self._clock()
+
+    def _refresh(self) -> None:
+        """Re-run the host's policy (its state changed); nothing while unbound."""
+        if self._host is not None:
+            self._host.refresh()
+
+
+class Observing(Bound):
+    """A step with state that hears every request's outcome through ``_observe``."""
+
+    def _bound(self, host: PolicyHost) -> None:
+        host.add_observer(self._observe)
+
+    def _observe(
+        self,
+        endpoint: Endpoint,
+        elapsed: float | None,
+        outcome: Outcome,
+        status: int | None,
+        retry_after: float | None,
+    ) -> None:
+        """One request's outcome on ``endpoint`` (an :data:`Observer`)."""
+        raise NotImplementedError
 
     def _quiet_on_ok(self, observer: Observer, quiet: bool) -> None:
         """Tell the host whether ``observer`` has anything to do for an OK outcome (a change only)."""

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from ._endpoint import Endpoint, EndpointSet
 from ._errors import ConfigurationError
-from ._health import Bound, Ejection, HealthReport, PolicyHost, check_count, check_fraction, check_seconds
+from ._health import Ejection, HealthReport, Observing, PolicyHost, check_count, check_fraction, check_seconds
 from ._outcome import Outcome
 
 __all__ = ["OutlierDetector", "SuccessRate"]
@@ -110,7 +110,7 @@ class _State:
         self.probation = False  # back from an ejection, not yet succeeded: one failure ejects
 
 
-class OutlierDetector(Bound):
+class OutlierDetector(Observing):
     """An :class:`~kube_balance.EndpointPolicy` step that leaves out ejected endpoints.
 
     See the module docstring for each option and its default's source. ``clock`` (monotonic
@@ -175,36 +175,22 @@ class OutlierDetector(Bound):
         self._service = ""
 
     # -- binding --------------------------------------------------------------------------
-    def bind(self, host: PolicyHost) -> None:
-        """Observe ``host``'s outcomes, and re-run its policy on each ejection and return."""
-        self._bind(host)
-        if self._clock is None:
-            self._clock = host.clock
+    def _bound(self, host: PolicyHost) -> None:
+        """Observe ``host``'s outcomes (its policy re-runs on each ejection and return), with its
+        rng for the jitter and its algorithm's ``penalize`` hook for the suspect load."""
         if self._rng is None:
             self._rng = host.rng
         self._service = str(getattr(host, "service", ""))
         self._penalize = getattr(host.algorithm, "penalize", None) if self.suspect_load else None
         if self.success_rate is not None:
             self._window_end = self._now() + self.success_rate.interval
-        host.add_observer(self._observe)  # quiet from the first run of the policy on
+        super()._bound(host)  # quiet from the first run of the policy on
 
     def _update_quiet(self) -> None:
         """Quiet (not called for an OK outcome) while an OK has nothing to do: nothing ejected
         or suspect, no failure counted, no success-rate window. Most requests then skip the step."""
         busy = self._ejected or self._suspect or self._unsettled or self.success_rate is not None
         self._quiet_on_ok(self._observe, not busy)
-
-    def _now(self) -> float:
-        clock = self._clock
-        if clock is None:  # not bound: used as a plain filter
-            import time
-
-            self._clock = clock = time.monotonic
-        return clock()
-
-    def _refresh(self) -> None:
-        if self._host is not None:
-            self._host.refresh()
 
     # -- the filter -----------------------------------------------------------------------
     def __call__(self, snapshot: EndpointSet, candidates: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:

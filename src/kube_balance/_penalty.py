@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable
 
 from ._endpoint import Endpoint, EndpointSet
-from ._health import Bound, HealthReport, PolicyHost, check_count, check_seconds
+from ._health import HealthReport, Observing, PolicyHost, check_count, check_seconds
 from ._outcome import Outcome
 
 __all__ = ["OverloadPenalty"]
@@ -43,7 +43,7 @@ MAX_PENALTY_TIME = 30.0
 """Seconds; a longer Retry-After is capped (our choice: no longer than a first ejection)."""
 
 
-class OverloadPenalty(Bound):
+class OverloadPenalty(Observing):
     """An :class:`~kube_balance.EndpointPolicy` step that filters nothing and penalises 429s,
     and endpoints a hedge outran (``slow_time`` seconds; None: not those).
 
@@ -76,13 +76,10 @@ class OverloadPenalty(Bound):
         """Every candidate: a penalty weighs on an endpoint, it does not remove it."""
         return candidates
 
-    def bind(self, host: PolicyHost) -> None:
+    def _bound(self, host: PolicyHost) -> None:
         """Observe ``host``'s outcomes and penalise through its algorithm's ``penalize`` hook."""
-        self._bind(host)
-        if self._clock is None:
-            self._clock = host.clock
         self._penalize = getattr(host.algorithm, "penalize", None)
-        host.add_observer(self._observe)
+        super()._bound(host)
         self._quiet_on_ok(self._observe, not self._until)  # no penalty: an OK has nothing to end
 
     def _observe(

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 
 from ._endpoint import Endpoint, EndpointSet
-from ._health import Bound, HealthReport, PolicyHost, check_fraction, check_seconds
+from ._health import HealthReport, Observing, check_fraction, check_seconds
 from ._outcome import Outcome
 
 __all__ = ["SlowStart"]
@@ -35,7 +35,7 @@ STEPS = 20
 """The ramp is recomputed this many times per window (each a rebuild of the algorithm's lookup)."""
 
 
-class SlowStart(Bound):
+class SlowStart(Observing):
     """Ramps new endpoints' weight from ``min_weight_percent`` to full over ``window`` seconds."""
 
     def __init__(
@@ -55,20 +55,6 @@ class SlowStart(Bound):
         self._known: set[str] | None = None  # None until the first non-empty set: those do not ramp
         self._since: dict[str, float] = {}  # ramping endpoints: when they were added
         self._next_step = math.inf
-
-    def _now(self) -> float:
-        if self._clock is None:
-            import time
-
-            self._clock = time.monotonic
-        return self._clock()
-
-    def bind(self, host: PolicyHost) -> None:
-        """Advance the ramp on ``host``'s outcomes by re-running its policy once per step."""
-        self._bind(host)
-        if self._clock is None:
-            self._clock = host.clock
-        host.add_observer(self._observe)
 
     def __call__(self, snapshot: EndpointSet, candidates: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
         """Every candidate; notes which ones are new."""
@@ -97,9 +83,8 @@ class SlowStart(Bound):
         if self._since:
             now = self._now()
             if now >= self._next_step:
-                self._next_step = now + self.window / STEPS
-                if self._host is not None:
-                    self._host.refresh()
+                self._next_step = now + self.window / STEPS  # the ramp advances: re-run the policy
+                self._refresh()
 
     def factor(self, elapsed: float) -> float:
         """The weight factor ``elapsed`` seconds after an endpoint was added (1.0 after the window)."""

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from ._endpoint import Endpoint, EndpointSet
-from ._errors import ConfigurationError, DiscoveryError
+from ._errors import DiscoveryError
+from ._health import Bound
 from ._service import ServiceRef
 from ._validate import check_int, check_optional_str, invalid
 
 if TYPE_CHECKING:
-    from ._health import PolicyHost
     from ._policy import EndpointFilter, EndpointPolicy
     from .discovery._source import EndpointSource
 
@@ -123,7 +123,7 @@ class SubsetStatus:
     pending window, keeps serving meanwhile)."""
 
 
-class Subset:
+class Subset(Bound):
     """Balance over a deterministic subset of ``size`` endpoints (see the module docs).
 
     The identity is either explicit, ``client_id`` (0-based) of ``client_count`` clients, or
@@ -181,7 +181,6 @@ class Subset:
         else:
             self._identity, self._source = None, f"pending (pod {self.pod_name} at its hash on the ring)"
         self._pending_id = int.from_bytes(_position(self.pod_name), "big") % _PENDING_COUNT
-        self._host: PolicyHost | None = None
         self._task: asyncio.Task[None] | None = None
         self._ring: list[str] = []
         self._ring_keys: frozenset[str] = frozenset()
@@ -201,13 +200,7 @@ class Subset:
         first, *health = default_filters()
         return EndpointPolicy([first, self, *health, *then])
 
-    # -- wiring --------------------------------------------------------------------------------
-    def bind(self, host: PolicyHost) -> None:
-        """Called by the balancer that runs this filter (once)."""
-        if self._host is not None and self._host is not host:
-            raise ConfigurationError("a Subset filter serves one LoadBalancer; create one per balancer")
-        self._host = host
-
+    # -- wiring: bind() (Bound) keeps the balancer, refreshed when the identity changes ---------
     async def aclose(self) -> None:
         """Stop the peers' watch (the balancer's ``aclose()`` calls this); the last identity stays."""
         task, self._task = self._task, None
@@ -243,8 +236,7 @@ class Subset:
             self._peers_name,
         )
         self._identity, self._changes = identity, self._changes + 1
-        if self._host is not None:
-            self._host.refresh()
+        self._refresh()
 
     # -- the filter ----------------------------------------------------------------------------
     def __call__(self, snapshot: EndpointSet, candidates: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:

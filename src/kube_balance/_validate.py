@@ -89,8 +89,18 @@ def check_number(
         ok = value <= high
     if not ok:
         what = f"a finite number{' of ' + unit if unit else ''}"
-        raise invalid(name, value, f"expected {what} {_range(low, high, inclusive=low_inclusive)}".rstrip())
+        allowed = f"expected {what} {_range(low, high, inclusive=low_inclusive)}".rstrip()
+        raise invalid(name, value, allowed + _percent_hint(name, value, low, high))
     return float(value)
+
+
+def _percent_hint(name: str, value: Any, low: float | None, high: float | None) -> str:
+    """For an option in [0, 1] given a percentage (``budget_percent=5``), how to write it."""
+    if (low, high) != (0, 1) or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    if not 1 < value <= 100:
+        return ""
+    return f" ({name.rsplit(' ', 1)[-1]} is a fraction: {value / 100:g} means {value:g}%)"
 
 
 def check_callable(name: str, value: Any, what: str) -> Any:

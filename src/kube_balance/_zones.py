@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Literal
 
 from ._endpoint import Endpoint, EndpointSet
 from ._errors import ConfigurationError, DiscoveryAuthError
+from ._health import Observing
 from ._outcome import Outcome
 
 if TYPE_CHECKING:
-    from ._balancer import LoadBalancer
     from ._policy import EndpointPolicy
 
 __all__ = ["NODE_ENV", "ZONE_ENV", "ZoneAware", "ZoneStatus"]
@@ -85,7 +85,7 @@ class ZoneStatus:
     """Mean in-flight requests per local / remote endpoint at the last check."""
 
 
-class ZoneAware:
+class ZoneAware(Observing):
     """Prefer endpoints in the client's zone (or node); spill to others under load.
 
     ``zone``/``node`` default to ``$KUBE_BALANCE_ZONE``/``$NODE_NAME`` (``environ`` replaces
@@ -145,7 +145,6 @@ class ZoneAware:
         self.spill_at, self.return_at, self.hold = float(spill_at), float(return_at), float(hold)
         self.without_hints = without_hints
         self._clock = clock or time.monotonic
-        self._balancer: LoadBalancer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._mode: Mode = "off"
         self._local: tuple[Endpoint, ...] = ()
@@ -162,15 +161,7 @@ class ZoneAware:
 
         return EndpointPolicy([*default_filters(), self])
 
-    # -- wiring --------------------------------------------------------------------------------
-    def bind(self, balancer: LoadBalancer) -> None:
-        """Called by the :class:`LoadBalancer` that runs this filter: watch its request outcomes."""
-        if self._balancer is not None and self._balancer is not balancer:
-            raise ConfigurationError("a ZoneAware filter serves one LoadBalancer; create one per balancer")
-        if self._balancer is None:
-            self._balancer = balancer
-            balancer.add_observer(self._observe)
-
+    # -- wiring: bind() (Observing) watches the balancer's request outcomes ---------------------
     def _observe(
         self,
         endpoint: Endpoint,
@@ -219,14 +210,14 @@ class ZoneAware:
     def check(self) -> bool:
         """Re-evaluate the spill state from the algorithm's in-flight counts; True if it changed
         (the balancer's eligible set is then refreshed). Runs after every request."""
-        balancer, local, remote = self._balancer, self._local, self._remote
-        if balancer is None or not local or not remote:
+        host, local, remote = self._host, self._local, self._remote
+        if host is None or not local or not remote:
             return False
-        inflight = balancer.algorithm.inflight
+        inflight = host.algorithm.inflight
         local_sum = sum(inflight(ep) for ep in local)
         remote_sum = sum(inflight(ep) for ep in remote)
         self._local_load, self._remote_load = local_sum / len(local), remote_sum / len(remote)
-        now = self._clock()
+        now = self._now()
         if now - self._changed_at < self.hold:
             return False
         if not self._spilling and self._local_load - self._remote_load >= self.spill_at:
@@ -247,12 +238,12 @@ class ZoneAware:
         else:
             return False
         self._changed_at = now
-        balancer.refresh()
+        host.refresh()
         return True
 
     # -- the Node lookup -----------------------------------------------------------------------
     def _start_lookup(self) -> None:
-        if self._lookup != "pending" or self._balancer is None:
+        if self._lookup != "pending" or self._host is None:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -265,8 +256,8 @@ class ZoneAware:
 
     async def _read_node(self) -> None:
         """Read our Node's zone label once (bounded retries); a 403 means "no zone", said once."""
-        assert self._balancer is not None and self.node is not None
-        reader = getattr(self._balancer.source, "node_zone", None)
+        assert self._host is not None and self.node is not None
+        reader = getattr(self._host.source, "node_zone", None)
         if reader is None:
             self._zone_source = "unknown (the endpoint source cannot read Nodes)"
             return
@@ -289,7 +280,7 @@ class ZoneAware:
                 return
             self.zone, self._zone_source = zone, f"node {self.node}"
             logger.info("zone-aware routing: zone %s (from node %s)", zone, self.node)
-            self._balancer.refresh()
+            self._host.refresh()
             return
         self._zone_source = f"unknown (reading node {self.node} failed)"
 

@@ -7,21 +7,23 @@ import logging
 import random
 
 import pytest
-from helpers_health import balancer, endpoints, fail, keys, ok
+from helpers_health import (
+    balancer,
+    detector_lb,
+    ejection_durations,
+    endpoints,
+    fail,
+    keys,
+    ok,
+    phantom,
+    rate_lb,
+    window,
+)
 
 from kube_balance import ConfigurationError, EndpointPolicy, EndpointSet, LoadBalancer, Outcome
 from kube_balance._outlier import OutlierDetector, SuccessRate
 from kube_balance.discovery.static import StaticSource
 from kube_balance.testing import FakeClock
-
-
-def detector_lb(
-    n: int, clock: FakeClock, rng: random.Random, **options: object
-) -> tuple[LoadBalancer, list, OutlierDetector]:  # type: ignore[type-arg]
-    """A balancer whose policy has an OutlierDetector with ``options`` (no panic)."""
-    detector = OutlierDetector(**options)  # type: ignore[arg-type]
-    lb, eps = balancer(n, clock, rng, policy=EndpointPolicy.default(outlier=detector, panic_threshold=0))
-    return lb, eps, detector
 
 
 def test_on_by_default_and_five_consecutive_failures_eject(clock: FakeClock, rng: random.Random) -> None:
@@ -146,15 +148,7 @@ def test_one_failure_on_return_ejects_again_for_longer(clock: FakeClock, rng: ra
 def test_ejection_time_is_capped(clock: FakeClock, rng: random.Random) -> None:
     """base x times grows to max_ejection_time and stays there."""
     lb, eps, _ = detector_lb(10, clock, rng, jitter=0, base_ejection_time=30, max_ejection_time=100)
-    durations = []
-    fail(lb, eps[0], 5)
-    for _ in range(6):
-        ejection = lb.status().ejected[eps[0].key]
-        durations.append(ejection.until - ejection.since)
-        clock.advance(ejection.until - clock())
-        ok(lb, eps[1])
-        fail(lb, eps[0])
-    assert durations == [30, 60, 90, 100, 100, 100]
+    assert ejection_durations(lb, clock, eps, 6) == [30, 60, 90, 100, 100, 100]
 
 
 def test_jitter_stays_within_its_bound(clock: FakeClock) -> None:
@@ -216,13 +210,8 @@ def test_room_under_the_cap_is_taken_by_the_next_failure(clock: FakeClock, rng: 
 
 def test_success_rate_rule(clock: FakeClock, rng: random.Random) -> None:
     """Envoy's rule: below mean - 1.9 stddev, among >= 5 hosts with >= 100 requests, is ejected."""
-    sr = SuccessRate(interval=10)
-    lb, eps, _ = detector_lb(
-        6, clock, rng, success_rate=sr, max_ejection_percent=50, consecutive_failures=1000
-    )
-    for i, ep in enumerate(eps):
-        ok(lb, ep, 100 - (40 if i == 2 else i))
-        fail(lb, ep, 40 if i == 2 else i, Outcome.SERVER_ERROR, status=500)
+    lb, eps, _ = rate_lb(6, clock, rng, success_rate=SuccessRate(interval=10))
+    window(lb, eps, [1, 0.99, 0.6, 0.97, 0.96, 0.95])
     assert not lb.status().ejected
     clock.advance(10)
     ok(lb, eps[0])  # the window closes on the next outcome
@@ -286,12 +275,8 @@ def test_success_rate_needs_hosts_and_volume(
     hosts: int, volume: int, clock: FakeClock, rng: random.Random
 ) -> None:
     """Fewer than minimum_hosts hosts, or fewer than request_volume requests each: no judgement."""
-    lb, eps, _ = detector_lb(
-        hosts, clock, rng, success_rate=SuccessRate(), max_ejection_percent=50, consecutive_failures=1000
-    )
-    for i, ep in enumerate(eps):
-        ok(lb, ep, volume - (volume // 2 if i == 0 else 0))
-        fail(lb, ep, volume // 2 if i == 0 else 0, Outcome.SERVER_ERROR, status=500)
+    lb, eps, _ = rate_lb(hosts, clock, rng)
+    window(lb, eps, [0.5] + [1] * (hosts - 1), volume)  # 99 requests: 50 successes, 49 failures
     clock.advance(10)
     ok(lb, eps[1])
     assert not lb.status().ejected
@@ -370,12 +355,6 @@ def test_used_as_a_plain_filter() -> None:
     """Unbound (no balancer), the step filters nothing and needs no clock of its own."""
     eps = tuple(endpoints(3))
     assert OutlierDetector()(EndpointSet(eps), eps) == eps
-
-
-def phantom(lb: LoadBalancer, ep: object) -> int:
-    """The phantom requests in flight the health steps put on an endpoint's slot."""
-    slot = lb.algorithm._slots.get(ep.key)  # type: ignore[attr-defined]
-    return 0 if slot is None else int(slot.penalty)
 
 
 def test_failing_endpoint_looks_loaded_until_it_succeeds(clock: FakeClock, rng: random.Random) -> None:

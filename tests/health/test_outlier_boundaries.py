@@ -6,50 +6,17 @@ from __future__ import annotations
 import random
 
 import pytest
-from helpers_health import balancer, fail, ok
+from helpers_health import detector_lb, ejection_durations, fail, ok, phantom, rate_lb, window
 
-from kube_balance import ConfigurationError, Endpoint, EndpointPolicy, EndpointSet, LoadBalancer, Outcome
+from kube_balance import ConfigurationError, EndpointSet, Outcome
 from kube_balance._outlier import OutlierDetector, SuccessRate
 from kube_balance.testing import FakeClock
-
-
-def detector_lb(
-    n: int, lb_clock: FakeClock, lb_rng: random.Random, /, **options: object
-) -> tuple[LoadBalancer, list[Endpoint], OutlierDetector]:
-    """A balancer whose policy has an OutlierDetector with ``options`` (no panic)."""
-    detector = OutlierDetector(**options)  # type: ignore[arg-type]
-    lb, eps = balancer(
-        n, lb_clock, lb_rng, policy=EndpointPolicy.default(outlier=detector, panic_threshold=0)
-    )
-    return lb, eps, detector
-
-
-def phantom(lb: LoadBalancer, ep: Endpoint) -> int:
-    """The phantom requests in flight the health steps put on an endpoint's slot."""
-    slot = lb.algorithm._slots.get(ep.key)  # type: ignore[attr-defined]
-    return 0 if slot is None else int(slot.penalty)
-
-
-def window(lb: LoadBalancer, eps: list[Endpoint], rates: list[float], requests: int = 100) -> None:
-    """``requests`` outcomes on each endpoint, successes first, at the given success rates."""
-    for ep, rate in zip(eps, rates, strict=True):
-        good = round(requests * rate)
-        ok(lb, ep, good)
-        fail(lb, ep, requests - good, Outcome.SERVER_ERROR, status=500)
 
 
 def test_default_times_grow_by_30_s_up_to_300_s(clock: FakeClock, rng: random.Random) -> None:
     """Defaults: 30 s, then 30 s more for each ejection in a row, capped at 300 s."""
     lb, eps, _ = detector_lb(10, clock, rng, jitter=0)
-    durations = []
-    fail(lb, eps[0], 5)
-    for _ in range(11):
-        ejection = lb.status().ejected[eps[0].key]
-        durations.append(ejection.until - ejection.since)
-        clock.advance(ejection.until - clock())
-        ok(lb, eps[1])
-        fail(lb, eps[0])
-    assert durations == [30.0 * t for t in range(1, 11)] + [300.0]
+    assert ejection_durations(lb, clock, eps, 11) == [30.0 * t for t in range(1, 11)] + [300.0]
 
 
 @pytest.mark.parametrize(("n", "most"), [(10, 1), (19, 1), (20, 2), (29, 2), (30, 3)])
@@ -179,9 +146,7 @@ def test_success_rate_defaults_judge_five_hosts_of_100_every_10_s(
 ) -> None:
     """SuccessRate(): 5 hosts with 100 requests each are enough; the window closes at 10 s,
     not before; 0.6 against four at 1.0 is below mean - 1.9 stddev (0.616)."""
-    lb, eps, _ = detector_lb(
-        5, clock, rng, success_rate=SuccessRate(), consecutive_failures=1000, max_ejection_percent=50
-    )
+    lb, eps, _ = rate_lb(5, clock, rng)
     window(lb, eps, [0.6, 1, 1, 1, 1])
     clock.advance(9.5)
     ok(lb, eps[1])
@@ -194,10 +159,7 @@ def test_success_rate_defaults_judge_five_hosts_of_100_every_10_s(
 
 def test_success_rate_factor_spares_a_mild_outlier(clock: FakeClock, rng: random.Random) -> None:
     """With four hosts, 0.6 against three at 1.0 is above mean - 1.9 stddev (0.571): kept."""
-    sr = SuccessRate(minimum_hosts=4)
-    lb, eps, _ = detector_lb(
-        4, clock, rng, success_rate=sr, consecutive_failures=1000, max_ejection_percent=50
-    )
+    lb, eps, _ = rate_lb(4, clock, rng, success_rate=SuccessRate(minimum_hosts=4))
     window(lb, eps, [0.6, 1, 1, 1])
     clock.advance(10)
     ok(lb, eps[1])
@@ -206,9 +168,7 @@ def test_success_rate_factor_spares_a_mild_outlier(clock: FakeClock, rng: random
 
 def test_success_rate_equal_rates_eject_nobody(clock: FakeClock, rng: random.Random) -> None:
     """Every host equally good (stddev 0): nobody is below the mean."""
-    lb, eps, _ = detector_lb(
-        5, clock, rng, success_rate=SuccessRate(), consecutive_failures=1000, max_ejection_percent=50
-    )
+    lb, eps, _ = rate_lb(5, clock, rng)
     window(lb, eps, [1, 1, 1, 1, 1])
     clock.advance(10)
     ok(lb, eps[1])
@@ -217,7 +177,7 @@ def test_success_rate_equal_rates_eject_nobody(clock: FakeClock, rng: random.Ran
 
 def test_success_rate_ejects_the_worst_first_under_the_cap(clock: FakeClock, rng: random.Random) -> None:
     """Two hosts below the threshold (0.519), room for one: the worse one goes, the other stays."""
-    lb, eps, _ = detector_lb(11, clock, rng, success_rate=SuccessRate(), consecutive_failures=1000)
+    lb, eps, _ = rate_lb(11, clock, rng, max_ejection_percent=10)
     window(lb, eps, [1] * 9 + [0.5, 0.45])
     clock.advance(10)
     ok(lb, eps[0])
@@ -228,15 +188,7 @@ def test_success_rate_ejects_the_worst_first_under_the_cap(clock: FakeClock, rng
 def test_success_rate_ejection_again_lasts_longer(clock: FakeClock, rng: random.Random) -> None:
     """An endpoint ejected by the success-rate rule again, soon after its return, is ejected for
     twice the base time: its history is kept."""
-    lb, eps, _ = detector_lb(
-        5,
-        clock,
-        rng,
-        success_rate=SuccessRate(),
-        consecutive_failures=1000,
-        max_ejection_percent=50,
-        jitter=0,
-    )
+    lb, eps, _ = rate_lb(5, clock, rng, jitter=0)
     window(lb, eps, [0.6, 1, 1, 1, 1])
     clock.advance(10)
     ok(lb, eps[1])  # ejected at 10 s until 40 s; a new window began
@@ -283,14 +235,7 @@ def test_option_bounds_are_inclusive() -> None:
 
 def test_success_rate_needs_five_hosts_by_default(clock: FakeClock, rng: random.Random) -> None:
     """With a factor low enough to judge four hosts, four are still too few by default."""
-    lb, eps, _ = detector_lb(
-        4,
-        clock,
-        rng,
-        success_rate=SuccessRate(stdev_factor=1.0),
-        consecutive_failures=1000,
-        max_ejection_percent=50,
-    )
+    lb, eps, _ = rate_lb(4, clock, rng, success_rate=SuccessRate(stdev_factor=1.0))
     window(lb, eps, [0.6, 1, 1, 1])
     clock.advance(10)
     ok(lb, eps[1])

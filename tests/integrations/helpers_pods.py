@@ -13,6 +13,7 @@ import itertools
 import json
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,13 @@ SERVICE_HOST = "web.shop.svc.cluster.local"
 
 
 def _example_pod_slice() -> Callable[..., dict[str, Any]]:
-    # The runnable example's helper, loaded from its file (integrations/ is not a package), so
-    # the tests and the example build their EndpointSlices one way.
-    path = Path(__file__).resolve().parents[2] / "integrations" / "httpx_example.py"
-    spec = importlib.util.spec_from_file_location("kube_balance_httpx_example", path)
+    # The runnable examples' helper, loaded from its file (integrations/ is not a package), so
+    # the tests and the examples build their EndpointSlices one way.
+    path = Path(__file__).resolve().parents[2] / "integrations" / "local_cluster.py"
+    spec = importlib.util.spec_from_file_location("kube_balance_local_cluster", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
     return module.pod_slice  # type: ignore[no-any-return]
 

@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from helpers_cluster import api_client
 from helpers_pods import SERVICE_HOST, Pod, pod_slice, running_pods
 
-from kube_balance import LoadBalancer, Subset, deterministic_subset
+from kube_balance import EndpointPolicy, LoadBalancer, Subset, deterministic_subset
 from kube_balance.discovery import KubernetesSource
 from kube_balance.integrations.aiohttp import BalancedConnector
 from kube_balance.integrations.httpx import BalancedTransport
@@ -77,60 +78,68 @@ def expected(pods: list[Pod], client_id: int, count: int) -> tuple[set[str], set
     return {p.name for p in chosen}, {p.port for p in chosen}
 
 
-async def served(api: FakeApiServer, pods: list[Pod]) -> Any:
-    for pod in pods:
-        api.apply(pod_slice(pod.name, pod.port))
-    return await asyncio.wait_for(api.new_api_client(), 10)
+Send = Callable[[], Awaitable[str]]
+"""One request to the Service; the name of the pod that answered."""
 
 
-async def test_httpx_client_only_ever_connects_to_its_subset(rng: random.Random) -> None:
-    """30 pods, subset 5, client 3 of 6: 150 concurrent requests reach and connect to 5 pods only."""
+@contextlib.asynccontextmanager
+async def cluster() -> AsyncIterator[tuple[FakeApiServer, list[Pod]]]:
+    """The fake apiserver with the EndpointSlices of ``PODS`` running pods; the block has 60 s."""
     async with asyncio.timeout(60), FakeApiServer() as api, running_pods(PODS) as pods:
-        client_api = await served(api, pods)
-        source = KubernetesSource("web.shop:http", api_client=client_api)
-        policy = Subset(SIZE, client_id=3, client_count=CLIENTS).policy()
-        balancer = LoadBalancer("web.shop:http", source=source, policy=policy, rng=rng)
-        names, ports = expected(pods, 3, CLIENTS)
-        try:
-            async with balancer, httpx.AsyncClient(transport=BalancedTransport(balancer)) as client:
-                await balancer.wait_ready(10)
-
-                async def send() -> str:
-                    return str((await client.get(f"{URL}/slow", params={"delay": "0.01"})).json()["pod"])
-
-                async with watching_connections(pods) as connected:
-                    answered = await load(send)
-                assert answered == names
-                assert connected == ports, (connected, ports)
-            assert {p.name for p in pods if p.hits} == names
-        finally:
-            await asyncio.wait_for(client_api.close(), 5)
+        for pod in pods:
+            api.apply(pod_slice(pod.name, pod.port))
+        yield api, pods
 
 
-async def test_aiohttp_connector_only_ever_connects_to_its_subset(rng: random.Random) -> None:
-    """The same through aiohttp's BalancedConnector, client 5 of 6."""
-    async with asyncio.timeout(60), FakeApiServer() as api, running_pods(PODS) as pods:
-        client_api = await served(api, pods)
-        source = KubernetesSource("web.shop:http", api_client=client_api)
-        policy = Subset(SIZE, client_id=5, client_count=CLIENTS).policy()
-        balancer = LoadBalancer("web.shop:http", source=source, policy=policy, rng=rng)
-        names, ports = expected(pods, 5, CLIENTS)
-        try:
-            async with balancer:
-                await balancer.wait_ready(10)
-                async with aiohttp.ClientSession(connector=BalancedConnector(balancer)) as session:
+def balanced(kube: Any, policy: EndpointPolicy, rng: random.Random) -> LoadBalancer:
+    """A balancer of web.shop:http, its slices watched through ``kube``, with ``policy``."""
+    source = KubernetesSource("web.shop:http", api_client=kube)
+    return LoadBalancer("web.shop:http", source=source, policy=policy, rng=rng)
 
-                    async def send() -> str:
-                        async with session.get(f"{URL}/slow", params={"delay": "0.01"}) as r:
-                            return str((await r.json())["pod"])
 
-                    async with watching_connections(pods) as connected:
-                        answered = await load(send)
-                assert answered == names
-                assert connected == ports, (connected, ports)
-            assert {p.name for p in pods if p.hits} == names
-        finally:
-            await asyncio.wait_for(client_api.close(), 5)
+@contextlib.asynccontextmanager
+async def httpx_send(balancer: LoadBalancer) -> AsyncIterator[Send]:
+    """Slow GETs through an httpx client over ``balancer``."""
+    async with httpx.AsyncClient(transport=BalancedTransport(balancer)) as client:
+
+        async def send() -> str:
+            return str((await client.get(f"{URL}/slow", params={"delay": "0.01"})).json()["pod"])
+
+        yield send
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_send(balancer: LoadBalancer) -> AsyncIterator[Send]:
+    """Slow GETs through an aiohttp session over ``balancer``."""
+    async with aiohttp.ClientSession(connector=BalancedConnector(balancer)) as session:
+
+        async def send() -> str:
+            async with session.get(f"{URL}/slow", params={"delay": "0.01"}) as r:
+                return str((await r.json())["pod"])
+
+        yield send
+
+
+@pytest.mark.parametrize(
+    ("client", "client_id"), [(httpx_send, 3), (aiohttp_send, 5)], ids=["httpx", "aiohttp"]
+)
+async def test_client_only_ever_connects_to_its_subset(
+    client: Callable[[LoadBalancer], contextlib.AbstractAsyncContextManager[Send]],
+    client_id: int,
+    rng: random.Random,
+) -> None:
+    """30 pods, subset 5, client 3 of 6 (httpx's BalancedTransport) or 5 of 6 (aiohttp's
+    BalancedConnector): 150 concurrent requests reach and connect to those 5 pods only."""
+    async with cluster() as (api, pods), api_client(api) as kube:
+        balancer = balanced(kube, Subset(SIZE, client_id=client_id, client_count=CLIENTS).policy(), rng)
+        names, ports = expected(pods, client_id, CLIENTS)
+        async with balancer:
+            await balancer.wait_ready(10)
+            async with client(balancer) as send, watching_connections(pods) as connected:
+                answered = await load(send)
+            assert answered == names
+            assert connected == ports, (connected, ports)
+        assert {p.name for p in pods if p.hits} == names
 
 
 def peer_slice(*names: str, unready: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -143,45 +152,40 @@ def peer_slice(*names: str, unready: tuple[str, ...] = ()) -> dict[str, Any]:
 async def test_identity_from_the_peers_slices_follows_joins_and_leaves(rng: random.Random) -> None:
     """client-b's rank among the ready pods of its own Service, watched through KubernetesSource:
     1 of 3, then 2 of 4 when client-0 joins, 1 of 3 again when client-a leaves; requests follow."""
-    async with asyncio.timeout(60), FakeApiServer() as api, running_pods(PODS) as pods:
+    async with cluster() as (api, pods), api_client(api) as kube:
         api.apply(peer_slice("client-a", "client-b", "client-c", unready=("client-x",)))
-        client_api = await served(api, pods)
-        peers = KubernetesSource("client.shop", api_client=client_api)
+        peers = KubernetesSource("client.shop", api_client=kube)
         subset = Subset(SIZE, peers=peers, pod_name="client-b", environ={})
-        source = KubernetesSource("web.shop:http", api_client=client_api)
-        balancer = LoadBalancer("web.shop:http", source=source, policy=subset.policy(), rng=rng)
+        balancer = balanced(kube, subset.policy(), rng)
 
         async def identity(want: tuple[int, int]) -> None:
             while (subset.status().client_id, subset.status().client_count) != want:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
 
-        try:
-            async with balancer, httpx.AsyncClient(transport=BalancedTransport(balancer)) as client:
-                await balancer.wait_ready(10)
-                for change, want in (
-                    (None, (1, 3)),
-                    (peer_slice("client-0", "client-a", "client-b", "client-c"), (2, 4)),
-                    (peer_slice("client-0", "client-b", "client-c"), (1, 3)),
-                ):
-                    if change is not None:
-                        api.apply(change)
-                    await identity(want)
-                    names, _ = expected(pods, *want)
-                    answered = {(await client.get(f"{URL}/")).json()["pod"] for _ in range(40)}
-                    assert answered == names
-                    assert len(balancer.eligible) == SIZE
-                assert subset.status().source == "peers client.shop"
-                api.delete("EndpointSlice", "shop", "client-slice")  # no peer left: alone, 0 of 1
-                await identity((0, 1))
-            assert subset._task is None  # the balancer's aclose() stopped the peers' watch
-        finally:
-            await asyncio.wait_for(client_api.close(), 5)
+        async with balancer, httpx.AsyncClient(transport=BalancedTransport(balancer)) as client:
+            await balancer.wait_ready(10)
+            for change, want in (
+                (None, (1, 3)),
+                (peer_slice("client-0", "client-a", "client-b", "client-c"), (2, 4)),
+                (peer_slice("client-0", "client-b", "client-c"), (1, 3)),
+            ):
+                if change is not None:
+                    api.apply(change)
+                await identity(want)
+                names, _ = expected(pods, *want)
+                answered = {(await client.get(f"{URL}/")).json()["pod"] for _ in range(40)}
+                assert answered == names
+                assert len(balancer.eligible) == SIZE
+            assert subset.status().source == "peers client.shop"
+            api.delete("EndpointSlice", "shop", "client-slice")  # no peer left: alone, 0 of 1
+            await identity((0, 1))
+        assert subset._task is None  # the balancer's aclose() stopped the peers' watch
 
 
 async def test_documented_rbac_is_enough_and_a_403_is_reported(rng: random.Random) -> None:
     """list+watch EndpointSlices in the client's namespace suffice; without them the client keeps
     its pending window (5 endpoints, never all 30) and status() names the 403."""
-    async with asyncio.timeout(60), FakeApiServer() as api, running_pods(PODS) as pods:
+    async with cluster() as (api, _):
         api.set_tokens(
             {
                 "client": Permissions.allow(
@@ -191,24 +195,12 @@ async def test_documented_rbac_is_enough_and_a_403_is_reported(rng: random.Rando
             }
         )
         api.apply(peer_slice("client-a", "client-b"))
-        for pod in pods:
-            api.apply(pod_slice(pod.name, pod.port))
-        allowed = await asyncio.wait_for(api.new_api_client(token="client"), 10)
-        refused = await asyncio.wait_for(api.new_api_client(token="other-namespace"), 10)
-        try:
+        async with api_client(api, "client") as allowed, api_client(api, "other-namespace") as refused:
             good = Subset(
                 SIZE, peers=KubernetesSource("client.shop", api_client=allowed), pod_name="client-a"
             )
             bad = Subset(SIZE, peers=KubernetesSource("client.shop", api_client=refused), pod_name="client-a")
-            balancers = [
-                LoadBalancer(
-                    "web.shop:http",
-                    source=KubernetesSource("web.shop:http", api_client=allowed),
-                    policy=s.policy(),
-                    rng=rng,
-                )
-                for s in (good, bad)
-            ]
+            balancers = [balanced(allowed, s.policy(), rng) for s in (good, bad)]
             async with balancers[0], balancers[1]:
                 for b in balancers:
                     await b.wait_ready(10)
@@ -218,6 +210,3 @@ async def test_documented_rbac_is_enough_and_a_403_is_reported(rng: random.Rando
                 assert bad.status().client_id is None and "403" in str(bad.status().last_error)
                 assert bad.status().source.startswith("pending")
                 assert len(balancers[1].eligible) == SIZE
-        finally:
-            await asyncio.wait_for(allowed.close(), 5)
-            await asyncio.wait_for(refused.close(), 5)
