@@ -101,7 +101,9 @@ GOOD: dict[str, Any] = {
 
 
 def check(**changes: Any) -> None:
-    check_options(**{**GOOD, **changes})
+    options = {**GOOD, **changes}
+    clock, balancer_options = options.pop("clock"), options.pop("balancer_options")
+    check_options(ClusterSpec(**options), clock, balancer_options)
 
 
 def test_cluster_spec_defaults() -> None:

@@ -13,6 +13,7 @@ import pytest
 from kube_balance import Endpoint, NoEndpointsAvailable, Outcome
 from kube_balance._balancer import LoadBalancer
 from kube_balance._dispatch import Attempts, Dispatcher, Lease, Verdict
+from kube_balance._hedge import RaceSide
 from kube_balance._retry import Failure, RetryPolicy
 from kube_balance.discovery.static import StaticSource
 from test_balancer_dispatch import Adapter, Pool, make, send, shut
@@ -502,9 +503,10 @@ async def test_a_hedged_send_records_every_endpoint_it_leased(rng: random.Random
         return 200
 
     adapter.attempt_fn = refuse_first
-    taken: set[str] = set()
+    taken = RaceSide()
     async with asyncio.timeout(1):
         result, lease = await d.send(None, key=None, method="GET", replayable=True, taken=taken)
     lease.release()
-    assert result == 200 and len(seen) == 2 and taken == set(seen)
+    assert result == 200 and len(seen) == 2 and taken.keys == set(seen)
+    assert taken.current is lease  # the attempt in flight is the one a hedge would outrun
     await shut(d, d.balancer)
