@@ -1,6 +1,6 @@
 """Hedged requests against a flapping pod: the tail with and without hedging, httpx and aiohttp.
 
-    python benchmarks/bench_hedging.py [--quick] [--seconds 40] [--concurrency 2] [--algorithm peak_ewma]
+    python benchmarks/bench_hedging.py [--quick] [--seconds 40] [--concurrency 2] [--algorithm least_request]
 
 11 pods answering in 15-25 ms (``kube_balance.testing.PodFleet``: all pods in ONE child process,
 so their work does not compete with the client for its core), balanced per request by
@@ -42,7 +42,7 @@ import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, table
+from _harness import freeze_heap, machine, table
 from _plot import RESULTS, pyplot, save
 from kube_balance import HedgePolicy, LoadBalancer
 from kube_balance.discovery.static import StaticSource
@@ -161,6 +161,7 @@ async def scenario(
         algorithm=algorithm,
     )
     await fleet.reset_hits()
+    freeze_heap()  # no full collection of the setup's objects inside the run (_harness)
     async with lb:
         latencies = await CLIENTS[client](lb, HedgePolicy() if hedged else None, concurrency, seconds)
         status = lb.status()
@@ -274,7 +275,9 @@ async def main() -> None:
     # Low: the client's core is what a tail benchmark must not saturate (its queueing is no pod's).
     parser.add_argument("--concurrency", type=int, default=2, help="requests in flight (default 2)")
     parser.add_argument(
-        "--algorithm", default="peak_ewma", help="the balancer's algorithm (default peak_ewma)"
+        "--algorithm",
+        default="least_request",
+        help="the balancer's algorithm (default least_request, the library's)",
     )
     parser.add_argument("--clients", default="httpx,aiohttp", help="comma-separated: httpx, aiohttp")
     args = parser.parse_args()
