@@ -7,6 +7,7 @@ where a request landed. Shared by the httpx transport tests and, later, the aioh
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib.util
 import itertools
@@ -21,6 +22,21 @@ from typing import Any
 from aiohttp import web
 
 SERVICE_HOST = "web.shop.svc.cluster.local"
+
+_REFUSING: list[socket.socket] = []  # bound, never listening: closed when the session ends
+atexit.register(lambda: [s.close() for s in _REFUSING])
+
+
+def refusing_port() -> int:
+    """A loopback port whose connections are refused, different on every call.
+
+    The socket stays bound (never listening) until the test session ends: a port found free and
+    released at once could be handed out again, to the next call or to a pod started later.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _REFUSING.append(sock)
+    return int(sock.getsockname()[1])
 
 
 def _example_pod_slice() -> Callable[..., dict[str, Any]]:

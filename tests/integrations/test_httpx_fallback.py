@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from helpers_pods import SERVICE_HOST
+from helpers_pods import SERVICE_HOST, refusing_port
 
 from kube_balance import DiscoveryAuthError, LoadBalancer
 from kube_balance.discovery import KubernetesSource
@@ -82,17 +81,10 @@ async def test_an_api_that_never_answers_delays_no_request_beyond_the_startup_wa
             assert service_gets(api) == 1
 
 
-def dead_port() -> int:
-    """A loopback port with nothing listening."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_a_failing_fallback_names_itself_and_the_discovery_problem(rng: random.Random) -> None:
     """The fallback's connect error names the fallback host:port and the 403 that sent the request there."""
     nothing = Permissions.allow(namespaces={"shop"})
-    port = dead_port()
+    port = refusing_port()
     options: dict[str, object] = {"rng": rng, "fallback": f"127.0.0.1:{port}"}
     async with (
         asyncio.timeout(30),

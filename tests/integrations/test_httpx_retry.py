@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from collections import Counter
 
 import httpx
 import pytest
-from helpers_pods import SERVICE_HOST, running_pods
+from helpers_pods import SERVICE_HOST, refusing_port, running_pods
 
 from kube_balance import EndpointPolicy, LoadBalancer
 from kube_balance._retry import RetryPolicy
@@ -19,18 +18,11 @@ from kube_balance.integrations.httpx import BalancedTransport
 URL = f"http://{SERVICE_HOST}"
 
 
-def dead_port() -> int:
-    """A loopback port with nothing listening (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_refused_connection_is_retried_on_another_pod_for_any_method(rng: random.Random) -> None:
     """With a dead endpoint in the set, every GET and POST still succeeds on a live pod; the dead
     one is tried 5 times, then ejected (outlier ejection is on by default)."""
     async with running_pods(2) as pods:
-        dead = f"127.0.0.1:{dead_port()}"
+        dead = f"127.0.0.1:{refusing_port()}"
         source = StaticSource([dead, *(p.key for p in pods)])
         transport = BalancedTransport("web.shop:http", source=source, algorithm="round_robin", rng=rng)
         async with httpx.AsyncClient(transport=transport) as client, asyncio.timeout(10):
@@ -45,7 +37,7 @@ async def test_refused_connection_is_retried_on_another_pod_for_any_method(rng: 
 
 async def test_no_retry_with_one_attempt(rng: random.Random) -> None:
     """max_attempts=1 surfaces the connection error (so the retry test above can fail)."""
-    source = StaticSource([f"127.0.0.1:{dead_port()}"])
+    source = StaticSource([f"127.0.0.1:{refusing_port()}"])
     transport = BalancedTransport("web.shop:http", source=source, retry=RetryPolicy(max_attempts=1), rng=rng)
     async with httpx.AsyncClient(transport=transport) as client, asyncio.timeout(10):
         with pytest.raises(httpx.ConnectError):
@@ -55,7 +47,7 @@ async def test_no_retry_with_one_attempt(rng: random.Random) -> None:
 
 async def test_only_dead_endpoints_raise_after_trying_each_once(rng: random.Random) -> None:
     """All endpoints dead: distinct endpoints up to max_attempts, then an httpx.ConnectError naming them."""
-    dead = [f"127.0.0.1:{dead_port()}" for _ in range(3)]
+    dead = [f"127.0.0.1:{refusing_port()}" for _ in range(3)]
     transport = BalancedTransport(
         "web.shop:http", source=StaticSource(dead), algorithm="round_robin", rng=rng
     )
@@ -155,7 +147,7 @@ async def test_gateway_errors_not_retried_by_default(rng: random.Random) -> None
 async def test_exhausted_budget_stops_retries(rng: random.Random) -> None:
     """A zero budget that also charges connection failures turns the refusal into an error."""
     async with running_pods(1) as pods:
-        source = StaticSource([f"127.0.0.1:{dead_port()}", pods[0].key])
+        source = StaticSource([f"127.0.0.1:{refusing_port()}", pods[0].key])
         policy = RetryPolicy(budget_percent=0.0, budget_min_concurrency=0, budget_not_sent=True)
         transport = BalancedTransport(
             "web.shop:http", source=source, algorithm="round_robin", retry=policy, rng=rng
