@@ -15,6 +15,7 @@ from kube_balance import ConfigurationError
 from kube_balance._cluster_options import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SERVICES,
+    DEFAULT_SERVICE_REFRESH,
     ClusterSpec,
     check_options,
     parse_host,
@@ -108,8 +109,9 @@ def check(**changes: Any) -> None:
 
 def test_cluster_spec_defaults() -> None:
     """10 minutes idle, 100 Services, the cluster.local domain, the client's own namespace."""
-    assert (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SERVICES) == (600.0, 100)
+    assert (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SERVICES, DEFAULT_SERVICE_REFRESH) == (600.0, 100, 30.0)
     spec = ClusterSpec()
+    assert spec.service_refresh == 30.0
     assert (spec.namespace, spec.namespaces, spec.cluster_domain, spec.idle_timeout, spec.max_services) == (
         None,
         None,
@@ -142,6 +144,9 @@ def test_cluster_spec_defaults() -> None:
         {"clock": lambda: 0.0},
         {"balancer_options": {"algorithm": "least_request"}},
         {"balancer_options": {"algorithm": None}},
+        {"service_refresh": 0.001},
+        {"balancer_options": {"fallback": "service"}},  # what cluster mode does anyway
+        {"balancer_options": {"source": None, "fallback": None}},
     ],
 )
 def test_allowed_options_pass(changes: dict[str, Any]) -> None:
@@ -172,6 +177,20 @@ def test_allowed_options_pass(changes: dict[str, Any]) -> None:
         ({"max_services": 1.0}, r"cluster max_services=1.0 is invalid"),
         ({"clock": "monotonic"}, "cluster clock='monotonic' is invalid"),
         ({"balancer_options": {"algorithm": object}}, "cluster algorithm=<class 'object'> is invalid"),
+        (
+            {"service_refresh": 0},
+            "cluster service_refresh=0 is invalid: expected a finite number of seconds > 0",
+        ),
+        ({"service_refresh": -0.5}, r"cluster service_refresh=-0.5 is invalid"),
+        (
+            {"balancer_options": {"source": "service"}},
+            "cluster source='service' is invalid: cluster mode watches",
+        ),
+        (
+            {"balancer_options": {"fallback": "none"}},
+            "cluster fallback='none' is invalid: cluster mode watches",
+        ),
+        ({"balancer_options": {"fallback": "10.0.0.1:80"}}, "cluster fallback='10.0.0.1:80' is invalid"),
     ],
 )
 def test_each_wrong_option_is_named_with_its_value(changes: dict[str, Any], message: str) -> None:
