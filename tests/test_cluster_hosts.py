@@ -172,6 +172,10 @@ def test_allowed_options_pass(changes: dict[str, Any]) -> None:
         ({"max_services": 1.0}, r"cluster max_services=1.0 is invalid"),
         ({"clock": "monotonic"}, "cluster clock='monotonic' is invalid"),
         ({"balancer_options": {"algorithm": object}}, "cluster algorithm=<class 'object'> is invalid"),
+        (
+            {"balancer_options": {"algorithm": "round_robbin"}},
+            "cluster algorithm='round_robbin' is invalid: expected one of least_request, maglev, ",
+        ),
     ],
 )
 def test_each_wrong_option_is_named_with_its_value(changes: dict[str, Any], message: str) -> None:

@@ -252,6 +252,7 @@ async def test_cluster_options_are_checked_at_construction() -> None:
         ({"cluster_domain": "bad domain"}, "cluster_domain"),
         ({"fallback": "none"}, "fallback"),
         ({"algorithm": object()}, "algorithm"),
+        ({"algorithm": "round_robbin"}, "algorithm='round_robbin'"),
         ({"passthrough": "proxy"}, "passthrough"),
     ]
     for options, name in bad:
