@@ -20,7 +20,7 @@ request was sent (a connection lost before the response, a 502/503/504): aiohttp
 that itself for idempotent methods on a reused keep-alive connection (and asks the connector for a
 new pick), and :class:`~kube_balance.integrations.httpx.BalancedTransport` does it in general.
 
-Needs ``pip install kube-balance[aiohttp]``.
+Needs ``pip install 'kube-balance[aiohttp]'``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ try:
     from aiohttp.connector import Connection
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "kube_balance.integrations.aiohttp needs aiohttp: pip install kube-balance[aiohttp]"
+        "kube_balance.integrations.aiohttp needs aiohttp: pip install 'kube-balance[aiohttp]'"
     ) from exc
 
 from .. import _errors

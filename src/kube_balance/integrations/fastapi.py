@@ -30,7 +30,7 @@ on one pod across a chain of services. ``balanced_client()`` and ``balanced_life
 on a module-wide registry. A cluster-mode client (:meth:`BalancedClients.httpx_cluster`,
 :meth:`BalancedClients.aiohttp_cluster`) balances any URL whose host names a Service; its
 Services start on their first request, so the app's startup waits for none. Needs
-``pip install kube-balance[fastapi]`` (``[aiohttp]`` too for aiohttp clients).
+``pip install 'kube-balance[fastapi]'`` (``[aiohttp]`` too for aiohttp clients).
 """
 
 import asyncio
@@ -44,7 +44,7 @@ try:
     from starlette.requests import Request
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "kube_balance.integrations.fastapi needs FastAPI: pip install kube-balance[fastapi]"
+        "kube_balance.integrations.fastapi needs FastAPI: pip install 'kube-balance[fastapi]'"
     ) from exc
 
 from .._affinity import DEFAULT_HEADER
