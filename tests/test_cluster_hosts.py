@@ -191,6 +191,10 @@ def test_allowed_options_pass(changes: dict[str, Any]) -> None:
             "cluster fallback='none' is invalid: cluster mode watches",
         ),
         ({"balancer_options": {"fallback": "10.0.0.1:80"}}, "cluster fallback='10.0.0.1:80' is invalid"),
+        (
+            {"balancer_options": {"algorithm": "round_robbin"}},
+            "cluster algorithm='round_robbin' is invalid: expected one of least_request, maglev, ",
+        ),
     ],
 )
 def test_each_wrong_option_is_named_with_its_value(changes: dict[str, Any], message: str) -> None:

@@ -32,3 +32,15 @@ def test_kubernetes_fixtures_live_in_the_repository() -> None:
     """The example objects the discovery tests replay are under tests/fixtures/k8s."""
     names = {p.name for p in (ROOT / "tests" / "fixtures" / "k8s").iterdir()}
     assert {"endpointslice.json", "list.json", "status-410.json", "watch-rolling-update.jsonl"} <= names
+
+
+def test_install_hints_are_quoted_for_every_shell() -> None:
+    """``pip install kube-balance[x]`` unquoted fails in zsh ("no matches found"): every hint the
+    library prints (or documents in a docstring) quotes the requirement."""
+    unquoted = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted((ROOT / "src").rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"pip install kube-balance\[", line)
+    ]
+    assert not unquoted, unquoted

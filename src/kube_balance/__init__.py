@@ -101,7 +101,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Integration classes load their HTTP client on first access (``pip install kube-balance[httpx]``)."""
+    """Integration classes load their HTTP client on first access (``pip install 'kube-balance[httpx]'``)."""
     if name in _LAZY:
         import importlib
 

@@ -108,6 +108,7 @@ class ClusterRoutes(Generic[R]):
         self._config: Any = None  # the ClientConfig the Service reads go through
         self._sweeper = Sweeper(self.idle_timeout, self.sweep)
         self._listeners: list[Listener] = []
+        self._closed = False  # aclose()d: a request would start a watch nothing stops
 
     # -- the request path -------------------------------------------------------------------
     def get(self, host: str | None) -> R | None:
@@ -117,6 +118,8 @@ class ClusterRoutes(Generic[R]):
     async def resolve(self, host: str | None, port: int | None, scheme: str = "http") -> R | None:
         """The route for ``host:port`` (the Service port; None: 80, or 443 for https), starting
         the Service's watch on its first request; None to pass the request through."""
+        if self._closed:
+            raise RuntimeError("cannot send a request: the cluster transport (connector) has been closed")
         if not host:
             return None
         names = self._hosts.get(host, _UNSEEN)
@@ -321,6 +324,7 @@ class ClusterRoutes(Generic[R]):
     async def aclose(self) -> None:
         """Stop the idle sweep and the reads, and close the API client used to read Services
         (the integration closes the routes, as it does a fixed table's)."""
+        self._closed = True
         await self._sweeper.aclose()
         reads = list(self._reads.values())
         for read in reads:

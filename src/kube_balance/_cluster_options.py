@@ -139,3 +139,8 @@ def check_options(spec: ClusterSpec, clock: object, balancer_options: Mapping[st
         raise invalid(
             "cluster algorithm", algorithm, "expected an algorithm name: each Service gets its own instance"
         )
+    if isinstance(algorithm, str):
+        from .algorithms import available  # here: the algorithms package is loaded with the balancer
+
+        if algorithm not in available():  # else the first request to each Service raised it
+            raise invalid("cluster algorithm", algorithm, f"expected one of {', '.join(available())}")

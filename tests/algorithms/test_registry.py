@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -56,10 +57,11 @@ def test_every_algorithm_meets_the_protocol(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in available() if create(n).requires_key])
 def test_affinity_algorithms_require_a_key(name: str) -> None:
-    """Hash algorithms called without a key raise AffinityKeyRequired (a ConfigurationError)."""
+    """Hash algorithms called without a key raise AffinityKeyRequired (a ConfigurationError),
+    naming the option a client takes to send keyless requests anyway."""
     algo = create(name)
     algo.update([Endpoint("10.0.0.1", 80)])
-    with pytest.raises(AffinityKeyRequired):
+    with pytest.raises(AffinityKeyRequired, match=re.escape("algorithm_options={'missing_key': 'random'}")):
         algo.get()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -159,6 +160,10 @@ def test_summary_table_and_plot_path_are_printed(run: Run) -> None:
         assert result.title in run.out
     assert "Summary" in run.out and "requests" in run.out
     assert f"Plot: {run.png}" in run.out
+    last = run.out.rstrip().splitlines()[-1]  # it read "(36.0 s; the simulation on a simulated clock: ...)"
+    assert re.fullmatch(
+        r"Done in \d+\.\d s\. The algorithms on a simulated clock, without pods: kube-balance simulate", last
+    ), last
 
 
 def test_png_is_written_and_valid(run: Run) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +85,20 @@ def test_an_address_it_cannot_listen_on_is_one_line_not_a_traceback(
     assert "on http://" not in out  # never announced as serving
     assert f"kube-balance proxy: {option} 127.0.0.1:{taken_port}: cannot listen there:" in err
     assert "Traceback" not in err
+
+
+def test_metrics_without_prometheus_client_is_one_line_not_a_traceback(
+    kubeconfig: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--metrics-listen without the [prometheus] extra: exit 2 naming the extra, before serving; it
+    used to be an ImportError traceback after the balancer and the listener had started."""
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    assert main([*proxy(kubeconfig, "--listen", "127.0.0.1:0"), "--metrics-listen", "127.0.0.1:0"]) == 2
+    out, err = capsys.readouterr()
+    assert "on http://" not in out
+    assert err == (
+        "kube-balance proxy: --metrics-listen needs prometheus-client: pip install 'kube-balance[prometheus]'\n"
+    )
 
 
 def test_a_host_that_does_not_resolve(kubeconfig: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -109,3 +109,23 @@ async def test_jsonl_for_scripts(tmp_path: Path) -> None:
         assert ready["slice"] == "web-0" and ready["resource_version"]
         assert terminating["terminating"] is True and terminating["traffic"] is False
         assert terminating["why_not"] == "terminating: serves only while no endpoint is ready"
+
+
+async def test_a_service_without_endpoints_says_why(tmp_path: Path) -> None:
+    """A typo'd Service or port printed nothing at all: now one ``empty`` line says why."""
+    async with asyncio.timeout(40), FakeApiServer() as api:
+        kubeconfig = cluster(api, tmp_path)
+        api.apply(pod_slice("web-0", 8000))
+        async with command("watch", "nosvc.shop:http", "--kubeconfig", kubeconfig) as cmd:
+            line = await cmd.line(" empty why=")
+            assert "no EndpointSlice labelled kubernetes.io/service-name=nosvc in namespace shop" in line
+            assert "does the Service exist?" in line
+            cmd.signal(signal.SIGINT)
+            assert await cmd.wait() == 0
+        args = ("watch", "web.shop:grpc", "--kubeconfig", kubeconfig, "--output", "jsonl")
+        async with command(*args) as cmd:
+            await cmd.line('"event": "empty"')
+            cmd.signal(signal.SIGINT)
+            assert await cmd.wait() == 0
+        (event,) = [e for e in map(json.loads, cmd.lines) if e["event"] == "empty"]
+        assert "have no TCP port 'grpc' (their ports, name=number: http=8000)" in event["why"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import random
 
 import aiohttp
@@ -43,9 +44,13 @@ async def next_pick(session: aiohttp.ClientSession) -> int:
         return 1 if (await r.json())["pod"] == "pod-0" else 0
 
 
-async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random) -> None:
+async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(
+    rng: random.Random, caplog: pytest.LogCaptureFixture
+) -> None:
     """pod-0 takes 5 s: requests picked for it are hedged to pod-1 after 50 ms and answered from
-    there; the slow attempt is cancelled and put back once, as SLOW (a hedge outran it)."""
+    there; the slow attempt is cancelled and put back once, as SLOW (a hedge outran it). No
+    warning about a missing middleware: it is there."""
+    caplog.set_level(logging.WARNING, logger="kube_balance")
     async with running_pods(2) as pods, asyncio.timeout(10):
         pods[0].delay = 5.0
         connector = connector_for(pods, rng)
@@ -65,6 +70,7 @@ async def test_a_slow_first_pod_is_hedged_and_the_hedge_wins(rng: random.Random)
     assert status.outcomes["ok"] == 6 and status.outcomes["slow"] >= 1  # see the httpx test
     assert status.outcomes["slow"] + status.outcomes.get("cancelled", 0) == status.hedges
     assert status.inflight == 0 and status.retries == 0
+    assert not [r for r in caplog.records if "BalancedMiddleware" in r.getMessage()]
     losers = [(k, e) for k, o, e in seen if o in (Outcome.SLOW, Outcome.CANCELLED)]
     assert len(losers) == status.hedges and all(
         k == pods[0].key and e is not None and e > 0 for k, e in losers
@@ -148,9 +154,12 @@ async def test_the_winners_body_streams_after_the_loser_is_cancelled(rng: random
     assert status.outcomes == {"ok": 2, "slow": 1} and status.inflight == 0
 
 
-async def test_the_connector_alone_does_not_hedge(rng: random.Random) -> None:
+async def test_the_connector_alone_does_not_hedge(
+    rng: random.Random, caplog: pytest.LogCaptureFixture
+) -> None:
     """Without the middleware the policy cannot act (the connector only hands out connections):
-    a GET to the slow pod waits for it."""
+    a GET to the slow pod waits for it. It says so, once (it used to be silent)."""
+    caplog.set_level(logging.WARNING, logger="kube_balance")
     async with running_pods(2) as pods, asyncio.timeout(10):
         connector = connector_for(pods, rng)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -160,6 +169,11 @@ async def test_the_connector_alone_does_not_hedge(rng: random.Random) -> None:
                 assert (await r.json())["pod"] == f"pod-{slow}"
             status = connector.balancers[0].status()
     assert status.hedges == 0 and status.outcomes == {"ok": 2}
+    (warning,) = [r.getMessage() for r in caplog.records if "BalancedMiddleware" in r.getMessage()]
+    assert warning.startswith(
+        "web.shop:http: BalancedConnector(hedge=...) hedges only through BalancedMiddleware"
+    )
+    assert "middlewares=(BalancedMiddleware(connector),)" in warning
 
 
 async def test_the_connector_refuses_a_hedge_that_is_not_a_policy() -> None:

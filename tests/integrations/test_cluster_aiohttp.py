@@ -17,7 +17,7 @@ import pytest
 from helpers_cluster import ForwardProxy, api_client, pod_slice, reads, two_port_service
 from helpers_pods import running_pods
 
-from kube_balance import RetryPolicy, TooManyServices, UnknownServicePort
+from kube_balance import ConfigurationError, RetryPolicy, TooManyServices, UnknownServicePort
 from kube_balance.integrations.aiohttp import BalancedConnector, BalancedMiddleware
 from kube_balance.testing import FakeApiServer, FakeClock, endpoint_slice, service, slice_endpoint
 
@@ -176,3 +176,11 @@ async def test_the_middleware_retries_in_cluster_mode() -> None:
                 for _ in range(4):
                     async with session.get("http://web/") as r:
                         assert r.status == 200 and (await r.json())["pod"] == "pod-1"
+
+
+async def test_an_unknown_algorithm_fails_at_construction() -> None:
+    """A misspelt algorithm is refused by ``cluster()``, not by the first request to each Service."""
+    with pytest.raises(
+        ConfigurationError, match=r"^cluster algorithm='round_robbin' is invalid: expected one of "
+    ):
+        BalancedConnector.cluster(algorithm="round_robbin")

@@ -252,6 +252,7 @@ async def test_cluster_options_are_checked_at_construction() -> None:
         ({"cluster_domain": "bad domain"}, "cluster_domain"),
         ({"fallback": "none"}, "fallback"),
         ({"algorithm": object()}, "algorithm"),
+        ({"algorithm": "round_robbin"}, "algorithm='round_robbin'"),
         ({"passthrough": "proxy"}, "passthrough"),
     ]
     for options, name in bad:
@@ -312,3 +313,19 @@ async def test_rejected_credentials_are_an_error_without_the_rbac_hint() -> None
             with pytest.raises(DiscoveryUnauthorized) as err:
                 await http.get("http://web/")
             assert "401" in str(err.value) and "rbac-cluster" not in str(err.value)
+
+
+async def test_a_closed_cluster_transport_refuses_requests() -> None:
+    """After aclose() a request raises, as a closed named transport's does; it used to start the
+    Service's watch again, which nothing then closed."""
+    async with asyncio.timeout(30), FakeApiServer() as api, running_pods(1) as pods, ForwardProxy() as proxy:
+        api.apply(service("web", "shop"))
+        api.apply(pod_slice("web", "shop", pods[0]))
+        async with cluster_client(api, proxy) as (transport, http):
+            assert (await http.get("http://web.shop/")).json()["pod"] == "pod-0"
+        watches = len([r for r in api.requests if r.verb == "watch"])
+        async with httpx.AsyncClient(transport=transport) as again:
+            with pytest.raises(RuntimeError, match=r"the cluster transport \(connector\) has been closed"):
+                await again.get("http://web.shop/")
+        assert transport.balancers == []
+        assert len([r for r in api.requests if r.verb == "watch"]) == watches

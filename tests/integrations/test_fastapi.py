@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import sys
 import threading
@@ -156,6 +157,22 @@ def test_bad_options_are_refused() -> None:
         BalancedClients().httpx("web.shop:http", forward_affinity=42)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="startup_timeout"):
         BalancedClients(startup_timeout=-1)
+
+
+@pytest.mark.parametrize(
+    ("declare", "message"),
+    [
+        (lambda c: c.httpx("web.shop:http", algorithm="round_robbin"), "unknown algorithm 'round_robbin'"),
+        (lambda c: c.httpx("web.shop:http", retries=-1), "BalancedTransport retries=-1 is invalid"),
+        (lambda c: c.httpx_cluster(algorithm="round_robbin"), "cluster algorithm='round_robbin' is invalid"),
+        (lambda c: c.httpx_cluster(max_services=0), "cluster max_services=0 is invalid"),
+    ],
+)
+def test_bad_transport_options_are_refused_at_declaration(declare: Any, message: str) -> None:
+    """A wrong BalancedTransport option is refused where the client is declared (at import), not
+    when the app starts (it used to pass, and fail the app's startup)."""
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        declare(BalancedClients())
 
 
 def free_port() -> int:

@@ -179,7 +179,7 @@ class HashAlgorithm(BaseAlgorithm):
             f"the {self.name} algorithm needs an affinity key: call get(key) with a str or bytes (the "
             "integrations read it from the X-Affinity header, or from an AffinityKey you configure), "
             "or create the algorithm with missing_key='random' to send keyless requests to a random "
-            "endpoint"
+            "endpoint (on a client or LoadBalancer: algorithm_options={'missing_key': 'random'})"
         )
 
     def __repr__(self) -> str:

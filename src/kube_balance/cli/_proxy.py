@@ -254,11 +254,19 @@ def _port(site: web.TCPSite) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    """Options argparse cannot check alone: finite durations, --load-factor's algorithms."""
+    """Options argparse cannot check alone: finite durations, --load-factor's algorithms, the
+    package --metrics-listen needs."""
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise ConfigurationError(f"--timeout {args.timeout}: expected a finite number of seconds > 0")
     if not (math.isfinite(args.grace) and args.grace >= 0):
         raise ConfigurationError(f"--grace {args.grace}: expected a finite number of seconds >= 0")
+    if args.metrics_listen is not None:
+        try:
+            import prometheus_client  # noqa: F401  # else a traceback once the proxy had started
+        except ImportError:
+            raise ConfigurationError(
+                "--metrics-listen needs prometheus-client: pip install 'kube-balance[prometheus]'"
+            ) from None
     if args.load_factor is not None and args.algorithm in KEYLESS:
         raise ConfigurationError(
             f"--load-factor {args.load_factor}: bounded loads are for --algorithm ring_hash or maglev, "

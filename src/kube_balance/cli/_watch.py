@@ -3,7 +3,8 @@
 A :class:`~kube_balance.LoadBalancer` on a :class:`~kube_balance.discovery.KubernetesSource`
 (the same path a client takes), with a tap on its source: every snapshot redraws the table (on a
 terminal) or prints one line (``plain``) or JSON object (``jsonl``) per endpoint that was added,
-changed or removed. Which endpoints get traffic is the balancer's own eligible set; the reason an
+changed or removed, and an ``empty`` one with the source's reason when there is none (a typo'd
+Service or port). Which endpoints get traffic is the balancer's own eligible set; the reason an
 endpoint gets none is read from its conditions. Ctrl-C (or SIGTERM) exits 0.
 """
 
@@ -108,6 +109,7 @@ class View:
         self.rows: dict[str, dict[str, Any]] = {}
         self.changed_at: dict[str, str] = {}
         self.error: DiscoveryError | None = None
+        self.empty: str | None = None  # why the Service has no endpoint, once said (None: it has some)
 
     def _rows(self) -> dict[str, dict[str, Any]]:
         eligible = frozenset(ep.key for ep in self.balancer.eligible)
@@ -148,11 +150,24 @@ class View:
             self.changed_at.pop(key, None)
             events.append({"time": now, "event": "removed", **self.rows[key]})
         self.rows = rows
+        empty = self._why_empty() if not rows else None
+        if empty is not None and empty != self.empty:  # else a typo'd Service showed nothing at all
+            events.append({"time": now, "event": "empty", "why": empty})
+        self.empty = empty
         if self.mode == "table":
             self._table()
         else:
             for event in events:
                 self._event(event)
+
+    def _why_empty(self) -> str | None:
+        """Why no endpoint shows: the source's explanation (no such Service, no such port); None
+        when a discovery error (already shown) is all there is."""
+        explain = getattr(self.source, "explain_empty", None)
+        why = explain(None) if callable(explain) else None
+        if why:
+            return str(why)
+        return None if self.error is not None else "the Service has no endpoints"
 
     def _event(self, event: Mapping[str, Any]) -> None:
         if self.mode == "jsonl":
@@ -169,6 +184,8 @@ class View:
         ]
         if self.error is not None:
             lines.append(f"last error: {self.error}")
+        if self.empty is not None:
+            lines.append(f"no endpoints: {self.empty}")
         table = [COLUMNS]
         for key, r in self.rows.items():
             traffic = "yes" if r["traffic"] else f"no: {r['why_not']}"

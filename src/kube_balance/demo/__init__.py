@@ -104,7 +104,8 @@ def main(args: argparse.Namespace) -> int:
     out.summary(results)
     out.print(_plot(results, Path(args.out)))
     out.print(
-        f"({time.monotonic() - started:.1f} s; the simulation on a simulated clock: kube-balance simulate)"
+        f"Done in {time.monotonic() - started:.1f} s. "
+        "The algorithms on a simulated clock, without pods: kube-balance simulate"
     )
     return 0 if all(r.passed for r in results) else 1
 

@@ -20,13 +20,14 @@ request was sent (a connection lost before the response, a 502/503/504): aiohttp
 that itself for idempotent methods on a reused keep-alive connection (and asks the connector for a
 new pick), and :class:`~kube_balance.integrations.httpx.BalancedTransport` does it in general.
 
-Needs ``pip install kube-balance[aiohttp]``.
+Needs ``pip install 'kube-balance[aiohttp]'``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import random as _random
 import ssl
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
@@ -39,7 +40,7 @@ try:
     from aiohttp.connector import Connection
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "kube_balance.integrations.aiohttp needs aiohttp: pip install kube-balance[aiohttp]"
+        "kube_balance.integrations.aiohttp needs aiohttp: pip install 'kube-balance[aiohttp]'"
     ) from exc
 
 from .. import _errors
@@ -64,6 +65,8 @@ from ..algorithms import Algorithm, Clock
 from ..discovery._source import EndpointSource
 
 __all__ = ["BalancedConnector", "BalancedMiddleware", "NoEndpointsAvailable"]
+
+logger = logging.getLogger("kube_balance")
 
 
 class NoEndpointsAvailable(aiohttp.ClientConnectionError, _errors.NoEndpointsAvailable):
@@ -354,6 +357,7 @@ class BalancedConnector(aiohttp.TCPConnector):
             ),
         )
 
+        self._unhedged_warned = False  # a hedge= without BalancedMiddleware: said once
         super().__init__(**connector_options)  # after the checks: aiohttp needs a running loop
 
     @classmethod
@@ -426,6 +430,8 @@ class BalancedConnector(aiohttp.TCPConnector):
         lease: _ConnLease
         try:
             if retry is None:
+                if dispatcher.hedging is not None and not self._unhedged_warned:
+                    self._warn_unhedged(route, req)
                 # Nearly every request: the pick and aiohttp's connect() with no dispatcher
                 # frame; send() takes over only if the pick must wait or the attempt fails.
                 started = dispatcher.first_attempt(request, key)
@@ -464,6 +470,18 @@ class BalancedConnector(aiohttp.TCPConnector):
         sub = _response_classes.get(req.response_class)
         req.response_class = sub if sub is not None else _reporting_class(req.response_class)
         return conn
+
+    def _warn_unhedged(self, route: _Route, req: ClientRequest) -> None:
+        """Once: a request the policy would hedge came without the middleware, which sends hedges."""
+        hedging = route.dispatcher.hedging
+        if hedging is not None and hedging.applies(req.method, _hedgeable_body(req)):
+            self._unhedged_warned = True
+            logger.warning(
+                "%s: BalancedConnector(hedge=...) hedges only through BalancedMiddleware: this session "
+                "has none, so no request is hedged; pass middlewares=(BalancedMiddleware(connector),) "
+                "to aiohttp.ClientSession",
+                route.balancer.service,
+            )
 
     async def close(self, *args: Any, **kwargs: Any) -> None:
         """Close every connection, stop the balancers the connector created, leave no task behind."""

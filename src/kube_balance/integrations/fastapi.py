@@ -30,7 +30,7 @@ on one pod across a chain of services. ``balanced_client()`` and ``balanced_life
 on a module-wide registry. A cluster-mode client (:meth:`BalancedClients.httpx_cluster`,
 :meth:`BalancedClients.aiohttp_cluster`) balances any URL whose host names a Service; its
 Services start on their first request, so the app's startup waits for none. Needs
-``pip install kube-balance[fastapi]`` (``[aiohttp]`` too for aiohttp clients).
+``pip install 'kube-balance[fastapi]'`` (``[aiohttp]`` too for aiohttp clients).
 """
 
 import asyncio
@@ -44,7 +44,7 @@ try:
     from starlette.requests import Request
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "kube_balance.integrations.fastapi needs FastAPI: pip install kube-balance[fastapi]"
+        "kube_balance.integrations.fastapi needs FastAPI: pip install 'kube-balance[fastapi]'"
     ) from exc
 
 from .._affinity import DEFAULT_HEADER
@@ -96,6 +96,8 @@ class BalancedClient:
         self.client_options = dict(client_options)
         affinity = self.options.get("affinity")
         self.header = affinity if isinstance(affinity, str) else DEFAULT_HEADER
+        if kind == "httpx":  # a wrong option fails here, at declaration, not at the app's startup
+            self._transport()  # nothing started: the lifespan builds the one it uses
 
     async def __call__(self, request: Request) -> Any:
         """The dependency: the app's client for this Service (and the incoming key, to forward)."""
@@ -131,15 +133,17 @@ class BalancedClient:
     def _build_httpx(self) -> tuple[Any, list[LoadBalancer]]:
         import httpx
 
-        from .httpx import BalancedTransport
-
-        if self.service is None:
-            transport = BalancedTransport.cluster(**self.options)
-        else:
-            transport = BalancedTransport(self.service, **self.options)
+        transport = self._transport()
         hooks: dict[str, list[Any]] = {"request": [self._httpx_hook]} if self.forward is not None else {}
         options = {**self._base_url(), "event_hooks": hooks, **self.client_options}
         return httpx.AsyncClient(transport=transport, **options), transport.balancers
+
+    def _transport(self) -> Any:
+        from .httpx import BalancedTransport
+
+        if self.service is None:
+            return BalancedTransport.cluster(**self.options)
+        return BalancedTransport(self.service, **self.options)
 
     async def _httpx_hook(self, request: Any) -> None:
         key = _incoming_key.get()

@@ -13,7 +13,7 @@ and certificate verification stay on the Service name, and ``response.url`` (so 
 cookies) keeps the Service URL. The URL's port is not used: the pod port comes from the endpoints.
 Other hosts pass through to a plain ``httpx.AsyncHTTPTransport`` with the same options.
 
-Needs ``pip install kube-balance[httpx]`` (``[http2]`` for ``http2=True``).
+Needs ``pip install 'kube-balance[httpx]'`` (``[http2]`` for ``http2=True``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 try:
     import httpx
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("kube_balance.integrations.httpx needs httpx: pip install kube-balance[httpx]") from exc
+    raise ImportError(
+        "kube_balance.integrations.httpx needs httpx: pip install 'kube-balance[httpx]'"
+    ) from exc
 
 from .. import _errors
 from .._affinity import AffinityKey, KeyFunction

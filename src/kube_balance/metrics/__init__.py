@@ -1,4 +1,4 @@
-"""Prometheus metrics for balancers (``pip install kube-balance[prometheus]``); OpenTelemetry in
+"""Prometheus metrics for balancers (``pip install 'kube-balance[prometheus]'``); OpenTelemetry in
 :mod:`kube_balance.metrics.otel`.
 
 Nothing is exported until asked::
@@ -226,7 +226,7 @@ def register(
         from prometheus_client import REGISTRY
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "kube_balance.metrics needs prometheus-client: pip install kube-balance[prometheus]"
+            "kube_balance.metrics needs prometheus-client: pip install 'kube-balance[prometheus]'"
         ) from exc
     registry = REGISTRY if registry is None else registry
     if routes is not None:

@@ -1,4 +1,4 @@
-"""The same series as OpenTelemetry observable instruments (``pip install kube-balance[otel]``).
+"""The same series as OpenTelemetry observable instruments (``pip install 'kube-balance[otel]'``).
 
 ::
 
@@ -25,7 +25,7 @@ try:
     from opentelemetry.metrics import CallbackOptions, Observation
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "kube_balance.metrics.otel needs opentelemetry-api: pip install kube-balance[otel]"
+        "kube_balance.metrics.otel needs opentelemetry-api: pip install 'kube-balance[otel]'"
     ) from exc
 
 from .. import __version__

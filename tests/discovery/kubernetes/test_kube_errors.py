@@ -12,7 +12,7 @@ import pytest
 from kube_balance import LoadBalancer
 from kube_balance.discovery import KubernetesSource
 from kube_balance.integrations.httpx import BalancedTransport, NoEndpointsAvailable
-from kube_balance.testing import Fault, endpoint_slice
+from kube_balance.testing import Fault, endpoint_slice, slice_endpoint
 
 
 async def request_error(transport: BalancedTransport) -> str:
@@ -65,6 +65,32 @@ async def test_a_service_that_does_not_exist_says_so(api: Any, client: Any) -> N
         f"no EndpointSlice labelled kubernetes.io/service-name=web in namespace shop at {api.url}: "
         "does the Service exist?"
     ) in message
+
+
+@pytest.mark.parametrize("port", ["grpc", 9999])
+async def test_a_port_the_slices_do_not_carry_names_the_ports_they_do(
+    api: Any, client: Any, port: object
+) -> None:
+    """A typo in the port (``web.shop:grpc``): the error names the port and lists the slices' ports."""
+    ports = [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9090}]
+    api.apply(endpoint_slice("web", "shop", endpoints=["10.0.0.1"], ports=ports))
+    ref = f"web.shop:{port}"
+    transport = BalancedTransport(ref, source=KubernetesSource(ref, api_client=client), fallback="none")
+    message = await request_error(transport)
+    assert (
+        f"the EndpointSlices of shop/web have no TCP port {port!r} (their ports, name=number: "
+        "http=8080, metrics=9090); name one of them in the reference, e.g. 'web.shop:http'"
+    ) in message
+
+
+async def test_a_port_the_slices_carry_adds_no_port_explanation(api: Any, client: Any) -> None:
+    """Slices with the port but no ready endpoint: the counts explain it, not the port."""
+    api.apply(endpoint_slice("web", "shop", endpoints=[slice_endpoint("10.0.0.1", ready=False)]))
+    transport = BalancedTransport(
+        "web.shop:http", source=KubernetesSource("web.shop:http", api_client=client), fallback="none"
+    )
+    message = await request_error(transport)
+    assert "not_ready=1" in message and "no TCP port" not in message
 
 
 async def test_an_api_that_never_answers_says_how_long(api: Any, client: Any) -> None:

@@ -75,6 +75,11 @@ def port_choices(ports: Any) -> tuple[str, ...]:
     return tuple(f"{p.get('name') or ''}={p.get('port')}" for p in _tcp_ports(ports))
 
 
+def has_port(obj: Mapping[str, Any], want: str | int) -> bool:
+    """Whether slice ``obj`` carries a TCP port ``want`` (a name, or a number), as the merge matches it."""
+    return _pick_port(obj.get("ports"), want) is not None
+
+
 def _pick_port(ports: Any, want: str | int | None) -> int | None:
     """The slice's port number for ``want``: by name, or by number (else the slice's only port);
     ``None`` (no port in the reference): the slice's only TCP port."""

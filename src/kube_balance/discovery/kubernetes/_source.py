@@ -17,7 +17,7 @@ from ..._validate import check_callable, check_int, check_number, check_rng, inv
 from .._source import SourceSink
 from ._config import ClientConfig
 from ._incremental import SliceMerger
-from ._merge import SERVICE_NAME_LABEL, AddressFamily, normalize_family
+from ._merge import SERVICE_NAME_LABEL, AddressFamily, has_port, normalize_family, port_choices
 from ._service_port import ambiguous_port, resolve_service_port, slice_port
 from ._shared import subscribe
 from ._watcher import PAGE_SIZE, WATCH_TIMEOUT, SliceWatch, WatchStats
@@ -124,6 +124,7 @@ class KubernetesSource:
             page_size,
         )
         self._watch: SliceWatch | None = None
+        self._slice_port: str | int | None = None  # what the merge looks for in the slices' ports
         self._error: DiscoveryError | None = None
         self._host: str | None = None  # the API server URL, once the config has loaded
 
@@ -176,6 +177,7 @@ class KubernetesSource:
         except BaseException:  # cancelled before the watch took the client over
             await config.aclose()
             raise
+        self._slice_port = port
         merger = SliceMerger(port, address_family=self.address_family, service=ref.name)
 
         def factory() -> SliceWatch:
@@ -215,7 +217,7 @@ class KubernetesSource:
         ref, watch = self.service, self._watch
         if watch is not None and watch.synced:
             if watch.slices:
-                return None  # slices exist: the counts say which conditions their endpoints have
+                return self._explain_port(watch)  # else the counts say which conditions endpoints have
             what = (
                 f"no Endpoints object named {ref.name}"
                 if watch.legacy
@@ -228,6 +230,20 @@ class KubernetesSource:
                 f"(listing EndpointSlices {SERVICE_NAME_LABEL}={ref.name} in namespace {ref.namespace})"
             )
         return None
+
+    def _explain_port(self, watch: SliceWatch) -> str | None:
+        """The slices exist but none carries the reference's port (a typo in ``web.shop:grpc``)."""
+        want, slices = self._slice_port, watch.slices.values()
+        if want is None or any(has_port(s, want) for s in slices):
+            return None
+        ports = sorted({c for s in slices for c in port_choices(s.get("ports"))})
+        ref = self.service
+        example = next((p.partition("=")[0] for p in ports if p.partition("=")[0]), None)
+        hint = f", e.g. '{ref.name}.{ref.namespace}:{example}'" if example else ""
+        return (
+            f"the EndpointSlices of {ref.namespace}/{ref.name} have no TCP port {want!r} "
+            f"(their ports, name=number: {', '.join(ports) or 'none'}); name one of them in the reference{hint}"
+        )
 
     async def service_port(self) -> int:
         """The Service's port for this reference (name or number), read from the Service object.
