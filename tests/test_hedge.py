@@ -363,6 +363,12 @@ async def test_race_side_leaves_a_lease_that_already_ended_and_other_outcomes_al
     broken.left.release(Outcome.RESET)
     assert lb.status().outcomes == {"connect_failed": 1, "reset": 1}
     assert RaceSide().outrun() is None  # nothing leased, no hedge sent: nothing to mark
+    # A hedge sent while the first attempt still waits for its pick (no lease yet): nothing is
+    # left in flight, so a hedge answering first marks nothing.
+    waiting = RaceSide()
+    waiting.hedged()
+    assert (waiting.current, waiting.left, waiting.keys) == (None, None, set())
+    assert waiting.outrun() is None
     await shut(d, lb)
 
 
