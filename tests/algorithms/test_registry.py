@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from kube_balance import AffinityKeyRequired, ConfigurationError, Endpoint, available, create
+from kube_balance import AffinityKeyRequired, ConfigurationError, Endpoint, algorithms, available, create
 from kube_balance.algorithms import Algorithm, BaseAlgorithm, Slot, register
 
 ISSUE_NAMES = {
@@ -65,8 +65,10 @@ def test_affinity_algorithms_require_a_key(name: str) -> None:
         algo.get()
 
 
-def test_register_custom_algorithm() -> None:
-    """A user algorithm subclassing BaseAlgorithm plugs into the registry."""
+def test_register_custom_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user algorithm subclassing BaseAlgorithm plugs into the registry (a copy of it, restored
+    afterwards: later tests list the algorithms in their messages)."""
+    monkeypatch.setattr(algorithms, "_registry", dict(algorithms._registry))
 
     class First(BaseAlgorithm):
         name = "first"
