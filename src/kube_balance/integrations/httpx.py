@@ -54,6 +54,7 @@ from .._routes import Routes, ServiceSpec, affinity_for
 from .._service import DEFAULT_CLUSTER_DOMAIN
 from .._validate import check_bool, check_callable, check_instance, check_int, check_optional_str, invalid
 from ..algorithms import Algorithm, Clock
+from ._httpcore_orphans import reclaim
 
 if TYPE_CHECKING:  # kube_balance.discovery loads on first use, not with the transport
     from ..discovery._source import EndpointSource
@@ -620,7 +621,11 @@ class _Adapter:
             pod = _fast_copy(caller, lease.host, lease.port, extensions)
         else:  # IPv6 pods, the fallback's DNS name, or an httpx whose internals changed
             pod = _public_copy(caller, lease.host, lease.port, extensions)
-        return await lease.pool.handle_async_request(pod)
+        try:
+            return await lease.pool.handle_async_request(pod)
+        except BaseException:
+            await reclaim(lease.pool)  # a slot httpcore may have lost to this failure
+            raise
 
     def classify(self, exc: BaseException) -> Verdict:
         return _classify(exc)
