@@ -113,6 +113,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/integrations/test_aiohttp_hedging.py",
     ],
     "src/kube_balance/_cluster_options.py": ["tests/test_cluster_hosts.py", "tests/test_cluster_options.py"],
+    "src/kube_balance/integrations/_httpcore_orphans.py": ["tests/integrations/test_httpx_pool_orphans.py"],
     "src/kube_balance/algorithms/_least_request.py": [
         "tests/algorithms/test_least_request.py",
         "tests/algorithms/test_least_request_weights.py",

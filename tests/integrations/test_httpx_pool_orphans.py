@@ -14,10 +14,12 @@ import random
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
+import httpcore
 import httpx
+from helpers_pods import running_pods
 
 from kube_balance.discovery.static import StaticSource
-from kube_balance.integrations._httpcore_orphans import orphans
+from kube_balance.integrations._httpcore_orphans import orphans, reclaim
 from kube_balance.integrations.httpx import BalancedTransport
 
 URL = "http://web.shop.svc.cluster.local"
@@ -91,3 +93,26 @@ def test_an_orphan_is_a_connection_not_yet_connecting_that_no_request_holds() ->
     assert orphans(SimpleNamespace(_connections=[held], _requests=[SimpleNamespace(connection=held)])) == []
     assert orphans(SimpleNamespace(_connections=(orphan,), _requests=[])) == []  # not httpcore's shape
     assert orphans(None) == []
+
+
+async def test_reclaim_removes_orphans_and_closes_what_the_reassignment_retires() -> None:
+    """On a real httpcore pool: an orphan (a connection the pool created that nothing holds) is
+    removed and counted; the reassignment that follows retires an expired idle connection, which
+    is closed, as httpcore closes what it retires; a second pass and a pool-less object find nothing."""
+    async with running_pods(1) as pods, asyncio.timeout(10):
+        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(keepalive_expiry=0.01))
+        async with httpx.AsyncClient(transport=transport) as client:
+            assert (await client.get(f"http://{pods[0].key}/")).status_code == 200
+            pool = transport._pool
+            (idle,) = pool.connections
+            await asyncio.sleep(0.05)  # its keep-alive expired
+            assert idle.has_expired() and not idle.is_closed()
+            host, port = pods[0].key.split(":")
+            orphan = pool.create_connection(httpcore.Origin(b"http", host.encode(), int(port)))
+            pool._connections.append(orphan)
+            assert orphans(pool) == [orphan]
+            assert await reclaim(transport) == 1
+            assert orphan not in pool.connections and idle not in pool.connections
+            assert idle.is_closed()
+            assert await reclaim(transport) == 0
+    assert await reclaim(object()) == 0
