@@ -138,6 +138,10 @@ async def test_idle_service_stops_and_restarts_on_the_next_request() -> None:
             assert await table.sweep() == []
             async with http.stream("GET", "http://web/stream") as streaming:
                 await pods[0].stream_started.wait()
+                # That request came after service_refresh (30 s): it started a background re-read
+                # of the Service. Let it land before the clock moves on (it stamps the read's time).
+                while table._reads:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
                 clock.advance(120)
                 assert await table.sweep() == []  # a response in flight keeps it
                 pods[0].gate.set()
@@ -149,7 +153,8 @@ async def test_idle_service_stops_and_restarts_on_the_next_request() -> None:
 
             assert (await http.get("http://web/")).json()["pod"] == "pod-0"
             assert table.watched == ["shop/web"]
-            assert [r.verb for r in reads(api, "services", "web")] == ["get", "get"]
+            # the first request's read, the re-read after service_refresh, the read after the restart
+            assert [r.verb for r in reads(api, "services", "web")] == ["get", "get", "get"]
             assert Counter(r.verb for r in reads(api, "endpointslices", "web"))["list"] == 2
 
 
