@@ -39,7 +39,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import aiohttp_get, drive, machine, table
+from _harness import aiohttp_get, drive, freeze_heap, machine, table
 from bench_transport import cpu_seconds, free_ports, serve
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector
@@ -72,6 +72,7 @@ async def measure(
     try:
         for session, url in clients.values():  # settle: connections open, caches warm
             await drive(aiohttp_get(session, url), 10 * args.concurrency, args.concurrency)
+        freeze_heap()  # no full collection of the setup's objects inside a round (_harness)
         rounds = []
         for i in range(args.rounds):
             order = NAMES[i % len(NAMES) :] + NAMES[: i % len(NAMES)]

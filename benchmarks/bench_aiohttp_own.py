@@ -30,6 +30,8 @@ import argparse
 import asyncio
 import importlib
 import io
+import socket
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -39,13 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.client_reqrep import ClientRequest
 from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _compiled import run_compiled  # noqa: E402
-from _harness import machine  # noqa: E402
+from _harness import freeze_heap, machine, table  # noqa: E402
 
 HOST = "web.shop.svc.cluster.local"
 
@@ -112,7 +115,7 @@ async def connect_release(session: aiohttp.ClientSession, url: str, number: int,
 
 
 async def requests(session: aiohttp.ClientSession, url: str, number: int, ok: Any = None) -> float:
-    """CPU seconds (client and pod alike) for ``number`` sequential GETs, body read."""
+    """CPU seconds (client and pod alike) for ``number`` sequential GETs, body read (``async with``)."""
     get = session.get
     start = time.process_time()
     for _ in range(number):
@@ -143,12 +146,35 @@ def get_put(balancer: Any, number: int) -> float:
     return time.process_time() - start
 
 
+class _ServiceName(AbstractResolver):
+    """The Service name resolved to the pod (as cluster DNS would, for one pod), no lookup."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
 async def main(args: argparse.Namespace) -> None:
     server, port = await pod()
-    sessions: dict[str, tuple[aiohttp.ClientSession, str, Any]] = {
-        "plain": (aiohttp.ClientSession(), f"http://127.0.0.1:{port}/", None)
-    }
-    run = requests if args.mode == "requests" else connect_release
+    if args.mode == "requests":
+        # Like for like: plain aiohttp calling the Service by its name (what an application
+        # does without kube-balance), so host-name work (cookie filtering, ...) is on both sides.
+        plain = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=_ServiceName()))
+        plain_url = f"http://{HOST}:{port}/"
+    else:
+        plain, plain_url = aiohttp.ClientSession(), f"http://127.0.0.1:{port}/"
+    sessions: dict[str, tuple[aiohttp.ClientSession, str, Any]] = {"plain": (plain, plain_url, None)}
     with tempfile.TemporaryDirectory() as tmp:
         modules = {
             f"baseline ({args.baseline})": baseline_package(args.baseline, Path(tmp)),
@@ -164,6 +190,10 @@ async def main(args: argparse.Namespace) -> None:
         try:
             for session, url, _ in sessions.values():  # open the pooled connection, start balancers
                 await requests(session, url, 100)
+            if args.mode == "requests":
+                freeze_heap()  # the setup's objects out of the collector's way
+                per_round = await rounds_of_requests(sessions, args)
+                return report_requests(per_round, args)
             connector: Any = sessions["this tree"][0].connector
             balancer, route = connector.balancers[0], connector._routes.routes[0]
             best: dict[str, float] = {}
@@ -171,7 +201,7 @@ async def main(args: argparse.Namespace) -> None:
             for i in range(args.repeat):
                 for name in names[i % 3 :] + names[: i % 3]:  # a rotating order
                     session, url, ok = sessions[name]
-                    cpu = await run(session, url, args.number, ok)
+                    cpu = await connect_release(session, url, args.number, ok)
                     best[name] = min(best.get(name, cpu), cpu)
                 cpu = lease_cycle(route.dispatcher, route.open, sessions["this tree"][2], args.number)
                 best["pick+lease+release"] = min(best.get("pick+lease+release", cpu), cpu)
@@ -182,11 +212,7 @@ async def main(args: argparse.Namespace) -> None:
                 await session.close()
             server.close()
     us = {name: cpu / args.number * 1e6 for name, cpu in best.items()}
-    what = (
-        f"{args.number} sequential GETs on a keep-alive connection to an in-process canned pod"
-        if args.mode == "requests"
-        else f"{args.number} x connect() + a recorded 200 + release() on a pooled connection"
-    )
+    what = f"{args.number} x connect() + a recorded 200 + release() on a pooled connection"
     build = "compiled (release wheel)" if _compiled_here() else "pure Python"
     print(
         f"aiohttp connector's own cost in isolation, this tree {build}: {what}, best of {args.repeat}, "
@@ -203,12 +229,55 @@ async def main(args: argparse.Namespace) -> None:
     )
 
 
+async def rounds_of_requests(
+    sessions: dict[str, tuple[aiohttp.ClientSession, str, Any]], args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """us of CPU per request, per client, per round: ``rounds`` rounds of ``number`` sequential
+    GETs each, the clients in a rotating order (a burst of load hits one round of each)."""
+    names = list(sessions)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(args.rounds):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            session, url, _ = sessions[name]
+            out[name].append(await requests(session, url, args.number) / args.number * 1e6)
+    return out
+
+
+def report_requests(per_round: dict[str, list[float]], args: argparse.Namespace) -> None:
+    """Median us per request, and the connector's own cost: the median over rounds of its
+    difference with plain in the same round (the interquartile range shown)."""
+    build = "compiled (release wheel)" if _compiled_here() else "pure Python"
+    print(
+        f"aiohttp connector's own cost in whole requests, this tree {build}: {args.rounds} rounds x "
+        f"{args.number} sequential GETs (async with, body read) on a keep-alive connection to an "
+        f"in-process canned pod, client and pod CPU time; plain = aiohttp to the Service name; "
+        f"{machine()}\n"
+    )
+    plain = per_round["plain"]
+    rows = []
+    for name, values in per_round.items():
+        diffs = [v - p for v, p in zip(values, plain, strict=True)]
+        q1, _, q3 = statistics.quantiles(diffs, n=4) if name != "plain" else (0.0, 0.0, 0.0)
+        share = statistics.median(diffs) / statistics.median(plain)
+        rows.append(
+            [
+                name,
+                f"{statistics.median(values):.1f}",
+                "-" if name == "plain" else f"{statistics.median(diffs):+.1f} ({q1:+.1f} .. {q3:+.1f})",
+                "-" if name == "plain" else f"{share:+.1%}",
+            ]
+        )
+    print(table(["client", "us/request", "own cost us (IQR)", "own cost / plain"], rows))
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", default="HEAD", help="git revision to compare with (default HEAD)")
     parser.add_argument("--mode", choices=["connect", "requests"], default="connect")
     parser.add_argument("--number", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=80, help="--mode requests: rounds (default 80)")
     parser.add_argument("--quick", action="store_true", help="1,000 times, best of 3 (a smoke run)")
     parser.add_argument("--build", choices=["pure", "compiled", "both"], default="both")
     args = parser.parse_args()
@@ -230,9 +299,9 @@ def _compiled_here() -> bool:
 
 def _run(args: argparse.Namespace) -> None:
     if args.quick:
-        args.number, args.repeat = 1_000, 3
+        args.number, args.repeat, args.rounds = 1_000, 3, 6
     elif args.mode == "requests" and args.number == 20_000:
-        args.number = 5_000
+        args.number = 250
     asyncio.run(main(args))
 
 

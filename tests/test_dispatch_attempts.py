@@ -473,6 +473,58 @@ async def test_first_attempt_failing_before_its_awaitable_releases_the_lease_as_
     await shut(d, lb)
 
 
+class Unpooled(Explaining):
+    """A client that pools connections itself (aiohttp's): ``pooled = False``."""
+
+    pooled = False
+
+    def open_pool(self) -> Pool:
+        raise AssertionError("a client without pools of ours is never asked for one")
+
+
+async def test_a_client_without_pools_gets_leases_without_pools_or_per_endpoint_counts(
+    rng: random.Random,
+) -> None:
+    """``pooled = False``: no pool is opened, a lease carries none, no per-endpoint count is kept
+    (the algorithm's in-flight count is the one that matters), and retries and the budget's
+    active count work as with pools: leases released through every path leave nothing behind."""
+    adapter = Unpooled()
+    lb = LoadBalancer(
+        "web.shop:80", source=StaticSource(["10.0.0.1:80", "10.0.0.2:80"]), algorithm="round_robin", rng=rng
+    )
+    d: Dispatcher[Pool, None, int] = Dispatcher(lb, adapter)
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    assert lease.pool is None and d.pools == {} and d.inflight(lease.key) == 0
+    assert d.budget.active == 1 and lb.algorithm.total_inflight() == 1  # type: ignore[attr-defined]
+    started = d.first_attempt(None, None)  # the fast path too
+    assert started is not None
+    second, attempt = started
+    assert second.pool is None and second.key != lease.key and d.budget.active == 2
+    seen: list[str] = []
+    adapter.attempt_fn = refusing(seen)
+    with pytest.raises(Refused) as info:
+        await asyncio.wait_for(attempt, 1)
+    with pytest.raises(RuntimeError):  # retried on the other pod, refused too
+        await send_failed(d, second, info.value)
+    lease.release()
+    assert d.pools == {} and d.budget.active == 0 and lb.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
+    assert lb.counters.retries == 1 and len(seen) == 2
+    await shut(d, lb)
+
+
+async def test_an_adapter_that_does_not_say_is_pooled(rng: random.Random) -> None:
+    """An adapter without a ``pooled`` attribute gets a pool per endpoint (the default)."""
+    adapter = Explaining()
+    assert not hasattr(adapter, "pooled")
+    lb = LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]), algorithm="round_robin", rng=rng)
+    d: Dispatcher[Pool, None, int] = Dispatcher(lb, adapter)
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    assert isinstance(lease.pool, Pool) and d.inflight("10.0.0.1:80") == 1
+    lease.release()
+    assert d.inflight("10.0.0.1:80") == 0
+    await shut(d, lb)
+
+
 async def test_a_lease_on_an_open_idle_pool_counts_one_in_flight(rng: random.Random) -> None:
     """The second lease on an endpoint whose pool stayed open after the first was released is
     counted from 0: one in flight, and 0 again after its release."""

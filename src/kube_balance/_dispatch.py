@@ -95,6 +95,10 @@ def _target(lease: Lease[Any]) -> str:
 class Adapter(Protocol[P, Q, R]):
     """What one HTTP client integration tells the dispatcher (P: its pool, Q: a request, R: a result)."""
 
+    pooled: bool
+    """False for a client that pools connections itself (aiohttp): no pool of ours is opened,
+    and no lease is counted per endpoint (:meth:`Dispatcher.inflight` stays 0). Default True."""
+
     def open_pool(self) -> P:
         """A new pool for one endpoint (anything, None included, for a client that pools itself)."""
         ...
@@ -160,6 +164,7 @@ class Dispatcher(Generic[P, Q, R]):
         self.budget: RetryBudget = self.retry.new_budget()
         self.clock = clock if clock is not None else time.perf_counter
         self._pools: PoolSet[P] = PoolSet(adapter.open_pool, adapter.close_pool)
+        self._pooled: bool = getattr(adapter, "pooled", True)
         self._closed = False
         method = weakref.WeakMethod(self._on_eligible)
 
@@ -222,9 +227,14 @@ class Dispatcher(Generic[P, Q, R]):
         :meth:`send` (``first=lease, failed=exc``): it releases the lease and retries as it would
         have. Only for an adapter whose results have no status (``status()`` is 0, aiohttp's
         connection): a status is neither recorded nor retried on here."""
-        lease = self._pick_now(key)
-        if lease is None:
+        # _pick_now(), inlined: this is nearly every request of such a client.
+        balancer = self.balancer
+        if self._closed or self._pools.loop is None or not balancer.started:
             return None
+        endpoint = balancer.algorithm.get(key)
+        if endpoint is None:
+            return None
+        lease = self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
         try:
             return lease, self.adapter.attempt(lease, request)
         except BaseException:
@@ -236,13 +246,15 @@ class Dispatcher(Generic[P, Q, R]):
         return any(ep.key not in tried for ep in self.balancer.eligible)
 
     def _lease(self, endpoint: Endpoint | None, key: str, host: str, port: int) -> Lease[P]:
-        pools = self._pools
-        pool = pools.pools.get(key, _NO_POOL)  # PoolSet.take(), inlined for an open pool
-        if pool is _NO_POOL:
-            pool = pools.take(key)
-        else:
-            inflight = pools.inflight
-            inflight[key] = inflight.get(key, 0) + 1
+        pool: Any = None
+        if self._pooled:
+            pools = self._pools
+            pool = pools.pools.get(key, _NO_POOL)  # PoolSet.take(), inlined for an open pool
+            if pool is _NO_POOL:
+                pool = pools.take(key)
+            else:
+                inflight = pools.inflight
+                inflight[key] = inflight.get(key, 0) + 1
         self.budget.active += 1  # budget.request_started(), inlined: on every request's path
         return self._lease_type(self, endpoint, key, pool, host, port)
 
@@ -288,6 +300,8 @@ class Dispatcher(Generic[P, Q, R]):
             budget.active -= 1
         if lease.retry:
             budget.release()
+        if not self._pooled:
+            return
         key, pools = lease.key, self._pools
         inflight = pools.inflight
         left = inflight.get(key, 1) - 1
@@ -475,9 +489,13 @@ class Dispatcher(Generic[P, Q, R]):
     ) -> BaseException | None:
         if not isinstance(exc, Exception):  # never rewrite a cancellation
             return None
+        return self.adapter.explain(exc, self.attempts(lease, targets), request)
+
+    def attempts(self, lease: Lease[P], targets: list[str] | None = None) -> Attempts:
+        """What a request tried, ``lease`` its last attempt (``targets``: every attempt's
+        ``host:port``, default the lease's alone), for an error message that says so."""
         reason = self.balancer.fallback_reason() if lease.endpoint is None else None
-        attempts = Attempts(str(self.balancer.service), tuple(targets), reason)
-        return self.adapter.explain(exc, attempts, request)
+        return Attempts(str(self.balancer.service), tuple(targets or [_target(lease)]), reason)
 
     def _next_attempt(
         self, key: str | bytes | None, tried: set[str], failed: Lease[P], budgeted: bool

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from helpers_pods import SERVICE_HOST, running_pods
 
-from kube_balance import LoadBalancer, RetryPolicy
+from kube_balance import LoadBalancer, Outcome, RetryPolicy
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector, NoEndpointsAvailable
 from kube_balance.integrations.httpx import BalancedTransport
@@ -388,3 +388,45 @@ async def test_options_beside_a_load_balancer_are_refused(rng: random.Random) ->
 
     with pytest.raises(ConfigurationError, match="LoadBalancer and algorithm, rng: these belong"):
         BalancedConnector(lb, rng=rng, algorithm="random")
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [
+        (aiohttp.ClientTimeout(total=0.3), asyncio.TimeoutError),  # aiohttp's bare TimeoutError()
+        (aiohttp.ClientTimeout(sock_read=0.3), aiohttp.ServerTimeoutError),
+    ],
+    ids=["total", "sock_read"],
+)
+async def test_a_hanging_pod_times_out_with_an_error_naming_it(
+    rng: random.Random, timeout: aiohttp.ClientTimeout, error: type[BaseException]
+) -> None:
+    """A pod that never answers: aiohttp's timeout error, of the same class (``except`` clauses
+    still catch it), now naming the Service and the pod, raised from aiohttp's own; the pick is
+    put back as a timeout."""
+    async with running_pods(1) as (pod,):
+        pod.delay = 30
+        connector = BalancedConnector("web.shop:http", source=StaticSource([pod.key]), rng=rng)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            with pytest.raises(error) as info:
+                await asyncio.wait_for(session.get(f"{URL}/"), 10)
+        assert str(info.value).startswith(
+            f"service web.shop:http: 1 attempt failed, on {pod.key}; last error: "
+        )
+        assert type(info.value.__cause__).__name__ == type(info.value).__name__
+        assert not str(info.value.__cause__).startswith("service")
+        (balancer,) = connector.balancers
+        assert balancer.counters.outcomes[Outcome.TIMEOUT] == 1 and inflight(connector) == 0
+
+
+async def test_a_pod_dropping_the_connection_is_named(rng: random.Random) -> None:
+    """A pod that closes the connection instead of answering: aiohttp's ServerDisconnectedError,
+    naming the Service and the pod; each attempt (aiohttp may send a GET twice) put back as a reset."""
+    async with running_pods(1) as (pod,):
+        pod.status = 0
+        connector = BalancedConnector("web.shop:http", source=StaticSource([pod.key]), rng=rng)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            with pytest.raises(aiohttp.ServerDisconnectedError, match=f"web.shop:http.*on {pod.key}"):
+                await asyncio.wait_for(session.get(f"{URL}/"), 10)
+        (balancer,) = connector.balancers
+        assert balancer.counters.outcomes[Outcome.RESET] == pod.arrived >= 1 and inflight(connector) == 0

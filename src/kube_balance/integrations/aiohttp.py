@@ -115,7 +115,11 @@ def _with_message(exc: BaseException, message: str) -> BaseException:
             cls.__name__, (cls,), {"__str__": _explained_str, "__module__": cls.__module__}
         )
     new = copy.copy(exc)
-    new.__class__ = sub
+    try:
+        new.__class__ = sub
+    except TypeError:  # a built-in exception (TimeoutError): a new one of the subclass instead
+        new = sub(*exc.args)
+        new.__dict__.update(exc.__dict__)
     new._kube_balance_message = message  # type: ignore[attr-defined]
     return new
 
@@ -142,6 +146,7 @@ class _Adapter:
     """
 
     __slots__ = ("_connect", "_keys")
+    pooled = False  # aiohttp pools per connection key (the pod's address is in it)
 
     def __init__(self, connect: Any) -> None:
         self._connect = connect  # aiohttp.TCPConnector.connect bound to the BalancedConnector
@@ -503,6 +508,9 @@ class BalancedConnector(aiohttp.TCPConnector):
 
 
 _OK = Outcome.OK
+_NAMED = (asyncio.TimeoutError, aiohttp.ServerDisconnectedError)
+"""Errors while waiting for the response headers whose message names the Service and the pod (the
+same class, so ``except`` clauses and aiohttp's own retries still catch them)."""
 _response_classes: dict[type[ClientResponse], type[ClientResponse]] = {}
 
 
@@ -534,6 +542,9 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
             # A cancelled hedged attempt's connection closes at once: give_back() then records
             # the time it waited, as it does for any answer that never came.
             lease.answer = _response_outcome(exc)
+            if isinstance(exc, _NAMED):  # a bare TimeoutError() would not say which pod
+                owner = cast(Dispatcher[None, _Attempt, Connection], lease._owner)
+                raise _with_message(exc, owner.attempts(lease).message(exc)) from exc
             raise
         else:
             status = self.status

@@ -606,6 +606,7 @@ class _Adapter:
     """What one attempt, its errors and its response mean for httpx (see ``_dispatch.Adapter``)."""
 
     __slots__ = ("open_pool",)
+    pooled = True  # a connection pool (httpx transport) per endpoint
 
     def __init__(self, open_pool: Callable[[], httpx.AsyncHTTPTransport]) -> None:
         self.open_pool = open_pool
