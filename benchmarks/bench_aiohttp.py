@@ -1,10 +1,12 @@
 """Requests/s and client CPU per request: aiohttp + BalancedConnector vs plain aiohttp.
 
     python benchmarks/bench_aiohttp.py [--quick] [--requests 5000] [--concurrency 50] [--rounds 10]
+                                       [--shared-server]
 
 Issue 9's setting, the same as ``bench_transport.py``'s for httpx: 50 concurrent tasks, 5,000
-requests per client per round, pods in a separate process (aiohttp servers answering "ok"), so
-``time.process_time()`` is the client's CPU alone. Three long-lived ``aiohttp.ClientSession``s,
+requests per client per round, pods in separate processes (4 aiohttp servers answering "ok", one
+process each, as 4 pods are; ``--shared-server``: one process serving the 4 ports), so
+``time.process_time()`` is the client's CPU alone. Four long-lived ``aiohttp.ClientSession``s,
 all with aiohttp's defaults (``limit=100``):
 
 - plain: ``aiohttp.ClientSession()`` to pod 0 by its IP address (``http://127.0.0.1:port/``);
@@ -16,6 +18,10 @@ all with aiohttp's defaults (``limit=100``):
 - balanced x4: ``BalancedConnector`` over 4 pods (least_request);
 - balanced x1: ``BalancedConnector`` over pod 0 only: the same server as plain, so the
   difference in client CPU per request is the connector's own cost.
+
+"client busy" is the client's CPU seconds per wall second: near 1.00 the client saturates its
+core and requests/s is 1 / (client CPU per request); below, the pods (which share the machine's
+2 cores with it) set the pace too, and the requests/s ratio narrows toward 1. Both are shown.
 
 Rounds are interleaved in a rotating order and each figure is the median over rounds of the ratio
 to the plain client of the same round (the range shown), so a burst of load from another process
@@ -29,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import socket
 import statistics
 import sys
@@ -40,7 +45,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import aiohttp_get, drive, freeze_heap, machine, table
-from bench_transport import cpu_seconds, free_ports, serve
+from bench_transport import cpu_seconds, free_ports, start_pods
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector
 
@@ -66,8 +71,8 @@ def sessions(ports: list[int]) -> dict[str, tuple[aiohttp.ClientSession, str]]:
 
 async def measure(
     ports: list[int], pids: list[int], args: argparse.Namespace
-) -> list[dict[str, tuple[float, float]]]:
-    """Per round, per client: (requests/s, client CPU us per request)."""
+) -> list[dict[str, tuple[float, float, float]]]:
+    """Per round, per client: (requests/s, client CPU us per request, client busy)."""
     clients = sessions(ports)
     try:
         for session, url in clients.values():  # settle: connections open, caches warm
@@ -82,7 +87,7 @@ async def measure(
                 wall, cpu = time.perf_counter(), time.process_time()
                 await drive(aiohttp_get(session, url), args.requests, args.concurrency)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                result[name] = (args.requests / wall, cpu / args.requests * 1e6)
+                result[name] = (args.requests / wall, cpu / args.requests * 1e6, cpu / wall)
             rounds.append(result)
         return rounds
     finally:
@@ -90,7 +95,7 @@ async def measure(
             await session.close()
 
 
-def report(rounds: list[dict[str, tuple[float, float]]], pods_cpu: float | None) -> str:
+def report(rounds: list[dict[str, tuple[float, float, float]]], pods_cpu: float | None) -> str:
     rows = []
     for name in NAMES:
         cells = [name, f"{statistics.median(r[name][0] for r in rounds):,.0f}"]
@@ -101,6 +106,7 @@ def report(rounds: list[dict[str, tuple[float, float]]], pods_cpu: float | None)
         met = "" if target is None else ("yes" if statistics.median(ratios) >= target else "NO")
         cells += [
             f"{statistics.median(r[name][1] for r in rounds):.0f}",
+            f"{statistics.median(r[name][2] for r in rounds):.2f}",
             f">= {target}x {met}" if target else "-",
         ]
         rows.append(cells)
@@ -110,6 +116,7 @@ def report(rounds: list[dict[str, tuple[float, float]]], pods_cpu: float | None)
         "vs plain (range)",
         f"vs {BASE} (range)",
         "client CPU us/request",
+        "client busy",
         "target",
     ]
     lines = [table(headers, rows), ""]
@@ -130,27 +137,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--shared-server", action="store_true", help="one process serves all 4 pod ports")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.rounds = 500, 1
     ports = free_ports(PODS)
-    ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=serve, args=(ports, ready, stop), daemon=True)
-    proc.start()
+    procs, stop = start_pods(ports, args.shared_server)
     try:
-        if not ready.wait(30):
-            raise SystemExit("the pods did not start")
-        pids = [proc.pid] if proc.pid else []
+        pids = [p.pid for p in procs if p.pid]
         before = cpu_seconds(pids)
         rounds = asyncio.run(measure(ports, pids, args))
         after = cpu_seconds(pids)
     finally:
         stop.set()
-        proc.join(10)
+        for proc in procs:
+            proc.join(10)
     print(
         f"aiohttp: plain vs BalancedConnector, {args.requests} requests x {args.rounds} rounds, "
-        f"{args.concurrency} concurrent; {machine()}\n"
+        f"{args.concurrency} concurrent, "
+        f"{'1 process serving 4 pod ports' if args.shared_server else f'{PODS} pod processes'}; {machine()}\n"
     )
     print(report(rounds, None if before is None or after is None else after - before))
 

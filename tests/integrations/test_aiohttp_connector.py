@@ -292,6 +292,10 @@ def test_bad_services_are_refused() -> None:
         BalancedConnector(42)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="source= applies to one Service"):
         BalancedConnector(["web.shop:http", "cart.shop:http"], source=StaticSource([]))
+    with pytest.raises(
+        ConfigurationError, match="BalancedConnector retry=3 is invalid: expected a RetryPolicy"
+    ):
+        BalancedConnector("web.shop:http", retry=3)  # type: ignore[arg-type]  # was an AttributeError
 
 
 async def test_retry_policy_is_honoured() -> None:

@@ -20,7 +20,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 from helpers_pods import Pod, pod_slice, running_pods
 
-from kube_balance import ConfigurationError
+from kube_balance import ConfigurationError, RetryPolicy
 from kube_balance.discovery import StaticSource
 from kube_balance.integrations.fastapi import BalancedClients
 from kube_balance.testing import FakeApiServer
@@ -166,13 +166,34 @@ def test_bad_options_are_refused() -> None:
         (lambda c: c.httpx("web.shop:http", retries=-1), "BalancedTransport retries=-1 is invalid"),
         (lambda c: c.httpx_cluster(algorithm="round_robbin"), "cluster algorithm='round_robbin' is invalid"),
         (lambda c: c.httpx_cluster(max_services=0), "cluster max_services=0 is invalid"),
+        (lambda c: c.aiohttp("web.shop:http", algorithm="round_robbin"), "unknown algorithm 'round_robbin'"),
+        (lambda c: c.aiohttp("web.shop:http", limt=10), "BalancedConnector has no option 'limt'"),
+        (lambda c: c.aiohttp("web.shop:http", retry="x"), "BalancedConnector retry='x' is invalid"),
+        (lambda c: c.aiohttp("web.shop:http", hedge=3), "BalancedConnector hedge=3 is invalid"),
+        (
+            lambda c: c.aiohttp_cluster(algorithm="round_robbin"),
+            "cluster algorithm='round_robbin' is invalid",
+        ),
+        (lambda c: c.aiohttp_cluster(idle_timeout=0), "cluster idle_timeout=0 is invalid"),
+        (lambda c: c.aiohttp_cluster(source=object()), "cluster source=<object"),
     ],
 )
 def test_bad_transport_options_are_refused_at_declaration(declare: Any, message: str) -> None:
-    """A wrong BalancedTransport option is refused where the client is declared (at import), not
-    when the app starts (it used to pass, and fail the app's startup)."""
+    """A wrong BalancedTransport or BalancedConnector option is refused where the client is
+    declared (at import), not when the app starts (it used to pass, and fail the app's startup;
+    aiohttp's connector, which needs a running loop, is checked without being built)."""
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         declare(BalancedClients())
+
+
+def test_good_aiohttp_options_are_accepted_at_declaration() -> None:
+    """The declaration check lets through what BalancedConnector takes: its own options and
+    aiohttp.TCPConnector's (by name), for one Service and in cluster mode; nothing is started."""
+    clients = BalancedClients()
+    clients.aiohttp(
+        "web.shop:http", algorithm="ring_hash", retry=RetryPolicy(), limit=10, keepalive_timeout=3
+    )
+    clients.aiohttp_cluster(namespaces=["shop"], idle_timeout=60, limit_per_host=5, force_close=True)
 
 
 def free_port() -> int:

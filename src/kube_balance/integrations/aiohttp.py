@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import logging
 import random as _random
 import ssl
@@ -307,6 +308,60 @@ class _Route:
         )
 
 
+def _routes(
+    services: ServiceSpec | Sequence[ServiceSpec] | ClusterSpec,
+    options: dict[str, Any],
+    affinity: AffinityKey | str | KeyFunction | None,
+    retry: RetryPolicy | None,
+    hedge: HedgePolicy | None,
+    connect: Any,
+) -> Routes[_Route] | ClusterRoutes[_Route]:
+    """The connector's route table (every option of its own checked on the way)."""
+    check_instance(
+        "BalancedConnector hedge", hedge, (HedgePolicy, type(None)), "expected a HedgePolicy or None"
+    )
+    check_instance(
+        "BalancedConnector retry", retry, (RetryPolicy, type(None)), "expected a RetryPolicy or None"
+    )
+    return route_table(
+        services,
+        options,
+        lambda balancer, owned: _Route(
+            balancer, owned, affinity_for(balancer, affinity), _Adapter(connect), retry, hedge
+        ),
+    )
+
+
+_OWN_OPTIONS = ("algorithm", "source", "fallback", "algorithm_options", "rng", "clock")
+
+
+def check_options(services: ServiceSpec | Sequence[ServiceSpec] | None, options: Mapping[str, Any]) -> None:
+    """Refuse now, without an event loop, what ``BalancedConnector(services, **options)`` would
+    refuse (``services`` None: ``BalancedConnector.cluster(**options)``), as a
+    :class:`~kube_balance.ConfigurationError` naming the option: aiohttp builds a connector only
+    inside a running loop, and a FastAPI app declares its clients at import. Options of
+    ``aiohttp.TCPConnector`` are checked by name (their values by aiohttp, when it builds it)."""
+    rest = dict(options)
+    target: ServiceSpec | Sequence[ServiceSpec] | ClusterSpec
+    if services is None:
+        spec = inspect.signature(BalancedConnector.cluster).parameters
+        target = cluster_spec(
+            **{k: rest.pop(k) if k in rest else p.default for k, p in spec.items() if k != "options"}
+        )
+    else:
+        target = services
+    defaults = inspect.signature(BalancedConnector.__init__).parameters
+    own = {k: rest.pop(k) if k in rest else defaults[k].default for k in _OWN_OPTIONS}
+    affinity, retry, hedge = rest.pop("affinity", None), rest.pop("retry", None), rest.pop("hedge", None)
+    unknown = sorted(set(rest) - set(inspect.signature(aiohttp.TCPConnector.__init__).parameters) - {"self"})
+    if unknown:
+        raise _errors.ConfigurationError(
+            f"BalancedConnector has no option {', '.join(map(repr, unknown))}: it takes its own "
+            f"({', '.join((*_OWN_OPTIONS, 'affinity', 'retry', 'hedge'))}) and aiohttp.TCPConnector's"
+        )
+    _routes(target, own, affinity, retry, hedge, None)
+
+
 class BalancedConnector(aiohttp.TCPConnector):
     """Balances requests to one or several Kubernetes Services per request.
 
@@ -342,9 +397,6 @@ class BalancedConnector(aiohttp.TCPConnector):
         clock: Clock | None = None,
         **connector_options: Any,
     ) -> None:
-        check_instance(
-            "BalancedConnector hedge", hedge, (HedgePolicy, type(None)), "expected a HedgePolicy or None"
-        )
         options = {
             "algorithm": algorithm,
             "source": source,
@@ -353,15 +405,8 @@ class BalancedConnector(aiohttp.TCPConnector):
             "rng": rng,
             "clock": clock,
         }
-        super_connect = super().connect  # aiohttp's own connect(), for requests addressed to a pod
-        self._routes: Routes[_Route] | ClusterRoutes[_Route] = route_table(
-            services,
-            options,
-            lambda balancer, owned: _Route(
-                balancer, owned, affinity_for(balancer, affinity), _Adapter(super_connect), retry, hedge
-            ),
-        )
-
+        # aiohttp's own connect(), for requests addressed to a pod
+        self._routes = _routes(services, options, affinity, retry, hedge, super().connect)
         self._unhedged_warned = False  # a hedge= without BalancedMiddleware: said once
         super().__init__(**connector_options)  # after the checks: aiohttp needs a running loop
 
@@ -720,6 +765,4 @@ async def _drop_response(resp: ClientResponse) -> None:
 
 
 def _has_middlewares() -> bool:
-    import inspect
-
     return "middlewares" in inspect.signature(aiohttp.ClientSession.__init__).parameters

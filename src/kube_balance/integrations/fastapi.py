@@ -96,8 +96,13 @@ class BalancedClient:
         self.client_options = dict(client_options)
         affinity = self.options.get("affinity")
         self.header = affinity if isinstance(affinity, str) else DEFAULT_HEADER
-        if kind == "httpx":  # a wrong option fails here, at declaration, not at the app's startup
+        # A wrong option fails here, at declaration, not at the app's startup.
+        if kind == "httpx":
             self._transport()  # nothing started: the lifespan builds the one it uses
+        else:  # aiohttp builds a connector only in a running loop: its options are checked
+            from .aiohttp import check_options
+
+            check_options(self.service, self.options)
 
     async def __call__(self, request: Request) -> Any:
         """The dependency: the app's client for this Service (and the incoming key, to forward)."""
