@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -17,6 +18,13 @@ settings.register_profile("explore", deadline=None, max_examples=2000)
 # tools/mutate.py runs the tests once per mutant: fewer examples, still the same ones every run.
 settings.register_profile("mutation", derandomize=True, deadline=None, max_examples=20)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_ignore_collect(collection_path: Path) -> bool | None:
+    """conftest.py files are fixtures, not doctest modules (``--doctest-modules`` would import
+    each as a module named ``conftest``, and two directories' would clash when both are given on
+    one command line)."""
+    return True if collection_path.name == "conftest.py" else None
 
 
 @pytest.fixture
