@@ -286,6 +286,16 @@ class Dispatcher(Generic[P, Q, R]):
             for endpoint in held:
                 balancer.unget(endpoint)
 
+    def _pick_retry(
+        self, key: str | bytes | None, tried: set[str], taken: RaceSide | None
+    ) -> Lease[P] | None:
+        """:meth:`_pick_other` for a retry. A side of a hedged request (``taken``) avoids the other
+        side's endpoints too while another is left: a hash algorithm would otherwise pick the
+        hedge's own pod, sending a third copy to a pod already slow to answer."""
+        other = taken.other_keys() if taken is not None else None
+        lease = self._pick_other(key, tried | other) if other else None
+        return lease if lease is not None else self._pick_other(key, tried)
+
     def _release(self, lease: Lease[Any], outcome: Outcome, leaked: bool) -> None:
         endpoint = lease.endpoint
         if endpoint is not None:
@@ -345,7 +355,7 @@ class Dispatcher(Generic[P, Q, R]):
         try:
             lease = (
                 first
-                or (self._pick_other(key, exclude) if exclude else self._pick_now(key))
+                or (self._pick_retry(key, exclude, taken) if exclude else self._pick_now(key))
                 or await self.acquire(key, wait=wait)
             )
         except BaseException:
@@ -381,7 +391,9 @@ class Dispatcher(Generic[P, Q, R]):
                 if verdict.failure is not None and self.retry.should_retry(
                     verdict.failure, method=method, replayable=replayable, attempt=number
                 ):
-                    nxt = self._next_attempt(key, tried, lease, self.retry.uses_budget(verdict.failure))
+                    nxt = self._next_attempt(
+                        key, tried, lease, self.retry.uses_budget(verdict.failure), taken
+                    )
                 if nxt is None:
                     better = self._explain(exc, lease, targets, request)
                     if better is None:
@@ -400,7 +412,7 @@ class Dispatcher(Generic[P, Q, R]):
             ):
                 if tried is None or targets is None:
                     tried, targets = set(exclude or ()), [_target(lease)]
-                nxt = self._next_attempt(key, tried, lease, True)
+                nxt = self._next_attempt(key, tried, lease, True, taken)
                 if nxt is not None:
                     try:
                         await adapter.discard(result)
@@ -435,7 +447,7 @@ class Dispatcher(Generic[P, Q, R]):
         hedging = self.hedging
         assert hedging is not None, "send_hedged needs a HedgePolicy"
         hedging.budget.deposit()
-        taken = RaceSide()
+        taken, hedged = RaceSide.pair()
         first = self.send(request, key=key, method=method, replayable=replayable, wait=wait, taken=taken)
 
         def hedge() -> Coroutine[Any, Any, tuple[R, Lease[P]]] | None:
@@ -449,7 +461,7 @@ class Dispatcher(Generic[P, Q, R]):
                 replayable=replayable,
                 exclude=set(taken.keys),
                 first=lease,
-                taken=RaceSide(),
+                taken=hedged,
             )
 
         return await race(first, hedge, hedging.delay(), self._drop, taken.outrun)
@@ -498,7 +510,12 @@ class Dispatcher(Generic[P, Q, R]):
         return Attempts(str(self.balancer.service), tuple(targets or [_target(lease)]), reason)
 
     def _next_attempt(
-        self, key: str | bytes | None, tried: set[str], failed: Lease[P], budgeted: bool
+        self,
+        key: str | bytes | None,
+        tried: set[str],
+        failed: Lease[P],
+        budgeted: bool,
+        taken: RaceSide | None = None,
     ) -> Lease[P] | None:
         if failed.endpoint is None:  # the fallback has nowhere else to go
             return None
@@ -506,7 +523,7 @@ class Dispatcher(Generic[P, Q, R]):
         if budgeted and not self.budget.try_acquire():
             self.balancer.counters.retry_budget_exhausted += 1
             return None
-        lease = self._pick_other(key, tried)
+        lease = self._pick_retry(key, tried, taken)
         if lease is None:
             if budgeted:
                 self.budget.release()

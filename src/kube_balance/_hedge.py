@@ -210,14 +210,27 @@ class Hedging:
 
 class RaceSide:
     """One side of a hedged request (its first attempt, or its hedge): every endpoint key its
-    attempts leased (a hedge avoids them), the lease in flight now, and the one a hedge left."""
+    attempts leased (a hedge avoids them), the lease in flight now, the one a hedge left, and
+    the other side (whose endpoints this side's retries avoid while another is left)."""
 
-    __slots__ = ("keys", "current", "left")
+    __slots__ = ("keys", "current", "left", "other")
 
     def __init__(self) -> None:
         self.keys: set[str] = set()
         self.current: Lease[Any] | None = None
         self.left: Lease[Any] | None = None  # in flight when the hedge was sent
+        self.other: RaceSide | None = None
+
+    @classmethod
+    def pair(cls) -> tuple[RaceSide, RaceSide]:
+        """The two sides of one hedged request (first attempt, hedge), each the other's other."""
+        first, hedge = cls(), cls()
+        first.other, hedge.other = hedge, first
+        return first, hedge
+
+    def other_keys(self) -> set[str]:
+        """The endpoints the other side's attempts leased so far (empty without another side)."""
+        return self.other.keys if self.other is not None else set()
 
     def add(self, lease: Lease[Any]) -> None:
         """An attempt of this side took ``lease``."""

@@ -286,3 +286,47 @@ async def l4_proxy(ports: list[int]) -> AsyncIterator[int]:
         for t in list(pipes):
             t.cancel()
         await asyncio.gather(*pipes, return_exceptions=True)
+
+
+# -- scripted pods: the n-th request, whichever pod it reaches, does what the script says ----------
+Step = tuple[str, float]
+"""``("answer", delay)``: answer after ``delay`` seconds; ``("drop", delay)``: close the connection
+without an answer after ``delay`` seconds."""
+
+
+@contextlib.asynccontextmanager
+async def scripted_pods(count: int, script: list[Step]) -> AsyncIterator[tuple[list[str], list[str]]]:
+    """``count`` pods on 127.0.0.1; the n-th request to any of them follows ``script[n]`` (an answer
+    at once past its end). Yields the pods' keys (``host:port``) and the list of keys the requests
+    arrived at, in arrival order: a test sees exactly where every attempt went."""
+    arrivals: list[str] = []
+    runners: list[web.AppRunner] = []
+    keys: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        host, port = request.transport.get_extra_info("sockname")[:2]
+        n = len(arrivals)
+        arrivals.append(f"{host}:{port}")
+        action, delay = script[n] if n < len(script) else ("answer", 0.0)
+        await asyncio.sleep(delay)
+        if action == "drop":
+            request.transport.abort()
+            raise asyncio.CancelledError
+        return web.json_response({"pod": f"{host}:{port}", "arrival": n})
+
+    try:
+        for _ in range(count):
+            app = web.Application()
+            app.router.add_get("/", handler)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
+            runners.append(runner)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            assert site._server is not None
+            keys.append(f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}")  # type: ignore[union-attr]
+        yield keys, arrivals
+    finally:
+        for runner in runners:
+            await runner.cleanup()

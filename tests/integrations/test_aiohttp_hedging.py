@@ -9,7 +9,7 @@ import random
 
 import aiohttp
 import pytest
-from helpers_pods import SERVICE_HOST, Pod, running_pods
+from helpers_pods import SERVICE_HOST, Pod, running_pods, scripted_pods
 
 from kube_balance import ConfigurationError, HedgePolicy, LoadBalancer, Outcome
 from kube_balance.discovery.static import StaticSource
@@ -223,3 +223,28 @@ async def test_least_request_keeps_away_from_a_pod_a_hedge_outran_until_slow_tim
     assert status.penalized == {} and status.hedges == 1 and status.hedge_budget_exhausted == 0
     assert status.outcomes == {"ok": total, "slow": 1} and status.requests == total + 1
     assert hedging is not None and hedging.budget.exhausted == 0 and hedging.budget.balance == 1_000_000
+
+
+async def test_a_first_attempt_retried_after_the_hedge_avoids_the_hedges_pod(rng: random.Random) -> None:
+    """As with httpx: each of 6 requests' first attempt is dropped by its pod after the hedge
+    went to another, slow, pod; the retry (aiohttp's own or the middleware's) avoids the hedge's
+    pod, lands on the third and wins. Every attempt of a request on a pod of its own."""
+    requests = 6
+    script = [("drop", 0.4), ("answer", 2.0), ("answer", 0.0)] * requests  # first, hedge, retry
+    async with scripted_pods(3, script) as (keys, arrivals), asyncio.timeout(20):
+        source = StaticSource(keys)
+        connector = BalancedConnector(
+            "web.shop:http", source=source, algorithm="random", hedge=ALWAYS, rng=rng
+        )
+        async with session_for(connector) as session:
+            answers = []
+            for _ in range(requests):
+                async with session.get(f"{URL}/") as r:
+                    answers.append(await r.json())
+            settled(connector)
+            status = connector.balancers[0].status()
+    triples = [arrivals[i : i + 3] for i in range(0, len(arrivals), 3)]
+    assert len(arrivals) == 3 * requests and all(len(set(t)) == 3 for t in triples), triples
+    assert [a["arrival"] for a in answers] == [3 * i + 2 for i in range(requests)]
+    assert status.hedges == requests and status.inflight == 0
+    assert status.outcomes == {"reset": requests, "ok": requests, "cancelled": requests}

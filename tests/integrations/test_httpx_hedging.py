@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from helpers_pods import SERVICE_HOST, Pod, running_pods
+from helpers_pods import SERVICE_HOST, Pod, running_pods, scripted_pods
 
 from kube_balance import ConfigurationError, HedgePolicy, LoadBalancer, Outcome
 from kube_balance.discovery.static import StaticSource
@@ -255,3 +255,40 @@ async def test_least_request_keeps_away_from_a_pod_a_hedge_outran_until_slow_tim
     assert status.outcomes == {"ok": total, "slow": 1} and status.requests == total + 1
     assert hedging is not None and hedging.budget.exhausted == 0
     assert hedging.budget.balance == 1_000_000  # saved up to budget_max again
+
+
+async def test_a_first_attempt_retried_after_the_hedge_avoids_the_hedges_pod(rng: random.Random) -> None:
+    """Each of 6 requests: its first attempt's pod drops the connection after the hedge went to
+    another pod, which is slow. The retry goes to the third pod (a load-blind pick, here
+    ``random``, would take the hedge's own pod about half the time: a third copy on a pod already
+    slow to answer), answers first and wins; every attempt of a request on a pod of its own."""
+    requests = 6
+    script = [("drop", 0.4), ("answer", 2.0), ("answer", 0.0)] * requests  # first, hedge, retry
+    async with scripted_pods(3, script) as (keys, arrivals), asyncio.timeout(20):
+        transport = BalancedTransport(
+            "web.shop:http", source=StaticSource(keys), algorithm="random", hedge=ALWAYS, rng=rng
+        )
+        async with httpx.AsyncClient(transport=transport) as client:
+            answers = [(await client.get(f"{URL}/")).json() for _ in range(requests)]
+            status = transport.balancer.status()
+    triples = [arrivals[i : i + 3] for i in range(0, len(arrivals), 3)]
+    assert len(arrivals) == 3 * requests and all(len(set(t)) == 3 for t in triples), triples
+    assert [a["arrival"] for a in answers] == [3 * i + 2 for i in range(requests)]
+    assert status.hedges == status.retries == requests and status.inflight == 0
+    assert status.outcomes == {"reset": requests, "ok": requests, "cancelled": requests}
+
+
+async def test_a_retry_goes_to_the_hedges_pod_only_when_no_other_is_left(rng: random.Random) -> None:
+    """Two pods: the first attempt's pod drops the connection after the hedge went to the other;
+    no third pod, so the first side has nowhere to retry but the hedge's pod (as before): the
+    request is still answered, by one of the two attempts there."""
+    script = [("drop", 0.4), ("answer", 0.8)]
+    async with scripted_pods(2, script) as (keys, arrivals), asyncio.timeout(10):
+        transport = BalancedTransport(
+            "web.shop:http", source=StaticSource(keys), algorithm="random", hedge=ALWAYS, rng=rng
+        )
+        async with httpx.AsyncClient(transport=transport) as client:
+            r = await client.get(f"{URL}/")
+            status = transport.balancer.status()
+    assert r.status_code == 200 and arrivals[1] == arrivals[2] != arrivals[0]
+    assert status.hedges == 1 and status.retries == 1 and status.inflight == 0

@@ -700,7 +700,8 @@ class BalancedMiddleware:
         dispatcher = route.dispatcher
         hedging.budget.deposit()
         retry = _MiddlewareRetry()
-        taken = retry.taken = RaceSide()
+        taken, hedged = RaceSide.pair()  # each side's retries avoid the other's pods
+        retry.taken = taken
 
         def hedge() -> Any:
             key = route.key.from_request(req, req.headers) if route.key is not None else None
@@ -708,7 +709,9 @@ class BalancedMiddleware:
             if lease is None:
                 return None
             copy_ = _hedge_copy(req)
-            return self._send(copy_, handler, dispatcher, _MiddlewareRetry(set(taken.keys), lease))
+            hedge_retry = _MiddlewareRetry(set(taken.keys), lease)
+            hedge_retry.taken = hedged
+            return self._send(copy_, handler, dispatcher, hedge_retry)
 
         first = self._send(req, handler, dispatcher, retry)
         return await race(first, hedge, hedging.delay(), _drop_response, taken.outrun)
