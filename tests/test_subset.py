@@ -405,6 +405,11 @@ async def test_balancer_eligible_is_the_subset_of_ready_endpoints(rng: random.Ra
             if e is not None:
                 balancer.unget(e)
     assert subset.status().selected == 4 and subset.status().candidates == 20
+    # The balancer's status carries the subset's, as it carries the zone filter's.
+    assert balancer.status().subset == subset.status() == balancer.status_subset()
+    assert balancer.status().subset.client_id == 2 and balancer.status().subset.source == "option"  # type: ignore[union-attr]
+    plain = LoadBalancer("web.shop:80", source=StaticSource(endpoints), rng=rng)
+    assert plain.status().subset is None and plain.status_subset() is None
     assert [type(f).__name__ for f in subset.policy().filters][:2] == ["function", "Subset"]
     assert "client=2 of 5" in repr(subset)
     zones = ZoneAware("a", environ={})

@@ -34,6 +34,7 @@ from ._outcome import Outcome
 from ._policy import EndpointPolicy
 from ._redact import describe_error, format_exception
 from ._service import ServiceRef
+from ._subset import Subset, SubsetStatus
 from ._validate import check_callable, check_instance, check_mapping, check_number, check_rng, invalid
 from ._zones import ZoneAware, ZoneStatus
 from .algorithms import Algorithm, Clock, available, create
@@ -124,6 +125,9 @@ class BalancerStatus:
     """Hedges sent: second attempts on another endpoint because the first was slow to answer."""
     hedge_budget_exhausted: int = 0
     """Hedges the hedge budget refused."""
+    subset: SubsetStatus | None = None
+    """The subset filter's state (size, the client's rank and count, where they came from), if
+    the policy has one."""
 
 
 class LoadBalancer:
@@ -539,11 +543,16 @@ class LoadBalancer:
             penalized=health.penalized,
             hedges=c.hedges,
             hedge_budget_exhausted=c.hedge_budget_exhausted,
+            subset=self.status_subset(),
         )
 
     def status_zone(self) -> ZoneStatus | None:
         """The zone filter's state, if the policy has one (also in ``status().zone``)."""
         return next((f.status() for f in self.policy.filters if isinstance(f, ZoneAware)), None)
+
+    def status_subset(self) -> SubsetStatus | None:
+        """The subset filter's state, if the policy has one (also in ``status().subset``)."""
+        return next((f.status() for f in self.policy.filters if isinstance(f, Subset)), None)
 
     def __repr__(self) -> str:
         s = self.status()
