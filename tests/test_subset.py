@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -205,6 +206,9 @@ def test_keys_must_be_an_iterable_of_strings(keys: object) -> None:
         ({"size": 5, "peers": 42}, "Subset peers=42 is invalid: expected the client's own Service"),
         ({"size": 5, "peers": "not a service!"}, "not a service"),
         ({"size": 5, "peers": "client.shop", "pod_name": ""}, "Subset pod_name='' is invalid"),
+        ({"size": 5, "peers": "client.shop", "settle": -1}, "Subset settle=-1 is invalid: expected a finite"),
+        ({"size": 5, "peers": "client.shop", "settle": "5"}, "Subset settle='5' is invalid"),
+        ({"size": 5, "peers": "client.shop", "settle": math.inf}, "Subset settle=inf is invalid"),
     ],
 )
 def test_bad_options_name_option_value_and_allowed(kwargs: dict[str, object], message: str) -> None:
@@ -224,9 +228,9 @@ _values = st.one_of(
 )
 
 
-@given(size=_values, client_id=_values, client_count=_values, peers=_values, pod_name=_values)
+@given(size=_values, client_id=_values, client_count=_values, peers=_values, pod_name=_values, settle=_values)
 def test_constructor_fuzz(
-    size: object, client_id: object, client_count: object, peers: object, pod_name: object
+    size: object, client_id: object, client_count: object, peers: object, pod_name: object, settle: object
 ) -> None:
     """Any combination either builds a Subset whose identity is in range or raises ConfigurationError."""
     try:
@@ -237,11 +241,13 @@ def test_constructor_fuzz(
             peers=peers,  # type: ignore[arg-type]
             pod_name=pod_name,  # type: ignore[arg-type]
             environ={},
+            **({} if settle is None else {"settle": settle}),  # type: ignore[arg-type]
         )
     except ConfigurationError:
         return
     status = subset.status()
     assert isinstance(status.size, int) and status.size >= 1
+    assert isinstance(subset.settle, float) and 0 <= subset.settle < math.inf
     if status.client_id is not None:
         assert status.client_count is not None and 0 <= status.client_id < status.client_count
 
@@ -330,7 +336,7 @@ async def test_a_subset_run_alone_follows_its_peers_logs_its_rank_and_keeps_the_
     until the next snapshot; a source's ``service`` names the peers; aclose() stops the watch."""
     feed = PeerFeed()
     feed.service = "client.shop"  # type: ignore[attr-defined]
-    subset = Subset(3, peers=feed, pod_name="client-b", environ={})
+    subset = Subset(3, peers=feed, pod_name="client-b", environ={}, settle=0)
     snapshot, eps = candidates()
     caplog.set_level(logging.INFO, logger="kube_balance")
     async with asyncio.timeout(5):
@@ -456,7 +462,7 @@ def peers(*names: str, unready: Sequence[str] = ()) -> EndpointSet:
 async def test_identity_follows_the_peers_and_aclose_stops_their_watch(rng: random.Random) -> None:
     """Rank among ready peers by name (self counted even when not listed); the subset follows."""
     feed = PeerFeed()
-    subset = Subset(3, peers=feed, pod_name="client-b", environ={})
+    subset = Subset(3, peers=feed, pod_name="client-b", environ={}, settle=0)
     keys = backends(12)
     balancer = LoadBalancer("web.shop:8080", source=StaticSource(keys), policy=subset.policy(), rng=rng)
     assert subset.status().client_id is None and subset.status().source.startswith("pending")
@@ -477,3 +483,55 @@ async def test_identity_follows_the_peers_and_aclose_stops_their_watch(rng: rand
             assert subset.status().source == "peers PeerFeed" and subset.status().changes == 3
         await feed.cancelled.wait()
     assert feed.runs == 1
+
+
+async def feed_and_wait(feed: PeerFeed, snapshot: EndpointSet) -> None:
+    """Push one peers snapshot and wait until the filter has taken it."""
+    feed.queue.put_nowait(snapshot)
+    while feed.queue.qsize():  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.001)
+
+
+async def test_a_new_identity_is_followed_once_it_has_held_for_settle_seconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first identity is taken at once; a later one waits ``settle`` seconds (status shows it
+    settling, the subset stays); one that goes back within the window moves nothing (a rollout's
+    burst); one repeated keeps its first timer; once it has held, it is taken and logged once."""
+    feed = PeerFeed()
+    subset = Subset(3, peers=feed, pod_name="client-b", environ={}, settle=0.3)
+    snapshot, eps = candidates()
+    caplog.set_level(logging.INFO, logger="kube_balance")
+    async with asyncio.timeout(5):
+        subset(snapshot, eps)
+        await feed_and_wait(feed, peers("client-a", "client-b", "client-c"))
+        assert (subset.status().client_id, subset.status().client_count, subset.status().changes) == (1, 3, 1)
+        await feed_and_wait(feed, peers("client-b", "client-c"))  # client-a left: 0 of 2, settling
+        status = subset.status()
+        assert (status.client_id, status.client_count, status.settling) == (1, 3, (0, 2))
+        assert {e.key for e in subset(snapshot, eps)} == set(deterministic_subset(TEN, 3, 1, 3))
+        await feed_and_wait(feed, peers("client-a", "client-b", "client-c"))  # back: nothing moves
+        assert subset.status().settling is None and subset._timer is None
+        await feed_and_wait(feed, peers("client-b", "client-c"))
+        timer = subset._timer
+        await feed_and_wait(feed, peers("client-b", "client-c", unready=["client-d"]))  # the same
+        assert subset._timer is timer is not None  # the wait started at its first sight
+        while subset.status().settling is not None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        status = subset.status()
+        assert (status.client_id, status.client_count, status.changes) == (0, 2, 2)
+        assert {e.key for e in subset(snapshot, eps)} == set(deterministic_subset(TEN, 3, 0, 2))
+        await feed_and_wait(feed, peers("client-c"))  # 0 of 2 still (client-b counts itself)
+        assert subset.status().settling is None
+        await feed_and_wait(feed, peers("client-a", "client-b"))  # settling, then closed
+        assert subset.status().settling == (1, 2)
+        await subset.aclose()
+        assert subset.status().settling is None
+        await asyncio.sleep(0.4)  # past the window: the cancelled wait applied nothing
+        assert (subset.status().client_id, subset.status().changes) == (0, 2)
+    ranks = [r.getMessage() for r in caplog.records if r.getMessage().startswith("subset:")]
+    assert ranks == [
+        "subset: client client-b is 1 of 3 peers (PeerFeed)",
+        "subset: client client-b is 0 of 2 peers (PeerFeed)",
+    ]

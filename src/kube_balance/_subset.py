@@ -37,18 +37,23 @@ from ._endpoint import Endpoint, EndpointSet
 from ._errors import DiscoveryError
 from ._health import Bound
 from ._service import ServiceRef
-from ._validate import check_int, check_optional_str, invalid
+from ._validate import check_int, check_number, check_optional_str, invalid
 
 if TYPE_CHECKING:
     from ._policy import EndpointFilter, EndpointPolicy
     from .discovery._source import EndpointSource
 
-__all__ = ["POD_NAME_ENV", "Subset", "SubsetStatus", "deterministic_subset"]
+__all__ = ["DEFAULT_SETTLE", "POD_NAME_ENV", "Subset", "SubsetStatus", "deterministic_subset"]
 
 logger = logging.getLogger("kube_balance")
 
 POD_NAME_ENV = "POD_NAME"
 """The environment variable naming the client's pod (Downward API ``metadata.name``)."""
+DEFAULT_SETTLE = 5.0
+"""Seconds a new identity read from the peers must hold before the subset follows it. A rollout
+of the client's own Deployment changes the peers every few seconds, and each change moves the
+windows (new connections, each a TLS handshake and a cold pool): one move per burst, not one per
+pod. Long enough for a surge's pods to turn ready together, short against a rollout."""
 _PENDING_COUNT = 1 << 32
 """Before the peers are known, the client sits at a point of the ring its pod name hashes to."""
 
@@ -121,6 +126,8 @@ class SubsetStatus:
     last_error: str | None = None
     """The peers' watch's error since its last snapshot, if any (the last identity, or the
     pending window, keeps serving meanwhile)."""
+    settling: tuple[int, int] | None = None
+    """A new identity (rank, count) read from the peers, applied once it has held ``settle`` s."""
 
 
 class Subset(Bound):
@@ -129,7 +136,9 @@ class Subset(Bound):
     The identity is either explicit, ``client_id`` (0-based) of ``client_count`` clients, or
     read from ``peers``: the client's own Service (``"name.ns"``, a :class:`ServiceRef`, or any
     endpoint source, such as a :class:`~kube_balance.discovery.KubernetesSource` with its own
-    ``api_client``), whose ready pods are the clients. The client's pod name is ``pod_name``,
+    ``api_client``), whose ready pods are the clients; a new rank or count read from them is
+    followed once it has held for ``settle`` seconds (default 5; 0: at once; the first one at
+    once). The client's pod name is ``pod_name``,
     else ``$POD_NAME``, else the hostname (Kubernetes sets it to the pod name); it counts as a
     peer even before it is ready. Until the peers are first known, the client takes the window
     at the point of the ring its pod name hashes to, so it never opens more than ``size``
@@ -149,8 +158,10 @@ class Subset(Bound):
         peers: str | ServiceRef | EndpointSource | None = None,
         pod_name: str | None = None,
         environ: Mapping[str, str] | None = None,
+        settle: float = DEFAULT_SETTLE,
     ) -> None:
         self.size = check_int("Subset size", size, low=1)
+        self.settle = check_number("Subset settle", settle, low=0, unit="seconds")
         check_optional_str("Subset pod_name", pod_name, "a pod name")
         explicit = client_id is not None or client_count is not None
         if explicit and peers is not None:
@@ -186,6 +197,8 @@ class Subset(Bound):
         self._ring_keys: frozenset[str] = frozenset()
         self._candidates = self._selected = self._changes = 0
         self._last_error: str | None = None
+        self._settling: tuple[int, int] | None = None  # read from the peers, not applied yet
+        self._timer: asyncio.TimerHandle | None = None
 
     def policy(self, *then: EndpointFilter) -> EndpointPolicy:
         """kube-proxy's readiness rule, this filter, then the default health steps (outlier
@@ -203,6 +216,7 @@ class Subset(Bound):
     # -- wiring: bind() (Bound) keeps the balancer, refreshed when the identity changes ---------
     async def aclose(self) -> None:
         """Stop the peers' watch (the balancer's ``aclose()`` calls this); the last identity stays."""
+        self._settle_on(None)
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
@@ -227,7 +241,26 @@ class Subset(Bound):
         identity = (ranked.index(self.pod_name), len(ranked))
         self._source, self._last_error = f"peers {self._peers_name}", None
         if identity == self._identity:
-            return
+            self._settle_on(None)  # back where it was: nothing to move
+        elif self._identity is None or not self.settle:
+            self._apply(identity)  # the first identity (or no settling): at once
+        elif identity != self._settling:  # a new one: it must hold for `settle` seconds
+            self._settle_on(identity)
+
+    def _settle_on(self, identity: tuple[int, int] | None) -> None:
+        """Wait ``settle`` seconds for ``identity`` (None: wait for nothing), then apply it."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._settling, self._timer = identity, None
+        if identity is not None:
+            self._timer = asyncio.get_running_loop().call_later(self.settle, self._settled)
+
+    def _settled(self) -> None:
+        identity, self._settling, self._timer = self._settling, None, None
+        if identity is not None:
+            self._apply(identity)
+
+    def _apply(self, identity: tuple[int, int]) -> None:
         logger.info(
             "subset: client %s is %d of %d peers (%s)",
             self.pod_name,
@@ -264,6 +297,7 @@ class Subset(Bound):
             selected=self._selected,
             changes=self._changes,
             last_error=self._last_error,
+            settling=self._settling,
         )
 
     def __repr__(self) -> str:
