@@ -86,3 +86,21 @@ def test_a_typo_names_what_is_taken() -> None:
         ConfigurationError, match=r"no option 'limt': it takes its own \(algorithm, .*hedge\)"
     ):
         check_options("web.shop:http", {"limt": 10})
+
+
+async def test_the_connector_refuses_a_misspelt_option_by_name() -> None:
+    """BalancedConnector(limt=10), built in a running loop, is a ConfigurationError naming the
+    option and what is taken (was aiohttp's bare TypeError about TCPConnector); in cluster mode
+    the cluster options are listed too."""
+    async with asyncio.timeout(10):
+        with pytest.raises(ConfigurationError, match=r"BalancedConnector has no option 'limt': .*hedge\)"):
+            BalancedConnector("web.shop:http", source=StaticSource(["127.0.0.1:1"]), limt=10)
+        with pytest.raises(
+            ConfigurationError,
+            match=r"BalancedConnector.cluster\(\) has no option 'namspace': it takes its own \(namespaces, "
+            r"namespace, .*hedge\) and aiohttp.TCPConnector's",
+        ):
+            BalancedConnector.cluster(namspace="shop")
+        connector = BalancedConnector("web.shop:http", source=StaticSource(["127.0.0.1:1"]), limit=3)
+        assert connector.limit == 3  # aiohttp's own options still go through
+        await connector.close()

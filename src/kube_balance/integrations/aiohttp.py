@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import logging
 import random as _random
@@ -353,13 +354,28 @@ def check_options(services: ServiceSpec | Sequence[ServiceSpec] | None, options:
     defaults = inspect.signature(BalancedConnector.__init__).parameters
     own = {k: rest.pop(k) if k in rest else defaults[k].default for k in _OWN_OPTIONS}
     affinity, retry, hedge = rest.pop("affinity", None), rest.pop("retry", None), rest.pop("hedge", None)
-    unknown = sorted(set(rest) - set(inspect.signature(aiohttp.TCPConnector.__init__).parameters) - {"self"})
-    if unknown:
-        raise _errors.ConfigurationError(
-            f"BalancedConnector has no option {', '.join(map(repr, unknown))}: it takes its own "
-            f"({', '.join((*_OWN_OPTIONS, 'affinity', 'retry', 'hedge'))}) and aiohttp.TCPConnector's"
-        )
+    _check_names(rest, cluster=services is None)
     _routes(target, own, affinity, retry, hedge, None)
+
+
+def _check_names(connector_options: Mapping[str, Any], *, cluster: bool) -> None:
+    """Refuse a keyword that is neither the connector's own nor ``aiohttp.TCPConnector``'s, by
+    name (aiohttp would raise a bare ``TypeError`` about ``TCPConnector``)."""
+    unknown = sorted(set(connector_options) - _tcp_connector_options())
+    if unknown:
+        own = (*_OWN_OPTIONS, "affinity", "retry", "hedge")
+        if cluster:
+            spec = inspect.signature(BalancedConnector.cluster).parameters
+            own = (*(k for k in spec if k != "options"), *(o for o in own if o not in ("source", "fallback")))
+        raise _errors.ConfigurationError(
+            f"BalancedConnector{'.cluster()' if cluster else ''} has no option "
+            f"{', '.join(map(repr, unknown))}: it takes its own ({', '.join(own)}) and aiohttp.TCPConnector's"
+        )
+
+
+@functools.cache
+def _tcp_connector_options() -> frozenset[str]:
+    return frozenset(inspect.signature(aiohttp.TCPConnector.__init__).parameters) - {"self"}
 
 
 class BalancedConnector(aiohttp.TCPConnector):
@@ -405,6 +421,8 @@ class BalancedConnector(aiohttp.TCPConnector):
             "rng": rng,
             "clock": clock,
         }
+        if connector_options:
+            _check_names(connector_options, cluster=isinstance(services, ClusterSpec))
         # aiohttp's own connect(), for requests addressed to a pod
         self._routes = _routes(services, options, affinity, retry, hedge, super().connect)
         self._unhedged_warned = False  # a hedge= without BalancedMiddleware: said once
