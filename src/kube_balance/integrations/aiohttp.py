@@ -227,8 +227,20 @@ class _ConnLease(Lease[None]):
         answer = self.answer
         self._owner._release(self, _RESET if answer is None else answer, leaked)
 
+    def close_out(self) -> None:
+        """The connector closes with this connection still out: put() now. A request still
+        waiting for its answer was cut by our own close (``CANCELLED``: not the pod's doing, so
+        no failure for outlier ejection); a response nobody released is a leak (the safety net)."""
+        if self.answer is None:
+            self.answer = _CANCELLED
+            self.starting = False
+            self.give_back()
+        else:
+            self.give_back(leaked=True)
+
 
 _RESET = Outcome.RESET
+_CANCELLED = Outcome.CANCELLED
 
 
 def _pod_key(key: Any, host: str, port: int) -> Any:
@@ -491,6 +503,8 @@ class BalancedConnector(aiohttp.TCPConnector):
         route = self._routes.get(req.url.raw_host) if self._routes.static else await self._resolve(req)
         if route is None:
             return await super().connect(req, traces, timeout)
+        if self._closed:  # aiohttp's own check, before a pick: a closed connector blames no pod
+            raise aiohttp.ClientConnectionError("Connector is closed.")
         key = route.key.from_request(req, req.headers) if route.key is not None else None
         retry: _MiddlewareRetry | None = getattr(req, "_kube_balance_retry", None)
         dispatcher = route.dispatcher
@@ -558,7 +572,7 @@ class BalancedConnector(aiohttp.TCPConnector):
             # The safety net: a response never released keeps its connection (and so itself:
             # the connection's protocol holds it) alive until here, in aiohttp as without us.
             for lease in list(route.open):
-                lease.give_back(leaked=True)
+                lease.close_out()
         await super().close(*args, **kwargs)
         for route in routes:
             await route.dispatcher.aclose()
