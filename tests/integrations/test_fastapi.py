@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
@@ -176,6 +177,26 @@ def test_bad_options_are_refused() -> None:
         ),
         (lambda c: c.aiohttp_cluster(idle_timeout=0), "cluster idle_timeout=0 is invalid"),
         (lambda c: c.aiohttp_cluster(source=object()), "cluster source=<object"),
+        # Each of these passed the declaration and failed the app's startup with a TypeError:
+        (lambda c: c.httpx("web.shop:http", algoritm="x"), "BalancedTransport has no option 'algoritm'"),
+        (lambda c: c.httpx_cluster(namspace="shop"), "BalancedTransport.cluster() has no option 'namspace'"),
+        (
+            lambda c: c.httpx("web.shop:http", client_options={"timout": 3}),
+            "client_options has no option 'timout': httpx.AsyncClient takes",
+        ),
+        (
+            lambda c: c.aiohttp("web.shop:http", client_options={"timout": 3}),
+            "client_options has no option 'timout': aiohttp.ClientSession takes",
+        ),
+        (
+            lambda c: c.aiohttp("web.shop:http", client_options={"connector": None}),
+            "client_options cannot set 'connector'",
+        ),
+        (
+            lambda c: c.httpx_cluster(client_options={"transport": None}),
+            "client_options cannot set 'transport'",
+        ),
+        (lambda c: c.aiohttp("web.shop:http", client_options=[1]), "client_options must be a mapping"),
     ],
 )
 def test_bad_transport_options_are_refused_at_declaration(declare: Any, message: str) -> None:
@@ -194,6 +215,11 @@ def test_good_aiohttp_options_are_accepted_at_declaration() -> None:
         "web.shop:http", algorithm="ring_hash", retry=RetryPolicy(), limit=10, keepalive_timeout=3
     )
     clients.aiohttp_cluster(namespaces=["shop"], idle_timeout=60, limit_per_host=5, force_close=True)
+    clients.aiohttp(
+        "web.shop:http", client_options={"timeout": aiohttp.ClientTimeout(total=3), "raise_for_status": True}
+    )
+    clients.httpx("web.shop:http", client_options={"timeout": 3.0, "headers": {"X-A": "1"}})
+    clients.httpx_cluster(namespaces=["shop"], http2=False, client_options={"follow_redirects": True})
 
 
 def free_port() -> int:
