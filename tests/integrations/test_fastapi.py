@@ -284,3 +284,37 @@ async def test_under_uvicorn_with_discovery_and_a_streaming_proxy(tmp_path: Path
                         break
                     await asyncio.sleep(0.05)
                 assert (await client.get(f"{base}/debug/inflight")).json() == 0
+
+
+def _aiohttp_app(clients: BalancedClients, dependency: Any) -> FastAPI:
+    """An app whose /hello calls the Service once through the declared aiohttp client."""
+    app = FastAPI(lifespan=clients.lifespan())
+
+    @app.get("/hello")
+    async def hello(session: Any = Depends(dependency)) -> Any:  # noqa: B008
+        async with session.get("/") as r:
+            return {"status": r.status, **(await r.json())}
+
+    return app
+
+
+def test_aiohttp_client_options_survive_a_second_start() -> None:
+    """The caller's trace_configs are the session's at every start of the app (each TestClient
+    block starts it again): the first start used to take them out of the declaration."""
+    seen: list[str] = []
+
+    async def on_start(session: Any, ctx: Any, params: Any) -> None:
+        seen.append(params.url.host)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    with pods_in_thread(1) as pods:
+        clients = BalancedClients(startup_timeout=5)
+        web = clients.aiohttp(
+            "web.shop:http", source=StaticSource([pods[0].key]), client_options={"trace_configs": [trace]}
+        )
+        app = _aiohttp_app(clients, web)
+        for start in (1, 2):
+            with TestClient(app) as client:
+                assert client.get("/hello").json()["pod"] == "pod-0"
+            assert seen == ["web.shop"] * start, start

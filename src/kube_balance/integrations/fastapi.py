@@ -171,13 +171,14 @@ class BalancedClient:
             connector = BalancedConnector.cluster(**self.options)
         else:
             connector = BalancedConnector(self.service, **self.options)
-        traces = list(self.client_options.pop("trace_configs", None) or [])
+        client_options = dict(self.client_options)  # a copy: the app may start again (tests)
+        traces = list(client_options.pop("trace_configs", None) or [])
         if self.forward is not None:
             trace = aiohttp.TraceConfig()
             # cast: aiohttp's typing of its signals changed across the supported versions
             cast(Any, trace.on_request_start).append(self._aiohttp_hook)
             traces.append(trace)
-        options = {**self._base_url(), "trace_configs": traces, **self.client_options}
+        options = {**self._base_url(), "trace_configs": traces, **client_options}
         return aiohttp.ClientSession(connector=connector, **options), connector.balancers
 
     async def _aiohttp_hook(self, session: Any, ctx: Any, params: Any) -> None:
