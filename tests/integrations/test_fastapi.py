@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 from helpers_pods import Pod, pod_slice, running_pods
 
-from kube_balance import ConfigurationError, RetryPolicy
+from kube_balance import ConfigurationError, HedgePolicy, RetryPolicy
 from kube_balance.discovery import StaticSource
 from kube_balance.integrations.fastapi import BalancedClients
 from kube_balance.testing import FakeApiServer
@@ -291,7 +291,7 @@ def _aiohttp_app(clients: BalancedClients, dependency: Any) -> FastAPI:
     app = FastAPI(lifespan=clients.lifespan())
 
     @app.get("/hello")
-    async def hello(session: Any = Depends(dependency)) -> Any:  # noqa: B008
+    async def hello(session: Any = Depends(dependency)) -> Any:
         async with session.get("/") as r:
             return {"status": r.status, **(await r.json())}
 
@@ -318,3 +318,43 @@ def test_aiohttp_client_options_survive_a_second_start() -> None:
             with TestClient(app) as client:
                 assert client.get("/hello").json()["pod"] == "pod-0"
             assert seen == ["web.shop"] * start, start
+
+
+def test_aiohttp_declaration_retries_statuses_on_another_pod() -> None:
+    """clients.aiohttp(..., retry=RetryPolicy(retry_statuses=True)): a 503 from one pod is sent
+    again to the other (the session has BalancedMiddleware); it used to reach the handler, the
+    policy having no effect without the middleware the declaration could not add."""
+    with pods_in_thread(2) as pods:
+        pods[0].status = 503
+        clients = BalancedClients(startup_timeout=5)
+        web = clients.aiohttp(
+            "web.shop:http",
+            source=StaticSource([p.key for p in pods]),
+            algorithm="round_robin",
+            retry=RetryPolicy(retry_statuses=True),
+        )
+        app = _aiohttp_app(clients, web)
+        with TestClient(app) as client:
+            answers = [client.get("/hello").json() for _ in range(6)]
+            (balancer,) = app.state.kube_balance_clients[web].connector.balancers
+            assert balancer.status().retries == pods[0].hits >= 1
+        assert answers == [{"status": 200, "pod": "pod-1", "host": "web.shop", "cookie": None}] * 6
+
+
+def test_aiohttp_declaration_hedges() -> None:
+    """clients.aiohttp(..., hedge=HedgePolicy(...)) hedges (docs/hedging.md said it could not):
+    a request stuck on a pod that does not answer is answered by the other pod."""
+    with pods_in_thread(2) as pods:
+        pods[0].delay = 30.0  # answers after the test
+        clients = BalancedClients(startup_timeout=5)
+        web = clients.aiohttp(
+            "web.shop:http",
+            source=StaticSource([p.key for p in pods]),
+            algorithm="round_robin",
+            hedge=HedgePolicy(delay=0.05, budget_percent=1.0),
+        )
+        app = _aiohttp_app(clients, web)
+        with TestClient(app) as client:
+            assert [client.get("/hello").json()["pod"] for _ in range(2)] == ["pod-1", "pod-1"]
+            (balancer,) = app.state.kube_balance_clients[web].connector.balancers
+            assert balancer.status().hedges == pods[0].arrived >= 1

@@ -375,7 +375,7 @@ def _check_names(connector_options: Mapping[str, Any], *, cluster: bool) -> None
     name (aiohttp would raise a bare ``TypeError`` about ``TCPConnector``)."""
     unknown = sorted(set(connector_options) - _tcp_connector_options())
     if unknown:
-        own = (*_OWN_OPTIONS, "affinity", "retry", "hedge")
+        own: tuple[str, ...] = (*_OWN_OPTIONS, "affinity", "retry", "hedge")
         if cluster:
             spec = inspect.signature(BalancedConnector.cluster).parameters
             own = (*(k for k in spec if k != "options"), *(o for o in own if o not in ("source", "fallback")))

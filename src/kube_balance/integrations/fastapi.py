@@ -165,7 +165,7 @@ class BalancedClient:
     def _build_aiohttp(self) -> tuple[Any, list[LoadBalancer]]:
         import aiohttp
 
-        from .aiohttp import BalancedConnector
+        from .aiohttp import BalancedConnector, BalancedMiddleware
 
         if self.service is None:
             connector = BalancedConnector.cluster(**self.options)
@@ -178,6 +178,13 @@ class BalancedClient:
             # cast: aiohttp's typing of its signals changed across the supported versions
             cast(Any, trace.on_request_start).append(self._aiohttp_hook)
             traces.append(trace)
+        if _needs_middleware(self.options):
+            # Status retries, retries of dropped requests and hedges are the middleware's: asked
+            # for, they are on (innermost: the caller's middlewares wrap every attempt).
+            client_options["middlewares"] = (
+                *client_options.get("middlewares", ()),
+                BalancedMiddleware(connector),
+            )
         options = {**self._base_url(), "trace_configs": traces, **client_options}
         return aiohttp.ClientSession(connector=connector, **options), connector.balancers
 
@@ -326,6 +333,15 @@ def _parameters(function: Any) -> list[str]:
         for name, p in inspect.signature(function).parameters.items()
         if name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
     ]
+
+
+def _needs_middleware(options: Mapping[str, Any]) -> bool:
+    """Whether an aiohttp declaration asks for what only ``BalancedMiddleware`` does (``hedge=``,
+    ``retry=``) on an aiohttp that has client middlewares (3.12; before, the connector says once
+    that it cannot hedge)."""
+    from .aiohttp import _has_middlewares
+
+    return (options.get("hedge") is not None or options.get("retry") is not None) and _has_middlewares()
 
 
 def _takes_any(function: Any) -> bool:
