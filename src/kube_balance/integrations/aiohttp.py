@@ -56,7 +56,7 @@ from .._cluster_options import (
     ClusterSpec,
     cluster_spec,
 )
-from .._dispatch import Attempts, Dispatcher, Lease, Verdict
+from .._dispatch import Attempts, Dispatcher, Lease, Verdict, _target
 from .._hedge import HedgePolicy, Hedging, RaceSide, race
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
@@ -544,6 +544,7 @@ class BalancedConnector(aiohttp.TCPConnector):
                     taken=taken,
                 )
                 retry.slot, retry.endpoint = False, lease.key
+                retry.targets.append(_target(lease))
         except _errors.NoEndpointsAvailable as exc:
             raise NoEndpointsAvailable(str(exc)) from exc
         lease.hold(route.open)
@@ -646,7 +647,7 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
 class _MiddlewareRetry:
     """What ``BalancedMiddleware`` tells the connector about the next attempt of one request."""
 
-    __slots__ = ("tried", "slot", "endpoint", "first", "taken")
+    __slots__ = ("tried", "slot", "endpoint", "first", "taken", "targets")
 
     def __init__(self, tried: set[str] | None = None, first: Lease[None] | None = None) -> None:
         self.tried: set[str] = tried or set()  # endpoint keys already tried: the connector avoids them
@@ -655,6 +656,7 @@ class _MiddlewareRetry:
         self.first = first  # a hedge: the lease its first attempt uses
         # Hedged requests: where their attempts went (the hedge avoids them; see RaceSide).
         self.taken: RaceSide | None = None
+        self.targets: list[str] = []  # host:port of every attempt, in order: for the error message
 
 
 class BalancedMiddleware:
@@ -714,7 +716,7 @@ class BalancedMiddleware:
                 if isinstance(exc, aiohttp.ClientConnectorError) or not self._again(
                     dispatcher, Failure.NO_RESPONSE, req, retry, number
                 ):
-                    raise
+                    raise _every_attempt(exc, dispatcher, retry) from exc.__cause__ or exc
                 number += 1
                 continue
             if resp.status in dispatcher.retry.statuses and self._again(
@@ -768,6 +770,18 @@ class BalancedMiddleware:
         dispatcher.balancer.counters.retries += 1
         retry.slot = True
         return True
+
+
+def _every_attempt(
+    exc: BaseException, dispatcher: Dispatcher[Any, Any, Any], retry: _MiddlewareRetry
+) -> BaseException:
+    """``exc`` (named after its own attempt by ``_reporting``), its message naming every attempt
+    of the request when the middleware retried it on another pod."""
+    cause = exc.__cause__
+    if len(retry.targets) < 2 or cause is None or not hasattr(exc, "_kube_balance_message"):
+        return exc
+    attempts = Attempts(str(dispatcher.balancer.service), tuple(retry.targets), None)
+    return _with_message(cause, attempts.message(cause))
 
 
 def _hedgeable_body(req: ClientRequest) -> bool:
