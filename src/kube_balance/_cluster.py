@@ -203,10 +203,9 @@ class ClusterRoutes(Generic[R]):
         obj, failed = await read_service(self._config, name, ns)
         svc.error, ttl = None, self.service_refresh
         if failed is not None:  # unreachable, 5xx, 401/403: go on as DNS would, or as last read
-            refused = isinstance(failed, DiscoveryAuthError)
             if svc.routes:
                 going = "its balancers go on with the last read"
-            elif refused:  # the fix: RBAC, namespaces; not DNS, which would hide it
+            elif isinstance(failed, DiscoveryAuthError):  # the fix: RBAC, namespaces; not DNS
                 going = "its requests raise DiscoveryAuthError until it can be read"
                 svc.error = with_hint(failed, ns, READS)
             else:

@@ -268,11 +268,11 @@ async def test_a_service_read_403_is_logged_as_what_happens(caplog: pytest.LogCa
         async with api_client(api) as client:
             connector = BalancedConnector.cluster(api_client=client, namespace="shop")
             async with aiohttp.ClientSession(connector=connector) as session:
-                with caplog.at_level(logging.WARNING, logger="kube_balance"):
-                    with pytest.raises(
-                        DiscoveryAuthError, match=r'resources \["services"\], verbs \["get"\]'
-                    ):
-                        async with session.get("http://web/"):
-                            pass
+                with (
+                    caplog.at_level(logging.WARNING, logger="kube_balance"),
+                    pytest.raises(DiscoveryAuthError, match=r'resources \["services"\], verbs \["get"\]'),
+                ):
+                    async with session.get("http://web/"):
+                        pass
         assert "its requests raise DiscoveryAuthError until it can be read" in caplog.text
         assert "passing its requests through" not in caplog.text
