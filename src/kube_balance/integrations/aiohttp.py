@@ -438,7 +438,16 @@ class BalancedConnector(aiohttp.TCPConnector):
         # aiohttp's own connect(), for requests addressed to a pod
         self._routes = _routes(services, options, affinity, retry, hedge, super().connect)
         self._unhedged_warned = False  # a hedge= without BalancedMiddleware: said once
-        super().__init__(**connector_options)  # after the checks: aiohttp needs a running loop
+        try:
+            super().__init__(**connector_options)  # after the checks: aiohttp needs a running loop
+        except RuntimeError as exc:
+            if "no running event loop" not in str(exc):
+                raise
+            raise RuntimeError(
+                "BalancedConnector needs a running event loop, as aiohttp.TCPConnector does: create "
+                "it inside an async function (the one that creates the ClientSession), not at import; "
+                "a FastAPI app declares it with BalancedClients().aiohttp(...), built at startup"
+            ) from exc
 
     @classmethod
     def cluster(
