@@ -203,10 +203,14 @@ class ClusterRoutes(Generic[R]):
         obj, failed = await read_service(self._config, name, ns)
         svc.error, ttl = None, self.service_refresh
         if failed is not None:  # unreachable, 5xx, 401/403: go on as DNS would, or as last read
-            going = "its balancers go on with the last read" if svc.routes else "passing its requests through"
-            logger.warning("cannot read Service %s/%s (%s): %s", ns, name, failed, going)
-            if isinstance(failed, DiscoveryAuthError) and not svc.routes:  # the fix: RBAC, namespaces
+            if svc.routes:
+                going = "its balancers go on with the last read"
+            elif isinstance(failed, DiscoveryAuthError):  # the fix: RBAC, namespaces; not DNS
+                going = "its requests raise DiscoveryAuthError until it can be read"
                 svc.error = with_hint(failed, ns, READS)
+            else:
+                going = "passing its requests through"
+            logger.warning("cannot read Service %s/%s (%s): %s", ns, name, failed, going)
             obj, ttl = (svc.obj if svc.routes else None), UNAVAILABLE_RECHECK
         svc.obj, svc.expires = obj, self._clock() + ttl
         self._services[names] = svc

@@ -434,3 +434,40 @@ async def test_a_pod_dropping_the_connection_is_named(rng: random.Random) -> Non
                 await asyncio.wait_for(session.get(f"{URL}/"), 10)
         (balancer,) = connector.balancers
         assert balancer.counters.outcomes[Outcome.RESET] == pod.arrived >= 1 and inflight(connector) == 0
+
+
+@pytest.mark.parametrize("middleware", [False, True])
+async def test_closing_a_session_with_requests_in_flight_blames_no_pod(middleware: bool) -> None:
+    """Closing the session (and its connector) while 8 requests wait for two healthy pods: each
+    request fails with aiohttp's "Connector is closed", each pick is put back once as CANCELLED
+    (our own close, not the pods'), no retry picks a pod of the closed connector, nothing counts
+    as an unclosed response, and the shared balancer ejects no pod (was: 8 RESET + 8 ERROR
+    outcomes, and a healthy pod ejected for "5 consecutive failures")."""
+    from kube_balance.integrations.aiohttp import BalancedMiddleware
+
+    async with asyncio.timeout(30), running_pods(2) as pods:
+        for pod in pods:
+            pod.delay = 60.0  # never answers while the test runs (the pod's shutdown cuts it)
+        source = StaticSource([pod.key for pod in pods])
+        async with LoadBalancer("web.shop:http", source=source, rng=random.Random(1)) as lb:
+            await lb.wait_ready(5)
+            connector = BalancedConnector(lb, retry=RetryPolicy(retry_statuses=True))
+            extra = {"middlewares": (BalancedMiddleware(connector),)} if middleware else {}
+            session = aiohttp.ClientSession(connector=connector, **extra)
+
+            async def get() -> None:
+                async with session.get(f"http://{SERVICE_HOST}/") as r:
+                    await r.read()
+
+            requests = [asyncio.create_task(get()) for _ in range(8)]
+            while sum(pod.arrived for pod in pods) < 8:  # noqa: ASYNC110 - counted by the pods
+                await asyncio.sleep(0.01)
+            await session.close()
+            results = await asyncio.gather(*requests, return_exceptions=True)
+            assert all(isinstance(r, aiohttp.ClientConnectionError) for r in results), results
+            status = lb.status()
+            assert status.outcomes == {"cancelled": 8}
+            assert status.unclosed_responses == 0
+            assert status.ejected == {}
+            assert len(lb.eligible) == 2
+            assert lb.algorithm.total_inflight() == 0

@@ -148,3 +148,32 @@ async def test_an_aiohttp_without_middlewares_is_told_to_upgrade(rng: random.Ran
             BalancedMiddleware(connector)
     finally:
         await connector.close()
+
+
+@needs_middlewares
+async def test_a_request_dropped_by_every_pod_names_every_attempt(rng: random.Random) -> None:
+    """A GET that every pod drops, retried by the middleware on the other pod: the
+    ServerDisconnectedError (same class, from aiohttp's own) names both attempts and both pods
+    (it said "1 attempt failed" and the last pod alone)."""
+    async with running_pods(2) as pods, asyncio.timeout(10):
+        for pod in pods:
+            pod.status = 0  # drops every connection
+        lb = LoadBalancer(
+            "web.shop:http",
+            source=StaticSource([p.key for p in pods]),
+            algorithm="round_robin",
+            policy=EndpointPolicy([ready_else_serving_terminating]),  # no ejection
+            rng=rng,
+        )
+        connector = BalancedConnector(lb, force_close=True)  # no keep-alive: aiohttp retries nothing
+        async with lb, session_for(connector) as session:
+            with pytest.raises(aiohttp.ServerDisconnectedError) as err:
+                async with session.get(f"{URL}/"):
+                    pass
+            message = str(err.value)
+            assert message.startswith("service web.shop:http: 2 attempts failed, on ")
+            assert {pods[0].key, pods[1].key} == set(message.split(" on ", 1)[1].split(";")[0].split(", "))
+            assert message.endswith("last error: ServerDisconnectedError: Server disconnected")
+            assert isinstance(err.value.__cause__, aiohttp.ServerDisconnectedError)
+            assert pods[0].hits == pods[1].hits >= 1  # aiohttp's own retry may run the middleware again
+            assert lb.algorithm.total_inflight() == 0

@@ -7,6 +7,7 @@ import asyncio
 import random
 from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -86,3 +87,37 @@ def test_a_typo_names_what_is_taken() -> None:
         ConfigurationError, match=r"no option 'limt': it takes its own \(algorithm, .*hedge\)"
     ):
         check_options("web.shop:http", {"limt": 10})
+
+
+async def test_the_connector_refuses_a_misspelt_option_by_name() -> None:
+    """BalancedConnector(limt=10), built in a running loop, is a ConfigurationError naming the
+    option and what is taken (was aiohttp's bare TypeError about TCPConnector); in cluster mode
+    the cluster options are listed too."""
+    async with asyncio.timeout(10):
+        with pytest.raises(ConfigurationError, match=r"BalancedConnector has no option 'limt': .*hedge\)"):
+            BalancedConnector("web.shop:http", source=StaticSource(["127.0.0.1:1"]), limt=10)
+        with pytest.raises(
+            ConfigurationError,
+            match=r"BalancedConnector.cluster\(\) has no option 'namspace': it takes its own \(namespaces, "
+            r"namespace, .*hedge\) and aiohttp.TCPConnector's",
+        ):
+            BalancedConnector.cluster(namspace="shop")
+        connector = BalancedConnector("web.shop:http", source=StaticSource(["127.0.0.1:1"]), limit=3)
+        assert connector.limit == 3  # aiohttp's own options still go through
+        await connector.close()
+
+
+def test_a_connector_built_outside_a_running_loop_says_where_to_build_it() -> None:
+    """BalancedConnector at import (no running loop): aiohttp's RuntimeError, with a message that
+    says what to do (it said only "no running event loop")."""
+    try:
+        aiohttp.TCPConnector()
+    except RuntimeError:
+        pass
+    else:  # pragma: no cover - aiohttp < 3.10 takes the thread's loop outside a running one
+        pytest.skip("this aiohttp builds a connector without a running loop")
+    with pytest.raises(RuntimeError, match=r"needs a running event loop.*inside an async function") as err:
+        BalancedConnector("web.shop:http", source=StaticSource(["127.0.0.1:1"]))
+    assert "no running event loop" in str(err.value.__cause__)
+    with pytest.raises(RuntimeError, match=r"needs a running event loop"):
+        BalancedConnector.cluster(namespace="shop")

@@ -257,3 +257,22 @@ async def test_a_request_whose_balancer_stops_while_it_starts_goes_on_with_the_n
             assert not old.running
             assert (await first).json()["pod"] == "pod-1"
             assert [str(b.service) for b in table.balancers] == ["web.shop:www"]
+
+
+async def test_a_service_read_403_is_logged_as_what_happens(caplog: pytest.LogCaptureFixture) -> None:
+    """A Service the client may not read (403): the request raises DiscoveryAuthError naming the
+    rule, and the warning says so (it said "passing its requests through", which it does not)."""
+    async with asyncio.timeout(30), FakeApiServer() as api:
+        api.apply(service("web", "shop"))
+        api.set_tokens({"test-token": Permissions.allow("endpointslices:list", "endpointslices:watch")})
+        async with api_client(api) as client:
+            connector = BalancedConnector.cluster(api_client=client, namespace="shop")
+            async with aiohttp.ClientSession(connector=connector) as session:
+                with (
+                    caplog.at_level(logging.WARNING, logger="kube_balance"),
+                    pytest.raises(DiscoveryAuthError, match=r'resources \["services"\], verbs \["get"\]'),
+                ):
+                    async with session.get("http://web/"):
+                        pass
+        assert "its requests raise DiscoveryAuthError until it can be read" in caplog.text
+        assert "passing its requests through" not in caplog.text

@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 from helpers_pods import Pod, pod_slice, running_pods
 
-from kube_balance import ConfigurationError, RetryPolicy
+from kube_balance import ConfigurationError, HedgePolicy, RetryPolicy
 from kube_balance.discovery import StaticSource
 from kube_balance.integrations.fastapi import BalancedClients
 from kube_balance.testing import FakeApiServer
@@ -176,6 +177,26 @@ def test_bad_options_are_refused() -> None:
         ),
         (lambda c: c.aiohttp_cluster(idle_timeout=0), "cluster idle_timeout=0 is invalid"),
         (lambda c: c.aiohttp_cluster(source=object()), "cluster source=<object"),
+        # Each of these passed the declaration and failed the app's startup with a TypeError:
+        (lambda c: c.httpx("web.shop:http", algoritm="x"), "BalancedTransport has no option 'algoritm'"),
+        (lambda c: c.httpx_cluster(namspace="shop"), "BalancedTransport.cluster() has no option 'namspace'"),
+        (
+            lambda c: c.httpx("web.shop:http", client_options={"timout": 3}),
+            "client_options has no option 'timout': httpx.AsyncClient takes",
+        ),
+        (
+            lambda c: c.aiohttp("web.shop:http", client_options={"timout": 3}),
+            "client_options has no option 'timout': aiohttp.ClientSession takes",
+        ),
+        (
+            lambda c: c.aiohttp("web.shop:http", client_options={"connector": None}),
+            "client_options cannot set 'connector'",
+        ),
+        (
+            lambda c: c.httpx_cluster(client_options={"transport": None}),
+            "client_options cannot set 'transport'",
+        ),
+        (lambda c: c.aiohttp("web.shop:http", client_options=[1]), "client_options must be a mapping"),
     ],
 )
 def test_bad_transport_options_are_refused_at_declaration(declare: Any, message: str) -> None:
@@ -194,6 +215,11 @@ def test_good_aiohttp_options_are_accepted_at_declaration() -> None:
         "web.shop:http", algorithm="ring_hash", retry=RetryPolicy(), limit=10, keepalive_timeout=3
     )
     clients.aiohttp_cluster(namespaces=["shop"], idle_timeout=60, limit_per_host=5, force_close=True)
+    clients.aiohttp(
+        "web.shop:http", client_options={"timeout": aiohttp.ClientTimeout(total=3), "raise_for_status": True}
+    )
+    clients.httpx("web.shop:http", client_options={"timeout": 3.0, "headers": {"X-A": "1"}})
+    clients.httpx_cluster(namespaces=["shop"], http2=False, client_options={"follow_redirects": True})
 
 
 def free_port() -> int:
@@ -258,3 +284,77 @@ async def test_under_uvicorn_with_discovery_and_a_streaming_proxy(tmp_path: Path
                         break
                     await asyncio.sleep(0.05)
                 assert (await client.get(f"{base}/debug/inflight")).json() == 0
+
+
+def _aiohttp_app(clients: BalancedClients, dependency: Any) -> FastAPI:
+    """An app whose /hello calls the Service once through the declared aiohttp client."""
+    app = FastAPI(lifespan=clients.lifespan())
+
+    @app.get("/hello")
+    async def hello(session: Any = Depends(dependency)) -> Any:
+        async with session.get("/") as r:
+            return {"status": r.status, **(await r.json())}
+
+    return app
+
+
+def test_aiohttp_client_options_survive_a_second_start() -> None:
+    """The caller's trace_configs are the session's at every start of the app (each TestClient
+    block starts it again): the first start used to take them out of the declaration."""
+    seen: list[str] = []
+
+    async def on_start(session: Any, ctx: Any, params: Any) -> None:
+        seen.append(params.url.host)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    with pods_in_thread(1) as pods:
+        clients = BalancedClients(startup_timeout=5)
+        web = clients.aiohttp(
+            "web.shop:http", source=StaticSource([pods[0].key]), client_options={"trace_configs": [trace]}
+        )
+        app = _aiohttp_app(clients, web)
+        for start in (1, 2):
+            with TestClient(app) as client:
+                assert client.get("/hello").json()["pod"] == "pod-0"
+            assert seen == ["web.shop"] * start, start
+
+
+def test_aiohttp_declaration_retries_statuses_on_another_pod() -> None:
+    """clients.aiohttp(..., retry=RetryPolicy(retry_statuses=True)): a 503 from one pod is sent
+    again to the other (the session has BalancedMiddleware); it used to reach the handler, the
+    policy having no effect without the middleware the declaration could not add."""
+    with pods_in_thread(2) as pods:
+        pods[0].status = 503
+        clients = BalancedClients(startup_timeout=5)
+        web = clients.aiohttp(
+            "web.shop:http",
+            source=StaticSource([p.key for p in pods]),
+            algorithm="round_robin",
+            retry=RetryPolicy(retry_statuses=True),
+        )
+        app = _aiohttp_app(clients, web)
+        with TestClient(app) as client:
+            answers = [client.get("/hello").json() for _ in range(6)]
+            (balancer,) = app.state.kube_balance_clients[web].connector.balancers
+            assert balancer.status().retries == pods[0].hits >= 1
+        assert answers == [{"status": 200, "pod": "pod-1", "host": "web.shop", "cookie": None}] * 6
+
+
+def test_aiohttp_declaration_hedges() -> None:
+    """clients.aiohttp(..., hedge=HedgePolicy(...)) hedges (docs/hedging.md said it could not):
+    a request stuck on a pod that does not answer is answered by the other pod."""
+    with pods_in_thread(2) as pods:
+        pods[0].delay = 30.0  # answers after the test
+        clients = BalancedClients(startup_timeout=5)
+        web = clients.aiohttp(
+            "web.shop:http",
+            source=StaticSource([p.key for p in pods]),
+            algorithm="round_robin",
+            hedge=HedgePolicy(delay=0.05, budget_percent=1.0),
+        )
+        app = _aiohttp_app(clients, web)
+        with TestClient(app) as client:
+            assert [client.get("/hello").json()["pod"] for _ in range(2)] == ["pod-1", "pod-1"]
+            (balancer,) = app.state.kube_balance_clients[web].connector.balancers
+            assert balancer.status().hedges == pods[0].arrived >= 1

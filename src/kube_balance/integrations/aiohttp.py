@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import logging
 import random as _random
@@ -55,7 +56,7 @@ from .._cluster_options import (
     ClusterSpec,
     cluster_spec,
 )
-from .._dispatch import Attempts, Dispatcher, Lease, Verdict
+from .._dispatch import Attempts, Dispatcher, Lease, Verdict, _target
 from .._hedge import HedgePolicy, Hedging, RaceSide, race
 from .._outcome import Outcome, parse_retry_after
 from .._retry import Failure, RetryPolicy
@@ -226,8 +227,20 @@ class _ConnLease(Lease[None]):
         answer = self.answer
         self._owner._release(self, _RESET if answer is None else answer, leaked)
 
+    def close_out(self) -> None:
+        """The connector closes with this connection still out: put() now. A request still
+        waiting for its answer was cut by our own close (``CANCELLED``: not the pod's doing, so
+        no failure for outlier ejection); a response nobody released is a leak (the safety net)."""
+        if self.answer is None:
+            self.answer = _CANCELLED
+            self.starting = False
+            self.give_back()
+        else:
+            self.give_back(leaked=True)
+
 
 _RESET = Outcome.RESET
+_CANCELLED = Outcome.CANCELLED
 
 
 def _pod_key(key: Any, host: str, port: int) -> Any:
@@ -353,13 +366,28 @@ def check_options(services: ServiceSpec | Sequence[ServiceSpec] | None, options:
     defaults = inspect.signature(BalancedConnector.__init__).parameters
     own = {k: rest.pop(k) if k in rest else defaults[k].default for k in _OWN_OPTIONS}
     affinity, retry, hedge = rest.pop("affinity", None), rest.pop("retry", None), rest.pop("hedge", None)
-    unknown = sorted(set(rest) - set(inspect.signature(aiohttp.TCPConnector.__init__).parameters) - {"self"})
-    if unknown:
-        raise _errors.ConfigurationError(
-            f"BalancedConnector has no option {', '.join(map(repr, unknown))}: it takes its own "
-            f"({', '.join((*_OWN_OPTIONS, 'affinity', 'retry', 'hedge'))}) and aiohttp.TCPConnector's"
-        )
+    _check_names(rest, cluster=services is None)
     _routes(target, own, affinity, retry, hedge, None)
+
+
+def _check_names(connector_options: Mapping[str, Any], *, cluster: bool) -> None:
+    """Refuse a keyword that is neither the connector's own nor ``aiohttp.TCPConnector``'s, by
+    name (aiohttp would raise a bare ``TypeError`` about ``TCPConnector``)."""
+    unknown = sorted(set(connector_options) - _tcp_connector_options())
+    if unknown:
+        own: tuple[str, ...] = (*_OWN_OPTIONS, "affinity", "retry", "hedge")
+        if cluster:
+            spec = inspect.signature(BalancedConnector.cluster).parameters
+            own = (*(k for k in spec if k != "options"), *(o for o in own if o not in ("source", "fallback")))
+        raise _errors.ConfigurationError(
+            f"BalancedConnector{'.cluster()' if cluster else ''} has no option "
+            f"{', '.join(map(repr, unknown))}: it takes its own ({', '.join(own)}) and aiohttp.TCPConnector's"
+        )
+
+
+@functools.cache
+def _tcp_connector_options() -> frozenset[str]:
+    return frozenset(inspect.signature(aiohttp.TCPConnector.__init__).parameters) - {"self"}
 
 
 class BalancedConnector(aiohttp.TCPConnector):
@@ -405,10 +433,21 @@ class BalancedConnector(aiohttp.TCPConnector):
             "rng": rng,
             "clock": clock,
         }
+        if connector_options:
+            _check_names(connector_options, cluster=isinstance(services, ClusterSpec))
         # aiohttp's own connect(), for requests addressed to a pod
         self._routes = _routes(services, options, affinity, retry, hedge, super().connect)
         self._unhedged_warned = False  # a hedge= without BalancedMiddleware: said once
-        super().__init__(**connector_options)  # after the checks: aiohttp needs a running loop
+        try:
+            super().__init__(**connector_options)  # after the checks: aiohttp needs a running loop
+        except RuntimeError as exc:
+            if "no running event loop" not in str(exc):
+                raise
+            raise RuntimeError(
+                "BalancedConnector needs a running event loop, as aiohttp.TCPConnector does: create "
+                "it inside an async function (the one that creates the ClientSession), not at import; "
+                "a FastAPI app declares it with BalancedClients().aiohttp(...), built at startup"
+            ) from exc
 
     @classmethod
     def cluster(
@@ -473,6 +512,8 @@ class BalancedConnector(aiohttp.TCPConnector):
         route = self._routes.get(req.url.raw_host) if self._routes.static else await self._resolve(req)
         if route is None:
             return await super().connect(req, traces, timeout)
+        if self._closed:  # aiohttp's own check, before a pick: a closed connector blames no pod
+            raise aiohttp.ClientConnectionError("Connector is closed.")
         key = route.key.from_request(req, req.headers) if route.key is not None else None
         retry: _MiddlewareRetry | None = getattr(req, "_kube_balance_retry", None)
         dispatcher = route.dispatcher
@@ -512,6 +553,7 @@ class BalancedConnector(aiohttp.TCPConnector):
                     taken=taken,
                 )
                 retry.slot, retry.endpoint = False, lease.key
+                retry.targets.append(_target(lease))
         except _errors.NoEndpointsAvailable as exc:
             raise NoEndpointsAvailable(str(exc)) from exc
         lease.hold(route.open)
@@ -540,7 +582,7 @@ class BalancedConnector(aiohttp.TCPConnector):
             # The safety net: a response never released keeps its connection (and so itself:
             # the connection's protocol holds it) alive until here, in aiohttp as without us.
             for lease in list(route.open):
-                lease.give_back(leaked=True)
+                lease.close_out()
         await super().close(*args, **kwargs)
         for route in routes:
             await route.dispatcher.aclose()
@@ -614,7 +656,7 @@ def _reporting(base: type[ClientResponse]) -> type[ClientResponse]:
 class _MiddlewareRetry:
     """What ``BalancedMiddleware`` tells the connector about the next attempt of one request."""
 
-    __slots__ = ("tried", "slot", "endpoint", "first", "taken")
+    __slots__ = ("tried", "slot", "endpoint", "first", "taken", "targets")
 
     def __init__(self, tried: set[str] | None = None, first: Lease[None] | None = None) -> None:
         self.tried: set[str] = tried or set()  # endpoint keys already tried: the connector avoids them
@@ -623,6 +665,7 @@ class _MiddlewareRetry:
         self.first = first  # a hedge: the lease its first attempt uses
         # Hedged requests: where their attempts went (the hedge avoids them; see RaceSide).
         self.taken: RaceSide | None = None
+        self.targets: list[str] = []  # host:port of every attempt, in order: for the error message
 
 
 class BalancedMiddleware:
@@ -682,7 +725,7 @@ class BalancedMiddleware:
                 if isinstance(exc, aiohttp.ClientConnectorError) or not self._again(
                     dispatcher, Failure.NO_RESPONSE, req, retry, number
                 ):
-                    raise
+                    raise _every_attempt(exc, dispatcher, retry) from exc.__cause__ or exc
                 number += 1
                 continue
             if resp.status in dispatcher.retry.statuses and self._again(
@@ -739,6 +782,18 @@ class BalancedMiddleware:
         dispatcher.balancer.counters.retries += 1
         retry.slot = True
         return True
+
+
+def _every_attempt(
+    exc: BaseException, dispatcher: Dispatcher[Any, Any, Any], retry: _MiddlewareRetry
+) -> BaseException:
+    """``exc`` (named after its own attempt by ``_reporting``), its message naming every attempt
+    of the request when the middleware retried it on another pod."""
+    cause = exc.__cause__
+    if len(retry.targets) < 2 or cause is None or not hasattr(exc, "_kube_balance_message"):
+        return exc
+    attempts = Attempts(str(dispatcher.balancer.service), tuple(retry.targets), None)
+    return _with_message(cause, attempts.message(cause))
 
 
 def _hedgeable_body(req: ClientRequest) -> bool:

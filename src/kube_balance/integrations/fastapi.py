@@ -36,6 +36,7 @@ Services start on their first request, so the app's startup waits for none. Need
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
@@ -88,16 +89,22 @@ class BalancedClient:
                 f"forward_affinity must be a header name or a callable on the incoming request, "
                 f"not {forward_affinity!r}"
             )
+        if not isinstance(client_options, Mapping):
+            raise ConfigurationError(
+                f"client_options must be a mapping of {_CLIENT[kind]} options, not {client_options!r}"
+            )
         self._owner = owner
         self.service = service if isinstance(service, (ServiceRef, type(None))) else ServiceRef.parse(service)
         self.kind = kind
         self.forward = forward_affinity
         self.options = dict(options)
         self.client_options = dict(client_options)
+        _check_client_options(kind, self.client_options)
         affinity = self.options.get("affinity")
         self.header = affinity if isinstance(affinity, str) else DEFAULT_HEADER
         # A wrong option fails here, at declaration, not at the app's startup.
         if kind == "httpx":
+            _check_transport_options(self.service is None, self.options)
             self._transport()  # nothing started: the lifespan builds the one it uses
         else:  # aiohttp builds a connector only in a running loop: its options are checked
             from .aiohttp import check_options
@@ -158,19 +165,27 @@ class BalancedClient:
     def _build_aiohttp(self) -> tuple[Any, list[LoadBalancer]]:
         import aiohttp
 
-        from .aiohttp import BalancedConnector
+        from .aiohttp import BalancedConnector, BalancedMiddleware
 
         if self.service is None:
             connector = BalancedConnector.cluster(**self.options)
         else:
             connector = BalancedConnector(self.service, **self.options)
-        traces = list(self.client_options.pop("trace_configs", None) or [])
+        client_options = dict(self.client_options)  # a copy: the app may start again (tests)
+        traces = list(client_options.pop("trace_configs", None) or [])
         if self.forward is not None:
             trace = aiohttp.TraceConfig()
             # cast: aiohttp's typing of its signals changed across the supported versions
             cast(Any, trace.on_request_start).append(self._aiohttp_hook)
             traces.append(trace)
-        options = {**self._base_url(), "trace_configs": traces, **self.client_options}
+        if _needs_middleware(self.options):
+            # Status retries, retries of dropped requests and hedges are the middleware's: asked
+            # for, they are on (innermost: the caller's middlewares wrap every attempt).
+            client_options["middlewares"] = (
+                *client_options.get("middlewares", ()),
+                BalancedMiddleware(connector),
+            )
+        options = {**self._base_url(), "trace_configs": traces, **client_options}
         return aiohttp.ClientSession(connector=connector, **options), connector.balancers
 
     async def _aiohttp_hook(self, session: Any, ctx: Any, params: Any) -> None:
@@ -306,6 +321,78 @@ class BalancedClients:
 
     def __repr__(self) -> str:
         return f"<BalancedClients {self._declared!r}>"
+
+
+_CLIENT = {"httpx": "httpx.AsyncClient", "aiohttp": "aiohttp.ClientSession"}
+_BUILT = {"httpx": "transport", "aiohttp": "connector"}  # what the declaration builds itself
+
+
+def _parameters(function: Any) -> list[str]:
+    return [
+        name
+        for name, p in inspect.signature(function).parameters.items()
+        if name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+
+
+def _needs_middleware(options: Mapping[str, Any]) -> bool:
+    """Whether an aiohttp declaration asks for what only ``BalancedMiddleware`` does (``hedge=``,
+    ``retry=``) on an aiohttp that has client middlewares (3.12; before, the connector says once
+    that it cannot hedge)."""
+    from .aiohttp import _has_middlewares
+
+    return (options.get("hedge") is not None or options.get("retry") is not None) and _has_middlewares()
+
+
+def _takes_any(function: Any) -> bool:
+    """Whether ``function`` has a ``**kwargs`` (then no name is unknown to it)."""
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(function).parameters.values()
+    )
+
+
+def _check_client_options(kind: Literal["httpx", "aiohttp"], options: Mapping[str, Any]) -> None:
+    """Refuse, at declaration, a ``client_options`` name the client class does not take (it would
+    be a ``TypeError`` at the app's startup) and the one the declaration builds itself."""
+    built = _BUILT[kind]
+    if built in options:
+        raise ConfigurationError(
+            f"client_options cannot set {built!r}: the balanced client builds its own; give its "
+            f"options as keywords of the declaration (algorithm=..., retry=..., ...)"
+        )
+    if kind == "httpx":
+        import httpx
+
+        cls: Any = httpx.AsyncClient
+    else:
+        import aiohttp
+
+        cls = aiohttp.ClientSession
+    if _takes_any(cls.__init__):
+        return
+    taken = [name for name in _parameters(cls.__init__) if name != built]
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise ConfigurationError(
+            f"client_options has no option {', '.join(map(repr, unknown))}: {_CLIENT[kind]} takes "
+            f"{', '.join(taken)}"
+        )
+
+
+def _check_transport_options(cluster: bool, options: Mapping[str, Any]) -> None:
+    """Refuse, by name, a keyword ``BalancedTransport`` (or ``.cluster()``) does not take (Python
+    would say ``TypeError``)."""
+    from .httpx import BalancedTransport
+
+    taken = _parameters(BalancedTransport.__init__)[1:]  # after the Service
+    if cluster:
+        taken = [*_parameters(BalancedTransport.cluster), *taken]
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise ConfigurationError(
+            f"BalancedTransport{'.cluster()' if cluster else ''} has no option "
+            f"{', '.join(map(repr, unknown))}: it takes {', '.join(taken)}"
+        )
 
 
 def _closer(client: Any) -> Callable[[], Awaitable[Any]]:
