@@ -49,7 +49,7 @@ def write_png(results: Sequence[SceneResult], path: Path) -> Path:
     figure.suptitle("kube-balance demo: real requests to real pods on 127.0.0.1", fontsize=13)
     height = 3.2 * rows
     figure.subplots_adjust(
-        left=0.05, right=0.9, bottom=0.6 / height, top=1 - 0.75 / height, hspace=0.6, wspace=0.3
+        left=0.05, right=0.9, bottom=0.6 / height, top=1 - 1.05 / height, hspace=0.6, wspace=0.3
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
