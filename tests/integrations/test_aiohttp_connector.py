@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import random
 import ssl
 from collections import Counter
@@ -445,6 +446,8 @@ async def test_closing_a_session_with_requests_in_flight_blames_no_pod(middlewar
     outcomes, and a healthy pod ejected for "5 consecutive failures")."""
     from kube_balance.integrations.aiohttp import BalancedMiddleware
 
+    if middleware and "middlewares" not in inspect.signature(aiohttp.ClientSession.__init__).parameters:
+        pytest.skip("client middlewares need aiohttp >= 3.12")
     async with asyncio.timeout(30), running_pods(2) as pods:
         for pod in pods:
             pod.delay = 60.0  # never answers while the test runs (the pod's shutdown cuts it)
@@ -464,7 +467,11 @@ async def test_closing_a_session_with_requests_in_flight_blames_no_pod(middlewar
                 await asyncio.sleep(0.01)
             await session.close()
             results = await asyncio.gather(*requests, return_exceptions=True)
-            assert all(isinstance(r, aiohttp.ClientConnectionError) for r in results), results
+            # aiohttp's own error: "Connector is closed" (an AssertionError from its internals on
+            # aiohttp 3.10, the lowest supported); what matters here is what the balancer saw.
+            assert all(isinstance(r, (aiohttp.ClientConnectionError, AssertionError)) for r in results), (
+                results
+            )
             status = lb.status()
             assert status.outcomes == {"cancelled": 8}
             assert status.unclosed_responses == 0
