@@ -261,7 +261,8 @@ async def test_cancelled_while_discarding_releases_both_leases(rng: random.Rando
 
 async def test_first_pick_without_waiting_when_started(rng: random.Random) -> None:
     """A balancer started by someone else: the first request picks at once and still records
-    the loop; round robin sees one get() per request; a closed dispatcher refuses."""
+    the loop; round robin sees one get() per request; a closed dispatcher refuses (its
+    first_attempt() too)."""
     keys = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]
     d, _ = dispatcher(keys, rng)
     lb = d.balancer
@@ -279,12 +280,15 @@ async def test_first_pick_without_waiting_when_started(rng: random.Random) -> No
     assert sorted(seen) == sorted(keys * 2)  # one get() per request: no pick taken and dropped
     assert seen[:4] == seen[4:]
     await d.aclose()
+    assert d.first_attempt(None, None) is None  # the fast path refuses too: send() says why
     with pytest.raises(RuntimeError, match="closed"):
         await send(d, ok)
     await lb.aclose()
 
 
 async def test_started_without_endpoints_goes_to_the_fallback_rules(rng: random.Random) -> None:
+    """Started with no endpoint and no fallback: every send() says so, and first_attempt() picks
+    nothing (None: send() decides)."""
     d, _ = dispatcher([], rng, fallback=None)
     await asyncio.wait_for(d.balancer.ensure_started(), 1)
 
@@ -294,6 +298,7 @@ async def test_started_without_endpoints_goes_to_the_fallback_rules(rng: random.
     for _ in range(2):  # the second without a coroutine of its own (the loop is known)
         with pytest.raises(NoEndpointsAvailable):
             await send(d, ok)
+    assert d.first_attempt(None, None) is None  # nothing to pick at once: send() decides
     await shut(d, d.balancer)
 
 
