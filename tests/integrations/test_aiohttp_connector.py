@@ -15,7 +15,7 @@ from helpers_pods import SERVICE_HOST, running_pods
 
 from kube_balance import LoadBalancer, Outcome, RetryPolicy
 from kube_balance.discovery.static import StaticSource
-from kube_balance.integrations.aiohttp import BalancedConnector, NoEndpointsAvailable
+from kube_balance.integrations.aiohttp import BalancedConnector, NoEndpointsAvailable, _with_message
 from kube_balance.integrations.httpx import BalancedTransport
 
 URL = f"http://{SERVICE_HOST}"
@@ -434,3 +434,15 @@ async def test_a_pod_dropping_the_connection_is_named(rng: random.Random) -> Non
                 await asyncio.wait_for(session.get(f"{URL}/"), 10)
         (balancer,) = connector.balancers
         assert balancer.counters.outcomes[Outcome.RESET] == pod.arrived >= 1 and inflight(connector) == 0
+
+
+def test_a_named_built_in_error_keeps_its_arguments_and_attributes() -> None:
+    """A built-in exception (aiohttp's bare TimeoutError) cannot change class: the named error is
+    a new one of a subclass, with the original's arguments and attributes (its notes here) and
+    the message naming the pod."""
+    exc = asyncio.TimeoutError("took too long")
+    exc.add_note("read by the caller")
+    named = _with_message(exc, "service web.shop:http: 1 attempt failed, on 10.0.0.1:80")
+    assert isinstance(named, asyncio.TimeoutError) and type(named) is not asyncio.TimeoutError
+    assert str(named) == "service web.shop:http: 1 attempt failed, on 10.0.0.1:80"
+    assert named.args == ("took too long",) and named.__notes__ == ["read by the caller"]
