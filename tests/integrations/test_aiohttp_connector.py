@@ -440,9 +440,9 @@ def test_a_named_built_in_error_keeps_its_arguments_and_attributes() -> None:
     """A built-in exception (aiohttp's bare TimeoutError) cannot change class: the named error is
     a new one of a subclass, with the original's arguments and attributes (its notes here) and
     the message naming the pod."""
-    exc = asyncio.TimeoutError("took too long")
+    exc = TimeoutError("took too long")
     exc.add_note("read by the caller")
     named = _with_message(exc, "service web.shop:http: 1 attempt failed, on 10.0.0.1:80")
-    assert isinstance(named, asyncio.TimeoutError) and type(named) is not asyncio.TimeoutError
+    assert isinstance(named, TimeoutError) and type(named) is not TimeoutError
     assert str(named) == "service web.shop:http: 1 attempt failed, on 10.0.0.1:80"
     assert named.args == ("took too long",) and named.__notes__ == ["read by the caller"]
