@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kube_balance import Endpoint, NoEndpointsAvailable, Outcome
+from kube_balance import Endpoint, HedgePolicy, NoEndpointsAvailable, Outcome
 from kube_balance._balancer import LoadBalancer
 from kube_balance._dispatch import Attempts, Dispatcher, Lease, Verdict
 from kube_balance._hedge import RaceSide
@@ -566,4 +566,46 @@ async def test_a_hedged_send_records_every_endpoint_it_leased(rng: random.Random
     lease.release()
     assert result == 200 and len(seen) == 2 and taken.keys == set(seen)
     assert taken.current is lease  # the attempt in flight is the one a hedge would outrun
+    await shut(d, d.balancer)
+
+
+async def test_a_hedge_lease_needs_a_first_attempt_on_a_pod_and_another_pod_left(rng: random.Random) -> None:
+    """hedge_lease(): None, with nothing counted (not even a refusal by the budget), while the first
+    attempt holds no pod yet and when every eligible endpoint is taken; only then does the budget
+    decide (here 0%: refused, and counted as such)."""
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng, hedge=HedgePolicy(budget_percent=0))
+    counters = d.balancer.counters
+    first = await asyncio.wait_for(d.acquire(), 1)
+    taken = RaceSide()
+    assert d.hedge_lease(None, taken) is None  # the first attempt is still connecting
+    taken.add(first)
+    other = RaceSide()
+    other.add(first)
+    second = await asyncio.wait_for(d.acquire(), 1)
+    other.add(second)
+    assert d.hedge_lease(None, other) is None  # no endpoint left for a hedge
+    assert counters.hedge_budget_exhausted == 0 and counters.hedges == 0
+    assert d.hedge_lease(None, taken) is None  # another pod is left: the budget refuses
+    assert counters.hedge_budget_exhausted == 1 and counters.hedges == 0
+    first.release()
+    second.release()
+    await shut(d, d.balancer)
+
+
+async def test_a_losing_answer_that_arrived_anyway_is_discarded_and_put_back_cancelled(
+    rng: random.Random,
+) -> None:
+    """A hedged request's losing attempt answered after the winner: its response is discarded
+    and its lease put back as CANCELLED (not counted against the pod)."""
+    d, adapter = dispatcher(["10.0.0.1:80"], rng, hedge=HedgePolicy())
+    discarded: list[int] = []
+
+    async def discard(result: int) -> None:
+        discarded.append(result)
+
+    adapter.discard_fn = discard
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    await asyncio.wait_for(d._drop((200, lease)), 1)
+    assert discarded == [200] and lease.released
+    assert d.balancer.counters.outcomes[Outcome.CANCELLED] == 1 and d.inflight("10.0.0.1:80") == 0
     await shut(d, d.balancer)
