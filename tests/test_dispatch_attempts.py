@@ -546,16 +546,20 @@ async def test_a_lease_on_an_open_idle_pool_counts_one_in_flight(rng: random.Ran
     await shut(d, d.balancer)
 
 
-async def test_a_hedged_send_records_every_endpoint_it_leased(rng: random.Random) -> None:
+@pytest.mark.parametrize("first_fails", ["refused", "503"])
+async def test_a_hedged_send_records_every_endpoint_it_leased(rng: random.Random, first_fails: str) -> None:
     """send(taken=...): the first attempt's endpoint and the retry's both go into ``taken`` (a
-    hedge then avoids them)."""
-    d, adapter = dispatcher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], rng)
+    hedge then avoids them), whether the first was refused or answered a status retried on."""
+    policy = RetryPolicy(retry_statuses=[503])
+    d, adapter = dispatcher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], rng, retry=policy)
     (await asyncio.wait_for(d.acquire(), 1)).release()  # started; round robin moves on by one
     seen: list[str] = []
 
     async def refuse_first(lease: Lease[Pool]) -> int:
         seen.append(lease.key)
         if len(seen) == 1:
+            if first_fails == "503":
+                return 503
             raise Refused("refused")
         return 200
 
@@ -608,4 +612,29 @@ async def test_a_losing_answer_that_arrived_anyway_is_discarded_and_put_back_can
     await asyncio.wait_for(d._drop((200, lease)), 1)
     assert discarded == [200] and lease.released
     assert d.balancer.counters.outcomes[Outcome.CANCELLED] == 1 and d.inflight("10.0.0.1:80") == 0
+    await shut(d, d.balancer)
+
+
+async def test_a_retry_takes_the_algorithms_next_pick(rng: random.Random) -> None:
+    """A retry's endpoint is the algorithm's own next pick (round robin moves on by one for it),
+    not the least loaded untried endpoint (the last resort after MAX_RETRY_PICKS picks of tried
+    ones): a refused request and the two after it go round the four endpoints in turn."""
+    keys = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]
+    d, _ = dispatcher(keys, rng)
+    await asyncio.wait_for(d.balancer.ensure_started(), 1)
+    seen: list[str] = []
+
+    async def refuse_first(lease: Lease[Pool]) -> int:
+        seen.append(lease.key)
+        if len(seen) == 1:
+            raise Refused("refused")
+        return 200
+
+    for _ in range(3):
+        _code, lease = await send(d, refuse_first)
+        lease.release()
+    ring = [ep.key for ep in d.balancer.eligible]
+    start = ring.index(seen[0])
+    assert seen == [ring[(start + i) % 4] for i in range(4)]
+    assert d.balancer.counters.retries == 1
     await shut(d, d.balancer)
