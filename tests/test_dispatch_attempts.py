@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kube_balance import Endpoint, NoEndpointsAvailable, Outcome
+from kube_balance import Endpoint, HedgePolicy, NoEndpointsAvailable, Outcome
 from kube_balance._balancer import LoadBalancer
 from kube_balance._dispatch import Attempts, Dispatcher, Lease, Verdict
 from kube_balance._hedge import RaceSide
@@ -261,7 +261,8 @@ async def test_cancelled_while_discarding_releases_both_leases(rng: random.Rando
 
 async def test_first_pick_without_waiting_when_started(rng: random.Random) -> None:
     """A balancer started by someone else: the first request picks at once and still records
-    the loop; round robin sees one get() per request; a closed dispatcher refuses."""
+    the loop; round robin sees one get() per request; a closed dispatcher refuses (its
+    first_attempt() too)."""
     keys = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]
     d, _ = dispatcher(keys, rng)
     lb = d.balancer
@@ -279,12 +280,15 @@ async def test_first_pick_without_waiting_when_started(rng: random.Random) -> No
     assert sorted(seen) == sorted(keys * 2)  # one get() per request: no pick taken and dropped
     assert seen[:4] == seen[4:]
     await d.aclose()
+    assert d.first_attempt(None, None) is None  # the fast path refuses too: send() says why
     with pytest.raises(RuntimeError, match="closed"):
         await send(d, ok)
     await lb.aclose()
 
 
 async def test_started_without_endpoints_goes_to_the_fallback_rules(rng: random.Random) -> None:
+    """Started with no endpoint and no fallback: every send() says so, and first_attempt() picks
+    nothing (None: send() decides)."""
     d, _ = dispatcher([], rng, fallback=None)
     await asyncio.wait_for(d.balancer.ensure_started(), 1)
 
@@ -294,6 +298,7 @@ async def test_started_without_endpoints_goes_to_the_fallback_rules(rng: random.
     for _ in range(2):  # the second without a coroutine of its own (the loop is known)
         with pytest.raises(NoEndpointsAvailable):
             await send(d, ok)
+    assert d.first_attempt(None, None) is None  # nothing to pick at once: send() decides
     await shut(d, d.balancer)
 
 
@@ -541,16 +546,20 @@ async def test_a_lease_on_an_open_idle_pool_counts_one_in_flight(rng: random.Ran
     await shut(d, d.balancer)
 
 
-async def test_a_hedged_send_records_every_endpoint_it_leased(rng: random.Random) -> None:
+@pytest.mark.parametrize("first_fails", ["refused", "503"])
+async def test_a_hedged_send_records_every_endpoint_it_leased(rng: random.Random, first_fails: str) -> None:
     """send(taken=...): the first attempt's endpoint and the retry's both go into ``taken`` (a
-    hedge then avoids them)."""
-    d, adapter = dispatcher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], rng)
+    hedge then avoids them), whether the first was refused or answered a status retried on."""
+    policy = RetryPolicy(retry_statuses=[503])
+    d, adapter = dispatcher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], rng, retry=policy)
     (await asyncio.wait_for(d.acquire(), 1)).release()  # started; round robin moves on by one
     seen: list[str] = []
 
     async def refuse_first(lease: Lease[Pool]) -> int:
         seen.append(lease.key)
         if len(seen) == 1:
+            if first_fails == "503":
+                return 503
             raise Refused("refused")
         return 200
 
@@ -561,4 +570,71 @@ async def test_a_hedged_send_records_every_endpoint_it_leased(rng: random.Random
     lease.release()
     assert result == 200 and len(seen) == 2 and taken.keys == set(seen)
     assert taken.current is lease  # the attempt in flight is the one a hedge would outrun
+    await shut(d, d.balancer)
+
+
+async def test_a_hedge_lease_needs_a_first_attempt_on_a_pod_and_another_pod_left(rng: random.Random) -> None:
+    """hedge_lease(): None, with nothing counted (not even a refusal by the budget), while the first
+    attempt holds no pod yet and when every eligible endpoint is taken; only then does the budget
+    decide (here 0%: refused, and counted as such)."""
+    d, _ = dispatcher(["10.0.0.1:80", "10.0.0.2:80"], rng, hedge=HedgePolicy(budget_percent=0))
+    counters = d.balancer.counters
+    first = await asyncio.wait_for(d.acquire(), 1)
+    taken = RaceSide()
+    assert d.hedge_lease(None, taken) is None  # the first attempt is still connecting
+    taken.add(first)
+    other = RaceSide()
+    other.add(first)
+    second = await asyncio.wait_for(d.acquire(), 1)
+    other.add(second)
+    assert d.hedge_lease(None, other) is None  # no endpoint left for a hedge
+    assert counters.hedge_budget_exhausted == 0 and counters.hedges == 0
+    assert d.hedge_lease(None, taken) is None  # another pod is left: the budget refuses
+    assert counters.hedge_budget_exhausted == 1 and counters.hedges == 0
+    first.release()
+    second.release()
+    await shut(d, d.balancer)
+
+
+async def test_a_losing_answer_that_arrived_anyway_is_discarded_and_put_back_cancelled(
+    rng: random.Random,
+) -> None:
+    """A hedged request's losing attempt answered after the winner: its response is discarded
+    and its lease put back as CANCELLED (not counted against the pod)."""
+    d, adapter = dispatcher(["10.0.0.1:80"], rng, hedge=HedgePolicy())
+    discarded: list[int] = []
+
+    async def discard(result: int) -> None:
+        discarded.append(result)
+
+    adapter.discard_fn = discard
+    lease = await asyncio.wait_for(d.acquire(), 1)
+    await asyncio.wait_for(d._drop((200, lease)), 1)
+    assert discarded == [200] and lease.released
+    assert d.balancer.counters.outcomes[Outcome.CANCELLED] == 1 and d.inflight("10.0.0.1:80") == 0
+    await shut(d, d.balancer)
+
+
+async def test_a_retry_takes_the_algorithms_next_pick(rng: random.Random) -> None:
+    """A retry's endpoint is the algorithm's own next pick (round robin moves on by one for it),
+    not the least loaded untried endpoint (the last resort after MAX_RETRY_PICKS picks of tried
+    ones): a refused request and the two after it go round the four endpoints in turn."""
+    keys = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]
+    d, _ = dispatcher(keys, rng)
+    await asyncio.wait_for(d.balancer.ensure_started(), 1)
+    seen: list[str] = []
+
+    async def refuse_first(lease: Lease[Pool]) -> int:
+        seen.append(lease.key)
+        if len(seen) == 1:
+            raise Refused("refused")
+        return 200
+
+    for _ in range(3):
+        _code, lease = await send(d, refuse_first)
+        lease.release()
+    ring = [ep.key for ep in d.balancer.eligible]
+    start = ring.index(seen[0])
+    assert seen == [ring[(start + i) % 4] for i in range(4)]
+    assert d.balancer.counters.retries == 1
     await shut(d, d.balancer)

@@ -75,6 +75,10 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/health/test_outlier_boundaries.py",
         "tests/health/test_quiet.py",  # an OK outcome reaches the step only while it has work
     ],
+    "src/kube_balance/_penalty.py": [
+        "tests/health/test_penalty.py",
+        "tests/health/test_quiet.py",  # a penalty wakes the step, its end quiets it again
+    ],
     "src/kube_balance/_balancer.py": [  # only the outcome seam: MODULE_SCOPES
         "tests/test_balancer_outcomes.py",
         "tests/test_balancer.py",
@@ -95,6 +99,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
     # The connector's release path (put() once per pick): run it with --line for those lines.
     "src/kube_balance/integrations/aiohttp.py": [
+        "tests/integrations/test_aiohttp_options.py",  # check_options(), _routes(): fast, first
         "tests/integrations/test_aiohttp_release.py",
         "tests/integrations/test_aiohttp_attempt_state.py",  # connect(): a hedge's pick, a retry's slot
         "tests/integrations/test_outcomes.py",

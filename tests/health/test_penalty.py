@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kube_balance import ConfigurationError, Endpoint, EndpointPolicy, EndpointSet, LoadBalancer, Outcome
+from kube_balance._health import HealthReport
 from kube_balance._penalty import OverloadPenalty
 from kube_balance.testing import FakeClock
 
@@ -85,6 +86,27 @@ def test_a_503_without_retry_after_is_no_penalty(clock: FakeClock, rng: random.R
     lb, eps = balancer(4, clock, rng)
     overloaded(lb, eps[0], None, 503)
     assert lb.status().penalized == {}
+
+
+def test_a_retry_after_of_0_is_no_penalty(clock: FakeClock, rng: random.Random) -> None:
+    """A 429 with Retry-After: 0 ("come back now") weighs on nothing, not even until the next
+    outcome: of two endpoints, least_request picks each once (a penalised one would lose both)."""
+    lb, eps = balancer(2, clock, rng)
+    overloaded(lb, eps[0], 0.0)
+    picks = [lb.get() for _ in range(2)]
+    assert sorted(p.key for p in picks if p is not None) == [eps[0].key, eps[1].key]
+    assert lb.status().penalized == {}
+
+
+def test_an_unbound_penalty_without_a_clock_holds_nothing() -> None:
+    """A step used on its own with no clock (no balancer gave it one) cannot time a penalty: it
+    holds none, and reports none."""
+    step = OverloadPenalty()
+    step.penalize("10.0.0.1:80", 1.0)
+    assert step.penalized == {}
+    health = HealthReport()
+    step.report(health)
+    assert health.penalized == {}
 
 
 def test_a_later_429_extends_never_shortens(clock: FakeClock, rng: random.Random) -> None:

@@ -219,3 +219,24 @@ def test_an_unbound_penalty_tells_no_one(clock: FakeClock) -> None:
     clock.advance(1.0)
     step._expire(clock())
     assert step.penalized == {}
+
+
+def test_a_5xx_while_ejected_leaves_the_return_on_probation_until_its_first_success(
+    calls: Calls, clock: FakeClock, rng: random.Random
+) -> None:
+    """A request in flight when its endpoint was ejected answers 500 (nothing left to reset,
+    the endpoint counts as settled): on return it is on probation all the same, the step awake,
+    so its first success is heard and ends the probation; a single failure after that ejects
+    nothing."""
+    detector = OutlierDetector(suspect_load=0, jitter=0)
+    lb, eps = balancer(10, clock, rng, policy=EndpointPolicy.default(outlier=detector, panic_threshold=0))
+    fail(lb, eps[0], 5)
+    assert eps[0] not in lb.eligible
+    fail(lb, eps[0], 1, SE, status=500)
+    clock.advance(30)
+    ok(lb, eps[1])  # returns eps[0], on probation
+    assert eps[0] in lb.eligible
+    ok(lb, eps[0])  # its first success ends the probation
+    fail(lb, eps[0])  # one failure: counted, not an ejection
+    assert eps[0] in lb.eligible and not lb.status().ejected
+    assert taken(calls)[0] == [CF] * 5 + [SE, OK, OK, CF]

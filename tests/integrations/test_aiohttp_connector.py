@@ -16,7 +16,7 @@ from helpers_pods import SERVICE_HOST, running_pods
 
 from kube_balance import LoadBalancer, Outcome, RetryPolicy
 from kube_balance.discovery.static import StaticSource
-from kube_balance.integrations.aiohttp import BalancedConnector, NoEndpointsAvailable
+from kube_balance.integrations.aiohttp import BalancedConnector, NoEndpointsAvailable, _with_message
 from kube_balance.integrations.httpx import BalancedTransport
 
 URL = f"http://{SERVICE_HOST}"
@@ -478,3 +478,15 @@ async def test_closing_a_session_with_requests_in_flight_blames_no_pod(middlewar
             assert status.ejected == {}
             assert len(lb.eligible) == 2
             assert lb.algorithm.total_inflight() == 0
+
+
+def test_a_named_built_in_error_keeps_its_arguments_and_attributes() -> None:
+    """A built-in exception (aiohttp's bare TimeoutError) cannot change class: the named error is
+    a new one of a subclass, with the original's arguments and attributes (its notes here) and
+    the message naming the pod."""
+    exc = TimeoutError("took too long")
+    exc.add_note("read by the caller")
+    named = _with_message(exc, "service web.shop:http: 1 attempt failed, on 10.0.0.1:80")
+    assert isinstance(named, TimeoutError) and type(named) is not TimeoutError
+    assert str(named) == "service web.shop:http: 1 attempt failed, on 10.0.0.1:80"
+    assert named.args == ("took too long",) and named.__notes__ == ["read by the caller"]

@@ -137,3 +137,24 @@ async def test_elapsed_is_the_time_to_the_headers_not_to_the_release(rng: random
     [(outcome, elapsed)] = seen
     assert outcome is Outcome.OK and elapsed is not None and 0 < elapsed < 1.0
     await lb.aclose()
+
+
+async def test_no_pool_and_no_per_pod_count_of_ours(rng: random.Random, pod: int) -> None:
+    """aiohttp pools connections itself (``Adapter.pooled`` False): after a request, no pool of
+    the connector's dispatcher is left open for the pod; and a lease held on the pod is counted
+    in flight by the balancer alone, not per pod by the dispatcher (one update less a request)."""
+    key = f"127.0.0.1:{pod}"
+    lb = LoadBalancer("web.shop:80", source=StaticSource([key]), rng=rng)
+    connector = BalancedConnector(lb)
+    route = connector._routes.routes[0]
+    dispatcher = route.dispatcher
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with asyncio.timeout(5), session.get(SERVICE) as resp:
+            assert await resp.text() == "ok"
+        assert dispatcher.pools == {} and dispatcher.inflight(key) == 0
+        lease = await asyncio.wait_for(dispatcher.acquire(), 1)
+        assert lease.pool is None and dispatcher.pools == {} and dispatcher.inflight(key) == 0
+        assert lb.algorithm.total_inflight() == 1  # type: ignore[attr-defined]
+        lease.release()
+        assert lb.algorithm.total_inflight() == 0  # type: ignore[attr-defined]
+    await lb.aclose()
