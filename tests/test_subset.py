@@ -511,8 +511,10 @@ async def test_a_new_identity_is_followed_once_it_has_held_for_settle_seconds(
         status = subset.status()
         assert (status.client_id, status.client_count, status.settling) == (1, 3, (0, 2))
         assert {e.key for e in subset(snapshot, eps)} == set(deterministic_subset(TEN, 3, 1, 3))
+        first_wait = subset._timer
         await feed_and_wait(feed, peers("client-a", "client-b", "client-c"))  # back: nothing moves
         assert subset.status().settling is None and subset._timer is None
+        assert first_wait is not None and first_wait.cancelled()  # it can apply nothing later
         await feed_and_wait(feed, peers("client-b", "client-c"))
         timer = subset._timer
         await feed_and_wait(feed, peers("client-b", "client-c", unready=["client-d"]))  # the same
