@@ -139,3 +139,37 @@ async def test_wait_ready_survives_a_restart() -> None:
         await waiter
         assert lb.eligible == (Endpoint("10.0.0.1", 80),)
         await lb.aclose()
+
+
+async def test_started_follows_every_change_of_the_run() -> None:
+    """``started`` is a plain attribute (read on every request's path), kept equal to what it
+    means at each change: not before the startup wait, set by it, cleared when the watcher task
+    ends behind the balancer's back (a request then restarts it), set again by the next startup
+    wait, set by aclose() (the last snapshot serves without waiting) and cleared by a restart."""
+    lb = LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]))
+    async with asyncio.timeout(5):
+        assert lb.started is False
+        lb.start()
+        assert lb.started is False  # running, but the startup wait is not over
+        await lb.ensure_started()
+        assert lb.started is True
+        task = lb._task
+        assert task is not None
+        task.cancel()  # the watcher ends without aclose()
+        await asyncio.wait({task})
+        await asyncio.sleep(0)  # its done callbacks run
+        assert lb.started is False and not lb.running
+        await lb.ensure_started()  # what the dispatcher does when started is False
+        assert lb.started is True and lb.running
+        await lb.aclose()
+        assert lb.started is True  # closed: serves the last snapshot, never waits
+        await asyncio.sleep(0)
+        assert lb.started is True  # the old task's end changes nothing once closed
+        lb.start()
+        assert lb.started is False
+        await lb.ensure_started()
+        assert lb.started is True
+        await lb.aclose()
+    never_run = LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]))
+    await never_run.aclose()
+    assert never_run.started is True  # closed before any start: serves (nothing), never waits

@@ -209,6 +209,9 @@ class LoadBalancer:
         self._startup_done = False  # the first request's startup wait is over (for this run)
         self._closed = False  # aclose() ran: lazy paths must not start a watcher nobody closes
         self._task: asyncio.Task[None] | None = None
+        # started, kept up to date at each change of the three fields it reads (_closed,
+        # _startup_done, the task ending): a plain attribute read on every request's path.
+        self.started = False
         self._started_at: float | None = None  # loop time of the last start(), for "not answered for N s"
         self._restart_backoff = Backoff(rng=rng)
         self._listeners: list[Listener] = []
@@ -230,7 +233,20 @@ class LoadBalancer:
         self._startup_done = False
         self._first_event.clear()
         self._started_at = loop.time()
-        self._task = loop.create_task(self._watch(), name=f"kube-balance watch {self.service}")
+        self._task = task = loop.create_task(self._watch(), name=f"kube-balance watch {self.service}")
+        task.add_done_callback(self._task_done)
+        self._update_started()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._update_started()
+
+    def _update_started(self) -> None:
+        """Whether a request can go ahead without :meth:`ensure_started` (``started``): the
+        startup wait of this run is over (first snapshot or error, or ``startup_timeout``
+        passed) and the watcher runs, or the balancer was closed (it then serves its last
+        snapshot)."""
+        task = self._task
+        self.started = self._closed or (self._startup_done and task is not None and not task.done())
 
     async def _watch(self) -> None:
         """Run the source; if it ever returns or raises (its contract says it does not), restart it
@@ -258,6 +274,7 @@ class LoadBalancer:
         :meth:`start` (or ``async with``) does. A cancellation of the caller is not swallowed.
         """
         self._closed = True
+        self.started = True  # closed: serves its last snapshot, never waits
         await self._fallback.aclose()
         await self.policy.aclose()
         task, self._task = self._task, None
@@ -280,14 +297,6 @@ class LoadBalancer:
         """Whether the watcher coroutine is running."""
         return self._task is not None and not self._task.done()
 
-    @property
-    def started(self) -> bool:
-        """Whether a request can go ahead without :meth:`ensure_started`: the startup wait of
-        this run is over (first snapshot or error, or ``startup_timeout`` passed), or the
-        balancer was closed (it then serves its last snapshot)."""
-        task = self._task  # self.running, inlined: read on every request's path
-        return self._closed or (self._startup_done and task is not None and not task.done())
-
     async def ensure_started(self) -> None:
         """Start if needed, then wait (once per run, at most ``startup_timeout``) for the first
         snapshot or error; later requests never wait again."""
@@ -299,6 +308,7 @@ class LoadBalancer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._first_event.wait(), self.startup_timeout)
             self._startup_done = True
+            self._update_started()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until at least one endpoint is eligible for traffic.

@@ -166,6 +166,7 @@ class Dispatcher(Generic[P, Q, R]):
         self._pools: PoolSet[P] = PoolSet(adapter.open_pool, adapter.close_pool)
         self._pooled: bool = getattr(adapter, "pooled", True)
         self._closed = False
+        self._live = False  # the loop is known and the dispatcher open: the fast paths may run
         method = weakref.WeakMethod(self._on_eligible)
 
         def listener(eligible: tuple[Endpoint, ...]) -> None:
@@ -201,6 +202,7 @@ class Dispatcher(Generic[P, Q, R]):
             await self.balancer.ensure_started()
         if self._pools.loop is None:
             self._pools.loop = asyncio.get_running_loop()
+            self._live = not self._closed
         endpoint = self.balancer.get(key)
         if endpoint is None:
             host, port = await self.balancer.fallback_target(wait)  # raises NoEndpointsAvailable
@@ -212,7 +214,7 @@ class Dispatcher(Generic[P, Q, R]):
         """:meth:`acquire` without a coroutine of its own, when nothing needs waiting for: a
         lease on the endpoint the algorithm picks, or None (then :meth:`acquire` decides)."""
         balancer = self.balancer
-        if self._closed or self._pools.loop is None or not balancer.started:
+        if not self._live or not balancer.started:
             return None
         # LoadBalancer.get() past its start check (started: nothing to start), inlined.
         endpoint = balancer.algorithm.get(key)
@@ -229,12 +231,16 @@ class Dispatcher(Generic[P, Q, R]):
         connection): a status is neither recorded nor retried on here."""
         # _pick_now(), inlined: this is nearly every request of such a client.
         balancer = self.balancer
-        if self._closed or self._pools.loop is None or not balancer.started:
+        if not self._live or not balancer.started:
             return None
         endpoint = balancer.algorithm.get(key)
         if endpoint is None:
             return None
-        lease = self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
+        if self._pooled:
+            lease = self._lease(endpoint, endpoint.key, endpoint.address, endpoint.port)
+        else:  # _lease() without pools, inlined
+            self.budget.active += 1
+            lease = self._lease_type(self, endpoint, endpoint.key, None, endpoint.address, endpoint.port)  # type: ignore[arg-type]
         try:
             return lease, self.adapter.attempt(lease, request)
         except BaseException:
@@ -549,6 +555,7 @@ class Dispatcher(Generic[P, Q, R]):
             await self._pools.drained()
             return
         self._closed = True
+        self._live = False
         self._unlisten()
         if self._unobserve is not None:
             self._unobserve()

@@ -99,6 +99,7 @@ class Routes(Generic[R]):
 
     def __init__(self) -> None:
         self._by_host: dict[str, R] = {}
+        self.exact: Mapping[str, R] = self._by_host  # the hosts as given: a lookup without get()
         self._balancers: dict[int, tuple[LoadBalancer, R]] = {}
 
     def add(self, balancer: LoadBalancer, route: R) -> None:

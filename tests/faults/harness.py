@@ -187,6 +187,21 @@ class Cluster:
         algorithm: Any = self.balancer.algorithm
         await self.until(lambda: algorithm.inflight(pod.key) == 0, 10)
 
+    def pool_state(self) -> str:
+        """httpx: every pod pool's httpcore requests and connections by state (a failure's
+        message: a pool that lost its slots fails every later request with PoolTimeout)."""
+        transport: Any = getattr(self.get, "transport", None)
+        if transport is None:
+            return "-"
+        rows = []
+        for key, pool in transport.dispatcher.pools.items():
+            core = getattr(pool, "_pool", None)
+            requests = list(getattr(core, "_requests", []))
+            queued = sum(getattr(r, "connection", None) is None for r in requests)
+            states = Counter(_connection_state(c) for c in getattr(core, "_connections", []))
+            rows.append(f"{key}: {len(requests)} requests ({queued} queued), connections {dict(states)}")
+        return "; ".join(rows) or "no pools"
+
     def inflight(self) -> int:
         algorithm: Any = self.balancer.algorithm
         return int(algorithm.total_inflight())
@@ -205,7 +220,7 @@ class Cluster:
         """
         assert load.requests == load.ok + load.failed, load
         assert not load.untyped, load.untyped[:3]
-        assert set(load.failures) <= set(allowed), f"{self.kind}: {load}"
+        assert set(load.failures) <= set(allowed), f"{self.kind}: {load}; pools: {self.pool_state()}"
         await self.settle()
         assert self.inflight() == 0, self.balancer.algorithm
         algorithm: Any = self.balancer.algorithm
@@ -215,6 +230,16 @@ class Cluster:
         good = self.keys(kept)
         lost = [s for s in self.samples if not good <= s]
         assert not lost, f"the good set {sorted(good)} was not kept: {lost[:1]}"
+
+
+def _connection_state(connection: Any) -> str:
+    """One httpcore pooled connection's state, for :meth:`Cluster.pool_state`."""
+    if getattr(connection, "_connection", True) is None:
+        return "failed" if getattr(connection, "_connect_failed", False) else "unopened"
+    for state in ("is_closed", "has_expired", "is_idle", "is_available"):
+        if getattr(connection, state, lambda: False)():
+            return state[3:] if state.startswith("is_") else state
+    return "busy"
 
 
 def _timeout_or(exc: BaseException) -> str:
@@ -317,6 +342,7 @@ async def _client(
             r = await client.get(f"{URL}{path}", timeout=timeout)
             return r.status_code, _pod_of(r.content)
 
+        get_httpx.transport = transport  # type: ignore[attr-defined]  # Cluster.pool_state()
         return get_httpx
     if kind == "aiohttp":
         connector = BalancedConnector(balancer)

@@ -437,6 +437,8 @@ class BalancedConnector(aiohttp.TCPConnector):
             _check_names(connector_options, cluster=isinstance(services, ClusterSpec))
         # aiohttp's own connect(), for requests addressed to a pod
         self._routes = _routes(services, options, affinity, retry, hedge, super().connect)
+        # A Service host as written: its route without a call (cluster routes resolve instead).
+        self._exact: Mapping[str, _Route] = self._routes.exact if isinstance(self._routes, Routes) else {}
         self._unhedged_warned = False  # a hedge= without BalancedMiddleware: said once
         try:
             super().__init__(**connector_options)  # after the checks: aiohttp needs a running loop
@@ -509,9 +511,12 @@ class BalancedConnector(aiohttp.TCPConnector):
         self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
     ) -> Connection:
         """A connection to the pod the algorithm picks for this request (other hosts: aiohttp's own)."""
-        route = self._routes.get(req.url.raw_host) if self._routes.static else await self._resolve(req)
+        host = req.url.raw_host
+        route = self._exact.get(host)  # type: ignore[arg-type]  # None: no route
         if route is None:
-            return await super().connect(req, traces, timeout)
+            route = self._routes.get(host) if self._routes.static else await self._resolve(req)
+            if route is None:
+                return await super().connect(req, traces, timeout)
         if self._closed:  # aiohttp's own check, before a pick: a closed connector blames no pod
             raise aiohttp.ClientConnectionError("Connector is closed.")
         key = route.key.from_request(req, req.headers) if route.key is not None else None
