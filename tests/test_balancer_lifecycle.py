@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kube_balance import Endpoint, EndpointSet, LoadBalancer
+from kube_balance import Endpoint, EndpointPolicy, EndpointSet, LoadBalancer, NoEndpointsAvailable
 from kube_balance.algorithms._maglev import Maglev
 from kube_balance.discovery import SourceSink
 from kube_balance.testing import StaticSource
@@ -173,3 +173,95 @@ async def test_started_follows_every_change_of_the_run() -> None:
     never_run = LoadBalancer("web.shop:80", source=StaticSource(["10.0.0.1:80"]))
     await never_run.aclose()
     assert never_run.started is True  # closed before any start: serves (nothing), never waits
+
+
+class GatedSource(StaticSource):
+    """A static source whose every run delivers only once its gate opens (run 1's is open)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__(addresses)
+        self.runs = 0
+        self.gates = [asyncio.Event(), asyncio.Event()]
+        self.gates[0].set()
+
+    async def run(self, sink: SourceSink) -> None:
+        gate = self.gates[self.runs]
+        self.runs += 1
+        await gate.wait()
+        await super().run(sink)
+
+
+async def test_start_while_the_watcher_runs_changes_nothing() -> None:
+    source = SilentSource()
+    lb = LoadBalancer("web.shop:80", source=source, fallback="none")
+    async with asyncio.timeout(5):
+        lb.start()
+        task = lb._task
+        await asyncio.sleep(0)
+        lb.start()
+        await asyncio.sleep(0)
+        assert lb._task is task and source.runs == 1
+        await lb.aclose()
+
+
+async def test_a_restart_waits_for_its_own_first_answer() -> None:
+    """After aclose() and start(), the startup wait is for the new run's first snapshot, not the
+    old run's: a request waits (bounded) until the restarted source answers."""
+    source = GatedSource(["10.0.0.1:80"])
+    lb = LoadBalancer("web.shop:80", source=source, fallback="none", startup_timeout=30)
+    async with asyncio.timeout(5):
+        await lb.ensure_started()
+        await lb.aclose()
+        lb.start()
+        waiter = asyncio.create_task(lb.ensure_started())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiter.done() and source.runs == 2  # the new run has not answered yet
+        source.gates[1].set()
+        await waiter
+        assert lb.started
+        await lb.aclose()
+
+
+async def test_an_unanswered_start_is_named_with_how_long_it_waited() -> None:
+    lb = LoadBalancer("web.shop:80", source=SilentSource(), fallback="none")
+    async with asyncio.timeout(5):
+        lb.start()
+        await asyncio.sleep(0.01)
+        assert "the endpoint source has sent nothing in" in str(lb.no_endpoints())
+        await lb.aclose()
+
+
+async def test_a_fresh_balancer_counts_no_hedges() -> None:
+    status = LoadBalancer("web.shop:80", source=StaticSource([]), fallback="none").status()
+    assert (status.hedges, status.hedge_budget_exhausted) == (0, 0)
+
+
+async def test_aclose_stops_the_policy_steps_and_a_fallback_read_in_progress() -> None:
+    """aclose() cancels the fallback's Service read still running and stops the policy's
+    background steps (the subset filter's watch of its peers)."""
+
+    class PortSource(StaticSource):
+        async def service_port(self) -> int:
+            await asyncio.Event().wait()  # never answers
+            return 80
+
+    closed: list[str] = []
+
+    class Step:
+        def __call__(self, endpoints: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+            return endpoints
+
+        async def aclose(self) -> None:
+            closed.append("step")
+
+    lb = LoadBalancer(
+        "web.shop:http", source=PortSource([]), policy=EndpointPolicy([Step()]), startup_timeout=30
+    )
+    async with asyncio.timeout(5):
+        with pytest.raises(NoEndpointsAvailable, match=r"no answer within 0\.01 s"):
+            await lb.fallback_target(0.01)
+        read = lb._fallback._task
+        assert read is not None and not read.done()
+        await lb.aclose()
+        assert read.cancelled() and closed == ["step"]

@@ -169,6 +169,12 @@ MODULE_SCOPES: dict[str, list[str]] = {
         "LoadBalancer.add_observer",
         "LoadBalancer.set_quiet",
         "LoadBalancer.status",
+        # started, read on every request's path and kept current at each change of the run
+        "LoadBalancer.start",
+        "LoadBalancer._task_done",
+        "LoadBalancer._update_started",
+        "LoadBalancer.aclose",
+        "LoadBalancer.ensure_started",
     ],
 }
 
