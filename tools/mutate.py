@@ -75,6 +75,14 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/health/test_outlier_boundaries.py",
         "tests/health/test_quiet.py",  # an OK outcome reaches the step only while it has work
     ],
+    "src/kube_balance/_health.py": [  # the steps' shared plumbing: every step's tests use it
+        "tests/health/test_outlier.py",
+        "tests/health/test_penalty.py",
+        "tests/health/test_slow_start.py",
+        "tests/health/test_panic.py",
+        "tests/health/test_quiet.py",
+        "tests/test_policy.py",
+    ],
     "src/kube_balance/_penalty.py": [
         "tests/health/test_penalty.py",
         "tests/health/test_quiet.py",  # a penalty wakes the step, its end quiets it again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import re
 import sys
@@ -20,7 +21,7 @@ from kube_balance.demo._display import LiveDisplay, PlainDisplay, summary_text
 from kube_balance.demo._plot import write_png
 from kube_balance.demo._scene import SceneResult
 from kube_balance.demo._scenes_change import _next_name
-from kube_balance.demo._traffic import Tally
+from kube_balance.demo._traffic import Record, Tally
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -248,3 +249,38 @@ def test_live_display_renders_a_phase(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         live.close()
     assert "phase one" in out.getvalue()
+
+
+def test_a_panel_of_many_pods_gets_one_legend_entry_per_group(tmp_path: Path) -> None:
+    """Past MAX_LEGEND pods (a rolling update's old and new pods, two Services' pods) a panel's
+    legend names each group of pods and its size, coloured as its pods are."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _plot = importlib.import_module("kube_balance.demo._plot")  # the package has a function _plot
+
+    tally = Tally("rolling update", started=0.0)
+    pods = [f"web-v1-{i}" for i in range(10)] + [f"web-v2-{i}" for i in range(10)] + ["web-v2-9 (direct)"]
+    tally.records = [Record(0.01 * n, pods[n % 21], 0.01, 200) for n in range(210)]
+    result = SceneResult("rolling", "3. Rolling", phases=[tally])
+    figure, ax = plt.subplots()
+    try:
+        _plot._shares_over_time(ax, result)
+        legend = ax.get_legend()
+        labels = [t.get_text() for t in legend.get_texts()]
+        assert labels == ["web-v1-* (10 pods)", "web-v2-* (10 pods)", "web-v2-9 (direct)"]
+        groups = _plot._groups(pods)
+        assert _plot._shade(groups, "web-v1-0") in _plot._FAMILIES[0]
+        assert _plot._shade(groups, "web-v2-4") in _plot._FAMILIES[1]
+        assert _plot._shade(groups, "web-v1-1") != _plot._shade(groups, "web-v1-0")  # shades in turn
+    finally:
+        plt.close(figure)
+    few = SceneResult("slow", "2. Slow", phases=[Tally("t", started=0.0, records=tally.records[:12])])
+    figure, ax = plt.subplots()
+    try:
+        _plot._shares_over_time(ax, few)  # 12 pods: each named
+        assert len(ax.get_legend().get_texts()) == 12
+    finally:
+        plt.close(figure)

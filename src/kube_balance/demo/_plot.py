@@ -78,18 +78,62 @@ def _shares_over_time(ax: Any, result: SceneResult) -> None:
             ax.axvline(offset + length, color="black", linewidth=0.8, linestyle="--")
         ax.text(offset + 0.02, 1.02, tally.label, fontsize=7, transform=ax.get_xaxis_transform())
         offset += length
+    groups = _groups(pods) if len(pods) > MAX_LEGEND else None
     if times:
-        # The scene's pod in red at the bottom, the others in muted shades above it.
-        muted = [plt_colors(i) for i in range(len(pods))]
-        colors = ["#d62728" if p == result.focus else muted[i] for i, p in enumerate(pods)]
+        if groups is None:
+            # The scene's pod in red at the bottom, the others in muted shades above it.
+            muted = [plt_colors(i) for i in range(len(pods))]
+            colors = ["#d62728" if p == result.focus else muted[i] for i, p in enumerate(pods)]
+        else:  # too many pods to name: one family of shades per group of pods (old and new, a Service)
+            colors = [_shade(groups, p) for p in pods]
         ax.stackplot(times, *(stacks[p] for p in pods), labels=pods, colors=colors, step="post",
                      edgecolor="white", linewidth=0.3)  # fmt: skip
     ax.set_title(result.title, fontsize=9, loc="left", pad=14)
     ax.set_ylim(0, 1)
     ax.set_xlabel("seconds")
     ax.set_ylabel("share of requests")
-    if len(pods) <= 12:
+    if groups is None:
         ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    elif times:
+        from matplotlib.patches import Patch
+
+        handles = [
+            Patch(
+                color=_FAMILIES[i % len(_FAMILIES)][1],
+                label=name if members == [name] else f"{name}-* ({len(members)} pods)",
+            )
+            for i, (name, members) in enumerate(groups.items())
+        ]
+        ax.legend(handles=handles, fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
+MAX_LEGEND = 12
+"""Pods named one by one in a panel's legend; past it, one entry per group of pods."""
+
+_FAMILIES = [
+    ("#c6dbef", "#6baed6", "#2171b5"),  # blues
+    ("#fdd0a2", "#fd8d3c", "#d94801"),  # oranges
+    ("#c7e9c0", "#74c476", "#238b45"),  # greens
+    ("#d9d9d9", "#969696", "#525252"),  # greys
+]
+
+
+def _groups(pods: Sequence[str]) -> dict[str, list[str]]:
+    """Pods by name without their last ``-`` part (``web-v1-3`` -> ``web-v1``), in sorted order; a
+    label that is more than a pod name (``web-v2-9 (direct)``) is a group of its own."""
+    groups: dict[str, list[str]] = {}
+    for pod in sorted(pods):
+        groups.setdefault(pod if " " in pod else pod.rsplit("-", 1)[0], []).append(pod)
+    return groups
+
+
+def _shade(groups: dict[str, list[str]], pod: str) -> str:
+    """The pod's colour: its group's family, one of three shades in turn."""
+    for i, members in enumerate(groups.values()):
+        if pod in members:
+            family = _FAMILIES[i % len(_FAMILIES)]
+            return family[members.index(pod) % len(family)]
+    return "#bdbdbd"
 
 
 def _grid(ax: Any, result: SceneResult) -> None:
