@@ -76,6 +76,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/health/test_quiet.py",  # an OK outcome reaches the step only while it has work
     ],
     "src/kube_balance/_health.py": [  # the steps' shared plumbing: every step's tests use it
+        "tests/health/test_health_plumbing.py",
         "tests/health/test_outlier.py",
         "tests/health/test_penalty.py",
         "tests/health/test_slow_start.py",
