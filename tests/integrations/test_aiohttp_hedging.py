@@ -248,3 +248,50 @@ async def test_a_first_attempt_retried_after_the_hedge_avoids_the_hedges_pod(rng
     assert [a["arrival"] for a in answers] == [3 * i + 2 for i in range(requests)]
     assert status.hedges == requests and status.inflight == 0
     assert status.outcomes == {"reset": requests, "ok": requests, "cancelled": requests}
+
+
+async def test_a_total_timeout_of_a_hedged_request_says_which_pods_it_waited_for(rng: random.Random) -> None:
+    """Both pods hang: aiohttp's total timeout raises its bare TimeoutError() from the
+    cancellation, outside the middleware; that cancellation carries a note naming the Service and
+    both pods the hedged request waited for (shown in the traceback), and both picks are put back."""
+    async with (
+        scripted_pods(2, [("answer", 30.0), ("answer", 30.0)]) as (keys, arrivals),
+        asyncio.timeout(10),
+    ):
+        source = StaticSource(keys)
+        connector = BalancedConnector(
+            "web.shop:http", source=source, algorithm="round_robin", hedge=ALWAYS, rng=rng
+        )
+        async with session_for(connector) as session:
+            with pytest.raises(asyncio.TimeoutError) as info:
+                await session.get(f"{URL}/", timeout=aiohttp.ClientTimeout(total=0.4))
+            cause = info.value.__cause__
+            assert isinstance(cause, asyncio.CancelledError)
+            assert cause.__notes__ == [
+                f"kube-balance: the hedged request to web.shop:http was cancelled waiting for {', '.join(sorted(keys))}"
+            ]
+            assert sorted(arrivals) == sorted(keys)
+            settled(connector)
+
+
+async def test_a_hedged_request_cancelled_before_any_pick_says_so() -> None:
+    """No pod known yet (the source has said nothing): the timeout's note says the request was
+    waiting for a connection, and no pick was taken."""
+
+    class Silent(StaticSource):
+        async def run(self, sink: object) -> None:
+            await asyncio.Event().wait()
+
+    lb = LoadBalancer("web.shop:http", source=Silent([]), startup_timeout=30)
+    async with asyncio.timeout(10):
+        connector = BalancedConnector(lb, hedge=ALWAYS)
+        async with session_for(connector) as session:
+            with pytest.raises(asyncio.TimeoutError) as info:
+                await session.get(f"{URL}/", timeout=aiohttp.ClientTimeout(total=0.2))
+            cause = info.value.__cause__
+            assert isinstance(cause, asyncio.CancelledError)
+            assert cause.__notes__ == [
+                "kube-balance: the hedged request to web.shop:http was cancelled waiting for a connection"
+            ]
+            settled(connector)
+        await lb.aclose()

@@ -762,7 +762,16 @@ class BalancedMiddleware:
             return self._send(copy_, handler, dispatcher, hedge_retry)
 
         first = self._send(req, handler, dispatcher, retry)
-        return await race(first, hedge, hedging.delay(), _drop_response, taken.outrun)
+        try:
+            return await race(first, hedge, hedging.delay(), _drop_response, taken.outrun)
+        except asyncio.CancelledError as exc:
+            # aiohttp's total timeout cancels the request and raises a bare TimeoutError() from
+            # this cancellation, outside any middleware: a note on it says what was waited for.
+            waited = ", ".join(sorted(taken.keys | hedged.keys)) or "a connection"
+            exc.add_note(
+                f"kube-balance: the hedged request to {route.balancer.service} was cancelled waiting for {waited}"
+            )
+            raise
 
     @staticmethod
     def _again(
