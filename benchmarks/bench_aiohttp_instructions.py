@@ -8,7 +8,7 @@ requests/s). Instructions do not: each contender runs in a process of its own un
 ``valgrind --tool=cachegrind --cache-sim=no``, which counts every instruction the client executes
 (the pod is another process, not counted), twice: ``requests`` and ``3 x requests`` requests after
 the same warm-up, so the difference over ``2 x requests`` is the instructions of one request with
-start-up, imports and warm-up cancelled out. Two runs of the same code agree within 0.1%.
+start-up, imports and warm-up cancelled out. Repeated runs of the same code agree within about 1% (3,000 instructions of 325,000).
 
 The workload is issue 9's: 50 concurrent tasks of GETs (body read) over keep-alive connections to
 one aiohttp pod process answering "ok"; the client's heap frozen after warm-up, as in the timed
