@@ -109,6 +109,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     # The connector's release path (put() once per pick): run it with --line for those lines.
     "src/kube_balance/integrations/aiohttp.py": [
         "tests/integrations/test_aiohttp_options.py",  # check_options(), _routes(): fast, first
+        "tests/integrations/test_aiohttp_details.py",  # classification, the key cache bound, close
         "tests/integrations/test_aiohttp_release.py",
         "tests/integrations/test_aiohttp_attempt_state.py",  # connect(): a hedge's pick, a retry's slot
         "tests/integrations/test_outcomes.py",

@@ -246,7 +246,7 @@ _CANCELLED = Outcome.CANCELLED
 def _pod_key(key: Any, host: str, port: int) -> Any:
     """The caller's connection key with the pod's address and no proxy: one aiohttp pool per pod.
 
-    A NamedTuple from aiohttp 3.10 on; an attrs class before (3.9).
+    A NamedTuple in recent aiohttp; an attrs class in older ones (3.10.0, the lowest supported).
     """
     fields = {"host": host, "port": port, "proxy": None, "proxy_auth": None, "proxy_headers_hash": None}
     replace = getattr(key, "_replace", None)
