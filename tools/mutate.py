@@ -110,6 +110,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "src/kube_balance/integrations/aiohttp.py": [
         "tests/integrations/test_aiohttp_options.py",  # check_options(), _routes(): fast, first
         "tests/integrations/test_aiohttp_details.py",  # classification, the key cache bound, close
+        "tests/integrations/test_aiohttp_surface.py",  # repr, the hedge copy, the adapter, __init__
         "tests/integrations/test_aiohttp_release.py",
         "tests/integrations/test_aiohttp_attempt_state.py",  # connect(): a hedge's pick, a retry's slot
         "tests/integrations/test_outcomes.py",
