@@ -5,6 +5,7 @@ error from aiohttp's constructor."""
 from __future__ import annotations
 
 import asyncio
+import types
 
 import aiohttp
 import pytest
@@ -12,7 +13,7 @@ from aiohttp.client_reqrep import ClientRequest
 from yarl import URL
 
 import kube_balance.integrations.aiohttp as kb_aiohttp
-from kube_balance import LoadBalancer
+from kube_balance import LoadBalancer, Outcome
 from kube_balance.discovery.static import StaticSource
 from kube_balance.integrations.aiohttp import BalancedConnector
 
@@ -69,3 +70,27 @@ async def test_another_runtime_error_from_aiohttp_is_raised_as_it_is(monkeypatch
     with pytest.raises(RuntimeError) as err:
         BalancedConnector("web.shop:80", source=StaticSource(["127.0.0.1:1"]))
     assert str(err.value) == "something else went wrong" and err.value.__cause__ is None
+
+
+class _Response:
+    """What ``_drop_response`` reads of a response: its connection and ``close()``."""
+
+    def __init__(self, connection: object) -> None:
+        self.connection = connection
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+async def test_a_losing_hedges_response_is_closed_and_put_as_cancelled() -> None:
+    """A hedge that lost the race but whose response arrived anyway: closed at once, its lease
+    marked CANCELLED (the release then puts that, not the status); a response whose connection
+    is already gone is only closed."""
+    lease = types.SimpleNamespace(answer=Outcome.OK)
+    held = _Response(types.SimpleNamespace(_kube_balance_lease=lease))
+    await asyncio.wait_for(kb_aiohttp._drop_response(held), 5)  # type: ignore[arg-type]
+    assert lease.answer is Outcome.CANCELLED and held.closed == 1
+    gone = _Response(None)
+    await asyncio.wait_for(kb_aiohttp._drop_response(gone), 5)  # type: ignore[arg-type]
+    assert gone.closed == 1
