@@ -67,3 +67,54 @@ def test_host_port() -> None:
     for bad in ("8080", "host:", ":80", "host:99999"):
         with pytest.raises(argparse.ArgumentTypeError, match="--listen"):
             host_port(bad, "--listen")
+
+
+def test_no_kubeconfig_at_all_fails_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --kubeconfig, $KUBECONFIG naming a missing file (or unset, and no ~/.kube/config), not
+    in a pod: the command used to log and retry forever; now it stops at start, saying what to pass."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    missing = tmp_path / "missing"
+    monkeypatch.setenv("KUBECONFIG", str(missing))
+    with pytest.raises(ConfigurationError) as err:
+        service_ref(args("web.shop:http"))
+    assert str(err.value) == (
+        f"no Kubernetes configuration: no kubeconfig at {missing} (from $KUBECONFIG), and not running "
+        "in a pod. To fix: pass --kubeconfig FILE (and --context NAME), or set KUBECONFIG"
+    )
+    monkeypatch.delenv("KUBECONFIG")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ConfigurationError, match=r"\.kube/config \(the default; \$KUBECONFIG is not set\)"):
+        service_ref(args("web.shop:http"))
+    path = tmp_path / "kubeconfig"  # one good file among the paths $KUBECONFIG lists is enough
+    path.write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", f"{missing}:{path}")
+    assert service_ref(args("web.shop:http")).namespace == "shop"
+
+
+def test_in_a_pod_no_kubeconfig_is_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a pod (the service account), the missing kubeconfig is not an error."""
+    from kube_balance.discovery.kubernetes import _config
+
+    monkeypatch.setattr(_config.ClientConfig, "_pick_mode", lambda self: "in-cluster")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    assert service_ref(args("web.shop:http")).namespace == "shop"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("hello\n", "not a kubeconfig (expected a YAML mapping with clusters, contexts and users)"),
+        ("garbage: [\n", "while parsing a flow"),
+    ],
+)
+def test_an_unreadable_kubeconfig_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, reason: str
+) -> None:
+    """A file that is not a kubeconfig, given either way: its path and the reason, in words."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    for given in ({"kubeconfig": str(path)}, {}):
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        with pytest.raises(ConfigurationError) as err:
+            service_ref(args("web:http", **given))
+        assert str(err.value).startswith(f"cannot read kubeconfig {path}: ") and reason in str(err.value)

@@ -284,3 +284,26 @@ def test_a_panel_of_many_pods_gets_one_legend_entry_per_group(tmp_path: Path) ->
         assert len(ax.get_legend().get_texts()) == 12
     finally:
         plt.close(figure)
+
+
+def test_the_plot_path_is_checked_before_the_scenes_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out is settled first (a bad one used to fail with matplotlib's traceback after a minute
+    of scenes): a directory gets the default name, a name without suffix gets .png (the file
+    matplotlib would write, now the one printed), an unknown format or unwritable place exits 2."""
+    assert demo.plot_path(str(tmp_path)) == tmp_path / demo.DEFAULT_OUT
+    assert demo.plot_path(str(tmp_path / "plot")) == tmp_path / "plot.png"
+    assert demo.plot_path(str(tmp_path / "sub" / "p.SVG")) == tmp_path / "sub" / "p.SVG"
+    assert not (tmp_path / "sub" / "p.SVG").exists()  # checked, not left behind
+    kept = tmp_path / "kept.pdf"
+    kept.write_bytes(b"old")
+    assert demo.plot_path(str(kept)) == kept and kept.read_bytes() == b"old"
+    with pytest.raises(ValueError, match=r"^--out .*p\.xyz: the plot is written as \.png, \.svg, \.pdf; "):
+        demo.plot_path(str(tmp_path / "p.xyz"))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"^--out .*file/p\.png: cannot write the plot there \("):
+        demo.plot_path(str(blocker / "p.png"))
+    assert main(["demo", "--scenes", "why", "--out", str(tmp_path / "p.xyz")]) == 2
+    assert "kube-balance demo: --out " in capsys.readouterr().err

@@ -490,3 +490,13 @@ def test_a_named_built_in_error_keeps_its_arguments_and_attributes() -> None:
     assert isinstance(named, TimeoutError) and type(named) is not TimeoutError
     assert str(named) == "service web.shop:http: 1 attempt failed, on 10.0.0.1:80"
     assert named.args == ("took too long",) and named.__notes__ == ["read by the caller"]
+
+
+def test_a_named_error_shows_its_message_in_its_repr() -> None:
+    """``repr()`` (logs with ``%r``, f-strings with ``!r``, pytest) of a named bare TimeoutError()
+    said only ``TimeoutError()``: it shows the message naming the Service and pod, under the
+    class's own name, as does an aiohttp error renamed after its attempts."""
+    message = "service web.shop:http: 1 attempt failed, on 10.0.0.1:80; last error: TimeoutError"
+    assert repr(_with_message(TimeoutError(), message)) == f"TimeoutError({message!r})"
+    reset = _with_message(aiohttp.ServerDisconnectedError(), message)
+    assert repr(reset) == f"ServerDisconnectedError({message!r})" and str(reset) == message

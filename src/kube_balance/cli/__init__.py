@@ -12,6 +12,8 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -134,8 +136,8 @@ def add_demo_parser(sub: Any) -> None:
     demo.add_argument(
         "--out",
         default=DEFAULT_OUT,
-        metavar="PNG",
-        help=f"where to write the plot (default: ./{DEFAULT_OUT})",
+        metavar="FILE",
+        help=f"where to write the plot: .png, .svg or .pdf; a directory gets {DEFAULT_OUT} (default: ./{DEFAULT_OUT})",
     )
     demo.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     demo.set_defaults(func=_run_demo)
@@ -147,4 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "requests", 1) < 1:
         print("kube-balance: --requests must be at least 1", file=sys.stderr)
         return 2
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): stop quietly, as the shell's own tools
+        # do. Python would report the same error again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE

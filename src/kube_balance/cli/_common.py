@@ -54,26 +54,43 @@ def service_ref(args: argparse.Namespace) -> ServiceRef:
 
 
 def _context_namespace(kubeconfig: str | None, context: str | None) -> str | None:
-    if kubeconfig is None and context is None:
-        return None  # ServiceRef's own default: in-cluster file, $KUBECONFIG's context, "default"
-    if kubeconfig is not None and not all(os.path.exists(p) for p in kubeconfig.split(os.pathsep) if p):
-        raise ConfigurationError(f"--kubeconfig {kubeconfig}: no such file")
     from kubernetes_asyncio.config import kube_config
 
-    from ..discovery.kubernetes._config import default_kubeconfig
+    from ..discovery.kubernetes._config import ClientConfig, default_kubeconfig
 
+    if kubeconfig is None and context is None and ClientConfig().mode == "in-cluster":
+        return None  # in a pod: its service account, its namespace (ServiceRef's default)
+    if kubeconfig is not None and not all(os.path.exists(p) for p in kubeconfig.split(os.pathsep) if p):
+        raise ConfigurationError(f"--kubeconfig {kubeconfig}: no such file")
     # $KUBECONFIG read now: kubernetes_asyncio's own default is the value it had at import.
     where = kubeconfig or default_kubeconfig()
+    if not any(os.path.exists(os.path.expanduser(p)) for p in where.split(os.pathsep) if p):
+        # The library's source would log this and retry forever: a command cannot fix it by waiting.
+        origin = "from $KUBECONFIG" if os.environ.get("KUBECONFIG") else "the default; $KUBECONFIG is not set"
+        raise ConfigurationError(
+            f"no Kubernetes configuration: no kubeconfig at {where} ({origin}), and not running in "
+            "a pod. To fix: pass --kubeconfig FILE (and --context NAME), or set KUBECONFIG"
+        )
     try:
         contexts, active = kube_config.list_kube_config_contexts(where)
-    except Exception as exc:  # an unreadable kubeconfig is reported by the source, with its reason
-        raise ConfigurationError(f"cannot read kubeconfig {where}: {exc}") from exc
+    except Exception as exc:
+        raise ConfigurationError(f"cannot read kubeconfig {where}: {_unreadable(exc)}") from exc
+    if kubeconfig is None and context is None:
+        return None  # ServiceRef's own default: $KUBECONFIG's current context, else "default"
     chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
     if context and chosen is None:
         names = ", ".join(str(c.get("name")) for c in contexts) or "none"
         raise ConfigurationError(f"--context {context}: no such context in {where} (its contexts: {names})")
     ns = (chosen or {}).get("context", {}).get("namespace")
     return ns if isinstance(ns, str) and ns else None
+
+
+def _unreadable(exc: Exception) -> str:
+    """Why a kubeconfig could not be read, in words (the Kubernetes client's TypeError for a file
+    that is YAML but not a mapping says "'str' object does not support item assignment")."""
+    if isinstance(exc, (TypeError, AttributeError, KeyError)):
+        return "not a kubeconfig (expected a YAML mapping with clusters, contexts and users)"
+    return str(exc) or type(exc).__name__
 
 
 def host_port(text: str, option: str) -> tuple[str, int]:

@@ -95,6 +95,11 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     names = _scene_names(args.scenes)
+    try:
+        plot = plot_path(args.out)
+    except ValueError as exc:  # before the scenes run, not after a minute of them
+        print(f"kube-balance demo: {exc}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     out = display(live=sys.stdout.isatty() and not args.plain)
     try:
@@ -102,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         out.close()
     out.summary(results)
-    out.print(_plot(results, Path(args.out)))
+    out.print(_plot(results, plot))
     out.print(
         f"Done in {time.monotonic() - started:.1f} s. "
         "The algorithms on a simulated clock, without pods: kube-balance simulate"
@@ -152,6 +157,34 @@ def check_scenes(spec: str) -> str:
     return spec
 
 
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def plot_path(text: str) -> Path:
+    """Where ``--out`` writes the plot: ``text``, a directory's ``kube-balance-demo.png``, or
+    ``text`` + ``.png`` without a suffix; checked writable now. ``ValueError`` saying why not."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        path = path / DEFAULT_OUT
+    elif not path.suffix:
+        path = path.with_name(path.name + ".png")
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise ValueError(
+            f"--out {text}: the plot is written as {', '.join(PLOT_FORMATS)}; give a file name "
+            "ending in one of them"
+        )
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out {text}: cannot write the plot there ({exc.strerror or exc})") from exc
+    if not existed:
+        path.unlink()
+    return path
+
+
 def _plot(results: Sequence[SceneResult], path: Path) -> str:
     from ._plot import write_png
 
@@ -159,6 +192,8 @@ def _plot(results: Sequence[SceneResult], path: Path) -> str:
         written = write_png(results, path)
     except ImportError as exc:
         return f"No plot: {exc}"
+    except OSError as exc:  # the file became unwritable while the scenes ran
+        return f"No plot: cannot write {path} ({exc.strerror or exc})"
     return f"Plot: {written}"
 
 

@@ -108,13 +108,15 @@ _explained: dict[type[BaseException], type[BaseException]] = {}
 
 
 def _with_message(exc: BaseException, message: str) -> BaseException:
-    """A copy of ``exc`` whose ``str()`` is ``message``, of a subclass of its own class (made once
+    """A copy of ``exc`` whose ``str()`` is ``message`` (and ``repr()`` shows it), of a subclass of its own class (made once
     per class), so every ``except``/``isinstance`` that caught the original catches it too."""
     cls = type(exc)
     sub = _explained.get(cls)
     if sub is None:
         sub = _explained[cls] = type(
-            cls.__name__, (cls,), {"__str__": _explained_str, "__module__": cls.__module__}
+            cls.__name__,
+            (cls,),
+            {"__str__": _explained_str, "__repr__": _explained_repr, "__module__": cls.__module__},
         )
     new = copy.copy(exc)
     try:
@@ -128,6 +130,11 @@ def _with_message(exc: BaseException, message: str) -> BaseException:
 
 def _explained_str(self: BaseException) -> str:
     return str(getattr(self, "_kube_balance_message", ""))
+
+
+def _explained_repr(self: BaseException) -> str:
+    # What logs, f"{exc!r}" and pytest show: a bare TimeoutError() would name neither Service nor pod.
+    return f"{type(self).__name__}({_explained_str(self)!r})"
 
 
 _Attempt = tuple[ClientRequest, list[Any], aiohttp.ClientTimeout]

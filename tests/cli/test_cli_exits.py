@@ -1,0 +1,77 @@
+"""How the command ends when it cannot go on: no Kubernetes configuration at all, or a reader of
+its output that went away (``| head``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from helpers_cli import SRC, cluster
+from helpers_pods import pod_slice
+
+from kube_balance.testing import FakeApiServer
+
+
+async def _run(*args: str, env: dict[str, str], lines: int | None = None) -> tuple[int, str, list[str]]:
+    """``python -m kube_balance *args``: its exit status, stderr and the stdout lines read; with
+    ``lines``, stdout is closed after that many (the reader went away)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kube_balance", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": SRC, **env},
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    read: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while lines is None or len(read) < lines:
+                line = await proc.stdout.readline()
+                if not line:
+                    break
+                read.append(line.decode())
+            if lines is not None:
+                proc.stdout.feed_eof()
+                proc._transport.get_pipe_transport(1).close()  # type: ignore[union-attr]
+            err = await proc.stderr.read()
+            return await proc.wait(), err.decode(), read
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_watch_without_any_configuration_exits_2_at_once(tmp_path: Path) -> None:
+    """$KUBECONFIG naming a missing file, not in a pod: one message and exit 2 (it used to log the
+    same error every few seconds, twice each time, until killed)."""
+    env = {"KUBECONFIG": str(tmp_path / "missing"), "KUBERNETES_SERVICE_HOST": ""}
+    status, err, out = await _run("watch", "web.shop:http", env=env)
+    assert status == 2 and out == []
+    assert err == (
+        f"kube-balance watch: no Kubernetes configuration: no kubeconfig at {tmp_path / 'missing'} "
+        "(from $KUBECONFIG), and not running in a pod. To fix: pass --kubeconfig FILE (and "
+        "--context NAME), or set KUBECONFIG\n"
+    )
+
+
+async def test_watch_into_a_reader_that_went_away_stops_quietly(tmp_path: Path) -> None:
+    """``kube-balance watch ... | head -1``: no BrokenPipeError traceback; the status a command
+    killed by SIGPIPE has (128 + 13)."""
+    async with asyncio.timeout(60), FakeApiServer() as api:
+        kubeconfig = cluster(api, tmp_path)
+        for i in range(3):
+            api.apply(pod_slice(f"web-{i}", 8000 + i))
+        args = ("watch", "web.shop:http", "--kubeconfig", kubeconfig, "--output", "jsonl")
+        proc_task = asyncio.ensure_future(_run(*args, env={}, lines=1))
+        await asyncio.sleep(0.5)
+        for i in range(3, 40):  # more events after the reader left: the next write fails
+            api.apply(pod_slice(f"web-{i}", 8000 + i))
+            await asyncio.sleep(0.01)
+            if proc_task.done():
+                break
+        status, err, out = await asyncio.wait_for(proc_task, 30)
+    assert len(out) == 1 and '"event": "added"' in out[0]
+    assert status == 128 + signal.SIGPIPE
+    assert "Traceback" not in err and "BrokenPipeError" not in err
