@@ -34,10 +34,31 @@ def test_simulate_command_prints_tables(capsys: pytest.CaptureFixture[str]) -> N
     assert out.count("peak_ewma") == 2
 
 
-def test_bad_request_count(capsys: pytest.CaptureFixture[str]) -> None:
-    """--requests 0 is refused with a clear message and exit code 2."""
-    assert main(["simulate", "--requests", "0"]) == 2
-    assert "at least 1" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("0", "0 is out of range: from 1 to 1,000,000 requests per algorithm"),
+        ("-5", "-5 is out of range: from 1 to 1,000,000"),
+        ("1000001", "1000001 is out of range: from 1 to 1,000,000"),
+        ("999999999999", "999999999999 is out of range"),  # ran for minutes, silently
+        ("many", "'many' is not a whole number"),
+    ],
+)
+def test_bad_request_count(capsys: pytest.CaptureFixture[str], given: str, says: str) -> None:
+    """A count out of range or not a number is refused at once, naming the value and the range:
+    argparse's usage error, exit code 2."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "--requests", given])
+    assert exit_.value.code == 2
+    assert f"argument --requests: {says}" in capsys.readouterr().err
+
+
+def test_request_counts_at_the_bounds_and_with_separators() -> None:
+    """1 and 1,000,000 are taken; so are 20_000 and 20,000 as written in the help."""
+    from kube_balance.cli import MAX_SIMULATED, _request_count
+
+    assert _request_count("1") == 1 and _request_count(str(MAX_SIMULATED)) == MAX_SIMULATED == 1_000_000
+    assert _request_count("20_000") == _request_count("20,000") == 20_000
 
 
 def test_bounded_loads_protect_the_slow_pod_under_affinity() -> None:
