@@ -75,3 +75,31 @@ async def test_watch_into_a_reader_that_went_away_stops_quietly(tmp_path: Path) 
     assert len(out) == 1 and '"event": "added"' in out[0]
     assert status == 128 + signal.SIGPIPE
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+async def test_a_discovery_error_is_shown_once_as_an_error_event(tmp_path: Path) -> None:
+    """A 403 on the EndpointSlice list: one ``error`` line on stdout per failure, and no copy of
+    it logged on stderr (it was printed twice: a WARNING log line and the event)."""
+    from kube_balance.testing import Permissions
+
+    async with asyncio.timeout(60), FakeApiServer() as api:
+        kubeconfig = cluster(api, tmp_path)
+        api.set_tokens({api.token: Permissions.allow("services:get")})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kube_balance", "watch", "web.shop:http", "--kubeconfig", kubeconfig,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": SRC},
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            while b" error error=" not in (line := await asyncio.wait_for(proc.stdout.readline(), 30)):
+                assert line, "watch exited without an error event"
+            assert b"403" in line and b"forbidden" in line
+            proc.send_signal(signal.SIGINT)
+            err = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await asyncio.wait_for(proc.wait(), 10)
+    assert "forbidden" not in err and "WARNING" not in err, err

@@ -36,7 +36,8 @@ Show a Service's endpoints as kube-balance sees them, live: address, pod, node, 
 (ready, serving, terminating), whether each gets traffic and why not, its EndpointSlice and the
 slice's resourceVersion, and when its row last changed. On a terminal the table is redrawn on
 every watch event; otherwise one line (plain) or JSON object (jsonl) per endpoint added, changed
-or removed, and an "empty" one saying why when there is none. Ctrl-C exits 0."""
+or removed, an "empty" one saying why when there is none, and an "error" one for each discovery
+error (a 403, an unreachable API server: the watch retries). Ctrl-C exits 0."""
 
 
 def _run_proxy(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -226,6 +227,20 @@ def _text(value: Any) -> str:
     return json.dumps(text) if (" " in text or not text) else text
 
 
+class _ShownErrors(logging.Filter):
+    """Drops the discovery's log record of an error it also reports to the balancer (logged as
+    ``logger.warning("%s", error)``): ``watch`` shows that one as its ``error`` event."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (
+            record.msg == "%s"
+            and isinstance(args, tuple)
+            and len(args) == 1
+            and isinstance(args[0], DiscoveryError)
+        )
+
+
 async def watch(args: argparse.Namespace, out: TextIO) -> int:
     """Show the Service's endpoints until SIGINT or SIGTERM; returns the exit status."""
     from ..discovery import KubernetesSource
@@ -249,20 +264,26 @@ async def watch(args: argparse.Namespace, out: TextIO) -> int:
         loop.add_signal_handler(sig, stop.set)
     if mode != "jsonl":
         print(f"kube-balance watch: {ref} (Ctrl-C to stop)", file=out, flush=True)
-    async with balancer:
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                waking = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                waking.cancel()
-                wake.clear()
-                batch, pending[:] = list(pending), []
-                errors = [e for e in batch if e is not None]
-                if batch:
-                    view.update(errors[-1] if errors else None)
-        finally:
-            stopping.cancel()
+    discovery_log = logging.getLogger("kube_balance.discovery")
+    shown = _ShownErrors()
+    discovery_log.addFilter(shown)  # an error is an event of ours: not logged a second time
+    try:
+        async with balancer:
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                while not stop.is_set():
+                    waking = asyncio.ensure_future(wake.wait())
+                    await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    waking.cancel()
+                    wake.clear()
+                    batch, pending[:] = list(pending), []
+                    errors = [e for e in batch if e is not None]
+                    if batch:
+                        view.update(errors[-1] if errors else None)
+            finally:
+                stopping.cancel()
+    finally:
+        discovery_log.removeFilter(shown)
     if mode == "table":
         out.write("\n")
         out.flush()
