@@ -103,3 +103,33 @@ async def test_a_discovery_error_is_shown_once_as_an_error_event(tmp_path: Path)
                 proc.kill()
                 await asyncio.wait_for(proc.wait(), 10)
     assert "forbidden" not in err and "WARNING" not in err, err
+
+
+async def test_an_api_server_that_does_not_answer_is_said_within_seconds(tmp_path: Path) -> None:
+    """The list gets its headers and then nothing: after NOT_ANSWERED_NOTICE seconds an ``empty``
+    line says the API has not answered (it printed nothing for a minute, then a watch's words)."""
+    from kube_balance.cli._watch import NOT_ANSWERED_NOTICE
+    from kube_balance.testing import Fault
+
+    async with asyncio.timeout(60), FakeApiServer() as api:
+        kubeconfig = cluster(api, tmp_path)
+        api.inject(Fault.stall(None, on="list"))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kube_balance", "watch", "web.shop:http", "--kubeconfig", kubeconfig,
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": SRC},
+        )  # fmt: skip
+        assert proc.stdout is not None
+        try:
+            while b" empty why=" not in (line := await asyncio.wait_for(proc.stdout.readline(), 30)):
+                assert line, "watch exited without saying the API has not answered"
+            why = line.decode()
+            proc.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await asyncio.wait_for(proc.wait(), 10)
+    assert f"the API at {api.url} has not answered for " in why
+    waited = float(why.split("has not answered for ")[1].split(" s")[0])
+    assert NOT_ANSWERED_NOTICE <= waited < NOT_ANSWERED_NOTICE + 5
+    assert "listing EndpointSlices kubernetes.io/service-name=web in namespace shop" in why

@@ -111,6 +111,19 @@ class View:
         self.changed_at: dict[str, str] = {}
         self.error: DiscoveryError | None = None
         self.empty: str | None = None  # why the Service has no endpoint, once said (None: it has some)
+        self.heard = False  # the source has answered (endpoints, none, or an error)
+
+    def not_answered(self, waited: float) -> None:
+        """Nothing from the API server yet after ``waited`` seconds: say so rather than stay silent
+        until the list's own timeout (a minute) reports it."""
+        explain = getattr(self.source, "explain_empty", None)
+        why = explain(waited) if callable(explain) else None
+        if why:
+            self.empty = str(why)
+            if self.mode == "table":
+                self._table()
+            else:
+                self._event({"time": _now(), "event": "empty", "why": self.empty})
 
     def _rows(self) -> dict[str, dict[str, Any]]:
         eligible = frozenset(ep.key for ep in self.balancer.eligible)
@@ -137,6 +150,7 @@ class View:
     def update(self, error: DiscoveryError | None) -> None:
         """Take the balancer's current view and show what changed."""
         now = _now()
+        self.heard = True
         if error is not None:
             self.error = error
             self._event({"time": now, "event": "error", "error": str(error)})
@@ -227,6 +241,10 @@ def _text(value: Any) -> str:
     return json.dumps(text) if (" " in text or not text) else text
 
 
+NOT_ANSWERED_NOTICE = 5.0
+"""Seconds without any answer from the API server before ``watch`` says so (an ``empty`` event)."""
+
+
 class _ShownErrors(logging.Filter):
     """Drops the discovery's log record of an error it also reports to the balancer (logged as
     ``logger.warning("%s", error)``): ``watch`` shows that one as its ``error`` event."""
@@ -270,10 +288,17 @@ async def watch(args: argparse.Namespace, out: TextIO) -> int:
     try:
         async with balancer:
             stopping = asyncio.ensure_future(stop.wait())
+            started = loop.time()
+            notice: float | None = NOT_ANSWERED_NOTICE
             try:
                 while not stop.is_set():
                     waking = asyncio.ensure_future(wake.wait())
-                    await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(
+                        {waking, stopping}, timeout=notice, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not done and not view.heard:
+                        view.not_answered(loop.time() - started)
+                    notice = None  # said once; the answer (or the list's timeout) follows
                     waking.cancel()
                     wake.clear()
                     batch, pending[:] = list(pending), []

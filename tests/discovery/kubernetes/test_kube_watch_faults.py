@@ -110,6 +110,21 @@ async def test_stalled_watch_is_noticed_by_the_request_timeout(
         await recovers(api, sink, "10.0.0.2")
 
 
+async def test_a_list_without_answer_is_reported_as_such(api: Any, client: Any, sleeper: Sleeper) -> None:
+    """An API server that takes the list and never finishes its answer: the error says the list got
+    no answer within the request timeout (it said "stalled (no end of stream)", a watch's words),
+    then the list is tried again and recovers."""
+    api.apply(web("10.0.0.1"))
+    api.inject(Fault.stall(None, on="list"))
+    source, sink = make_source(SVC, sleeper, api_client=client, request_timeout=0.3), Sink()
+    async with running(source, sink):
+        await sink.wait_for(lambda: bool(sink.errors))
+        message = str(sink.errors[0])
+        assert "list/watch endpointslices" in message and isinstance(sink.errors[0], DiscoveryUnavailable)
+        assert "timed out: no answer to the list within 0.3 s" in message and "stalled" not in message
+        await sink.wait_for(lambda: sink.keys == ["10.0.0.1:8080"])
+
+
 @pytest.mark.parametrize("status", [500, 503, 504])
 async def test_server_errors_back_off_exponentially(
     api: Any, client: Any, sleeper: Sleeper, status: int

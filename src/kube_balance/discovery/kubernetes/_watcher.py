@@ -184,8 +184,12 @@ class SliceWatch:
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 # Never repr(exc): an aiohttp error's repr carries our Authorization header.
                 self.stats.error(exc)
-                stalled = isinstance(exc, TimeoutError)
-                what = "stalled (no end of stream in time)" if stalled else "failed"
+                if not isinstance(exc, TimeoutError):
+                    what = "failed"
+                elif need_list:  # the list itself got no (whole) answer: nothing was watched yet
+                    what = f"timed out: no answer to the list within {self._request_timeout or LIST_TIMEOUT:g} s"
+                else:
+                    what = "stalled (no end of stream in time)"
                 detail = describe_error(exc, self._secrets())
                 await self._fail(DiscoveryUnavailable(f"{self._what()} {what}: {detail}"))
             except Exception as exc:  # a bug or a surprise must not end discovery: log, back off, retry
