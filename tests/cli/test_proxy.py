@@ -120,7 +120,7 @@ async def test_error_statuses_say_why(tmp_path: Path) -> None:
             r = await client.get(f"{url}/")
             assert r.status_code == 400 and "X-Affinity" in r.text and r.text.count("\n") == 1
             r = await client.get(f"{url}/slow?delay=3", headers={"X-Affinity": "a"})
-            assert r.status_code == 504 and "within 0.5 s" in r.text
+            assert r.status_code == 504 and "within 0.5 s" in r.text and pods[0].key in r.text
 
             api.apply(pod_slice("web-0", 1))  # nothing listens on port 1: connection refused
             r = await get_until(
@@ -156,6 +156,43 @@ async def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path) ->
                         await fresh.get(f"{url}/headers")
                 assert await cmd.wait() == 0
                 assert "0 requests cut" in await cmd.line("stopped after")
+        finally:
+            await big.stop()
+
+
+async def _status(cmd: Command) -> str:
+    """A fresh SIGUSR1 report's status line (not one printed before)."""
+    seen = len(cmd.lines)
+    cmd.signal(signal.SIGUSR1)
+    while not (fresh := [line for line in cmd.lines[seen:] if line.startswith("status: ")]):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    return fresh[0]
+
+
+async def test_a_client_that_hangs_up_cancels_its_request_to_the_pod(tmp_path: Path) -> None:
+    """A client gives up on a slow pod: the proxy's request to the pod is cancelled at once (it ran
+    on to --timeout, holding the pod's in-flight count and SIGTERM's drain), and counted as sent
+    without a response; the drain that follows has nothing to wait for."""
+    async with asyncio.timeout(40), FakeApiServer() as api:
+        kubeconfig = cluster(api, tmp_path)
+        big = await BigPod().start()
+        try:
+            api.apply(pod_slice("big", big.port))
+            async with proxy(kubeconfig, "--timeout", "30", "--grace", "20") as (cmd, url):
+                async with httpx.AsyncClient(timeout=10) as client:
+                    await until_ok(client, f"{url}/headers")
+                    with pytest.raises(httpx.ReadTimeout):
+                        await client.get(f"{url}/slow?delay=25", timeout=0.5)
+                while '"inflight": 0' not in (status := await _status(cmd)):
+                    assert '"inflight": 1' in status, status
+                    await asyncio.sleep(0.05)
+                endpoint = f"127.0.0.1:{big.port}"
+                assert f"  (none) -> {endpoint}: 2 (1 without a response)" in cmd.lines
+                cmd.signal(signal.SIGTERM)
+                assert await cmd.wait() == 0
+                stopped = await cmd.line("stopped after")
+                assert "0 requests cut" in stopped
+                assert float(stopped.split("stopped after ")[1].split(" s")[0]) < 5
         finally:
             await big.stop()
 

@@ -8,10 +8,11 @@ name. Errors before the response starts get a status and a one-line reason: 400 
 algorithm without a key), 503 (no endpoint and no fallback), 502 (no connection to any pod after
 retries, or the pod broke the connection), 504 (no response in ``--timeout``).
 
-SIGTERM stops accepting connections, lets in-flight requests finish for up to ``--grace``
-seconds (responses then close their connection), and exits 0. SIGUSR1 prints, on stdout, how
-many requests each affinity key sent to each endpoint (as the seed's proxy) and the balancer's
-status.
+A client that disconnects cancels its request to the pod. SIGTERM stops accepting connections,
+lets in-flight requests finish for up to ``--grace`` seconds (responses then close their
+connection), and exits 0. SIGUSR1 prints, on stdout, how
+many requests each affinity key sent to each endpoint (as the seed's proxy; those that got no
+response counted apart) and the balancer's status.
 """
 
 from __future__ import annotations
@@ -118,13 +119,16 @@ class Proxy:
         self.idle = asyncio.Event()
         self.idle.set()
         self.draining = False
-        self.keys: Counter[tuple[str, str]] = Counter()
+        self.keys: Counter[tuple[str, str]] = Counter()  # requests sent, by (key, endpoint)
+        self.failed: Counter[tuple[str, str]] = Counter()  # of which no response came back
 
-    def _count(self, key: str | None, endpoint: str) -> None:
+    def _count(self, key: str | None, endpoint: str, *, failed: bool = False) -> None:
         k = key if key is not None else "(none)"
         if (k, endpoint) not in self.keys and len(self.keys) >= MAX_KEYS:
             k = "(other)"
         self.keys[(k, endpoint)] += 1
+        if failed:
+            self.failed[(k, endpoint)] += 1
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.inflight += 1
@@ -162,15 +166,26 @@ class Proxy:
             return self._error(400, str(exc).splitlines()[0])
         except NoEndpointsAvailable as exc:
             return self._error(503, f"no endpoint available: {exc}")
-        except TimeoutError:
+        except TimeoutError as exc:  # the connector's error names the pod it waited for
+            self._count_failed(key)
             return self._error(
-                504, f"no response from {self.balancer.service} within {self.timeout.sock_read} s"
+                504, f"no response from {self.balancer.service} within {self.timeout.sock_read} s: {exc}"
             )
         except aiohttp.ClientError as exc:
+            self._count_failed(key)
             return self._error(502, f"upstream {self.balancer.service} failed: {exc}")
+        except asyncio.CancelledError:  # the client hung up (or the drain ended): no response
+            self._count_failed(key)
+            raise
         self._count(key, _endpoint.get() or "?")
         async with upstream:
             return await self._relay(request, upstream)
+
+    def _count_failed(self, key: str | None) -> None:
+        """A request that got no response: counted against the pod it went to, if it got one."""
+        endpoint = _endpoint.get()
+        if endpoint is not None:
+            self._count(key, endpoint, failed=True)
 
     async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         drop = HOP_BY_HOP | _connection_tokens(upstream.headers)
@@ -217,7 +232,10 @@ class Proxy:
         """SIGUSR1's text: per key and endpoint request counts, then the balancer status (JSON)."""
         lines = ["kube-balance proxy: requests per affinity key and endpoint"]
         for (key, endpoint), n in sorted(self.keys.items()):
-            lines.append(f"  {key} -> {endpoint}: {n}")
+            failed = self.failed[(key, endpoint)]
+            lines.append(
+                f"  {key} -> {endpoint}: {n}" + (f" ({failed} without a response)" if failed else "")
+            )
         status = dataclasses.asdict(self.balancer.status())
         status["last_error"] = str(status["last_error"]) if status["last_error"] is not None else None
         lines.append("status: " + json.dumps(status, sort_keys=True, default=str))
@@ -311,7 +329,9 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGUSR1, lambda: print(proxy.report(), flush=True))
         metrics_runner = server = None
         try:
-            web_server = web.Server(proxy.handle, access_log=None)
+            # A client that hangs up cancels its request to the pod (aiohttp's default since 3.9
+            # lets it run on to --timeout, holding the pod's in-flight count and the drain).
+            web_server = web.Server(proxy.handle, access_log=None, handler_cancellation=True)
             host, port = args.listen
             server = await _listen(loop.create_server(web_server, host, port), "--listen", host, port)
             bound = server.sockets[0].getsockname()[1]
