@@ -9,9 +9,11 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 from helpers_cli import SRC, cluster
 from helpers_pods import pod_slice
 
+from kube_balance.cli import main
 from kube_balance.testing import FakeApiServer
 
 
@@ -133,3 +135,18 @@ async def test_an_api_server_that_does_not_answer_is_said_within_seconds(tmp_pat
     waited = float(why.split("has not answered for ")[1].split(" s")[0])
     assert NOT_ANSWERED_NOTICE <= waited < NOT_ANSWERED_NOTICE + 5
     assert "listing EndpointSlices kubernetes.io/service-name=web in namespace shop" in why
+
+
+@pytest.mark.parametrize("command", ["watch", "proxy", "simulate", "demo"])
+def test_an_unknown_option_shows_the_commands_own_usage(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``kube-balance watch web.shop:http --bogus`` showed the top level's usage line, which says
+    nothing of watch's options: the subcommand's usage and its name, exit 2."""
+    args = {"watch": ["web.shop:http"], "proxy": ["web.shop:http", "--listen", "127.0.0.1:0"]}
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *args.get(command, []), "--bogus", "x"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: kube-balance {command} ")
+    assert err.endswith(f"kube-balance {command}: error: unrecognized arguments: --bogus x\n")

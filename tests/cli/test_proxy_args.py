@@ -59,6 +59,22 @@ def proxy(kubeconfig: str, *options: str) -> list[str]:
             "--load-factor 1.25: bounded loads are for --algorithm ring_hash or maglev, not least_request",
         ),
         (["--context", "nope"], "--context nope: no such context in .* \\(its contexts: main\\)"),
+        # In the command's words, not the library's (fallback=..., None, NoEndpointsAvailable):
+        (
+            ["--fallback", "bogus"],
+            "^kube-balance proxy: --fallback bogus: host:port expected; expected none \\(answer 503\\), "
+            "service \\(the Service's DNS name\\) or HOST:PORT without a scheme, e.g. 10.0.0.1:8080 or "
+            "\\[fd00::1\\]:8080$",
+        ),
+        (["--fallback", "http://x:1"], "--fallback http://x:1: a URL is not a fallback: give host:port"),
+        (["--fallback", "x:0"], "--fallback x:0: port '0' is not a number in 1..65535"),
+        (
+            ["--algorithm", "ring_hash", "--load-factor", "-1"],
+            "^kube-balance proxy: --load-factor -1: expected a finite number > 1.0, e.g. 1.25 \\(an endpoint "
+            "takes at most 1.25 x the mean in-flight load\\); leave it out for no bound$",
+        ),
+        (["--algorithm", "maglev", "--load-factor", "1"], "--load-factor 1: expected a finite number > 1.0"),
+        (["--algorithm", "maglev", "--load-factor", "nan"], "--load-factor nan: expected a finite number"),
     ],
 )
 def test_wrong_option_values_name_the_option(
@@ -105,3 +121,12 @@ def test_a_host_that_does_not_resolve(kubeconfig: str, capsys: pytest.CaptureFix
     """--listen on a name that does not resolve (.invalid never does, RFC 6761): one line, exit 2."""
     assert main(proxy(kubeconfig, "--listen", "nohost.invalid:8080")) == 2
     assert "--listen nohost.invalid:8080: cannot listen there:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["none", "service", "10.0.0.1:8080", "[fd00::1]:8080", "web.shop:80"])
+def test_every_kind_of_fallback_is_taken(where: str, kubeconfig: str) -> None:
+    """The check in the command's words refuses only what the library would."""
+    from kube_balance.cli import build_parser
+    from kube_balance.cli._proxy import _check_args
+
+    _check_args(build_parser().parse_args(proxy(kubeconfig, "--listen", "127.0.0.1:0", "--fallback", where)))

@@ -37,6 +37,7 @@ from multidict import CIMultiDict, MultiMapping
 
 from .._balancer import LoadBalancer
 from .._errors import AffinityKeyRequired, ConfigurationError
+from .._fallback import parse_fallback
 from .._service import ServiceRef
 from ..algorithms import KEYLESS
 from ..integrations.aiohttp import BalancedConnector, NoEndpointsAvailable
@@ -285,6 +286,20 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigurationError(
                 "--metrics-listen needs prometheus-client: pip install 'kube-balance[prometheus]'"
             ) from None
+    if args.fallback not in ("none", "service"):
+        try:
+            parse_fallback(args.fallback)
+        except ConfigurationError as exc:  # the library's words name its keyword and None
+            problem = str(exc).removeprefix(f"fallback={args.fallback!r}: ").split("; allowed:")[0]
+            raise ConfigurationError(
+                f"--fallback {args.fallback}: {problem}; expected none (answer 503), service (the "
+                "Service's DNS name) or HOST:PORT without a scheme, e.g. 10.0.0.1:8080 or [fd00::1]:8080"
+            ) from None
+    if args.load_factor is not None and not (math.isfinite(args.load_factor) and args.load_factor > 1.0):
+        raise ConfigurationError(
+            f"--load-factor {args.load_factor:g}: expected a finite number > 1.0, e.g. 1.25 (an endpoint "
+            "takes at most 1.25 x the mean in-flight load); leave it out for no bound"
+        )
     if args.load_factor is not None and args.algorithm in KEYLESS:
         raise ConfigurationError(
             f"--load-factor {args.load_factor}: bounded loads are for --algorithm ring_hash or maglev, "
