@@ -187,7 +187,8 @@ class SliceWatch:
                 if not isinstance(exc, TimeoutError):
                     what = "failed"
                 elif need_list:  # the list itself got no (whole) answer: nothing was watched yet
-                    what = f"timed out: no answer to the list within {self._request_timeout or LIST_TIMEOUT:g} s"
+                    limit = self._request_timeout or LIST_TIMEOUT
+                    what = f"timed out: no answer to the list within {limit:g} s"
                 else:
                     what = "stalled (no end of stream in time)"
                 detail = describe_error(exc, self._secrets())
