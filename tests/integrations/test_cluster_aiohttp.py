@@ -60,6 +60,9 @@ async def test_several_services_name_forms_and_pass_through() -> None:
             assert await get_json(session, "http://example.com/x", proxy.url) == {
                 "proxied": "http://example.com/x"
             }
+        # Closing the session closed the connector's Service table too: nothing watched, no task.
+        assert connector.cluster_routes.watched == []  # type: ignore[union-attr]
+        assert connector.cluster_routes._sweeper._task is None  # type: ignore[union-attr]
 
 
 async def test_port_mapping_and_a_wrong_port() -> None:
