@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,70 @@ def test_fuzz_arbitrary_text(text: str) -> None:
     """Arbitrary unicode never raises anything but ConfigurationError."""
     with contextlib.suppress(ConfigurationError):
         ServiceRef.parse(text, default_namespace="fuzz")
+
+
+TWO_CONTEXTS = (
+    "apiVersion: v1\nkind: Config\ncurrent-context: main\n"
+    "contexts: [{name: main, context: {cluster: k, user: u, namespace: shop}},"
+    " {name: other, context: {cluster: k, user: u, namespace: billing}}, {name: bare, context: {cluster: k, user: u}}]\n"
+    "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {}}]\n"
+)
+
+
+def test_a_client_given_a_kubeconfig_takes_its_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kubeconfig=`` / ``context=`` given to a source or a cluster client decide a bare name's
+    namespace (they were ignored: $KUBECONFIG's, or "default", was used), and the in-cluster file
+    does not override a configuration the client was pointed at."""
+    from kube_balance import LoadBalancer
+    from kube_balance.discovery import KubernetesSource
+    from kube_balance.integrations.httpx import BalancedTransport
+
+    ns_file = tmp_path / "namespace"
+    ns_file.write_text("in-cluster\n")
+    monkeypatch.setattr(_service, "NAMESPACE_FILE", str(ns_file))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    path = tmp_path / "kubeconfig"
+    path.write_text(TWO_CONTEXTS)
+    kc = str(path)
+    assert _service.client_namespace() == "in-cluster"
+    assert _service.client_namespace(kc) == "shop"
+    assert _service.client_namespace(kc, "other") == "billing"
+    assert _service.client_namespace(kc, "bare") == "default"  # a context without a namespace
+    assert _service.client_namespace(kc, "nope") == "default"
+    assert _service.client_namespace(f"{kc}{os.pathsep}{tmp_path / 'second'}") == "shop"  # the first file
+    assert _service.client_namespace(str(tmp_path / "missing")) == "default"
+    monkeypatch.setenv("KUBECONFIG", kc)
+    assert _service.client_namespace(context="other") == "billing"  # $KUBECONFIG's file, that context
+
+    source = KubernetesSource("web:http", kubeconfig=kc)
+    assert source.service.namespace == "shop"
+    assert KubernetesSource("web:http", kubeconfig=kc, context="other").service.namespace == "billing"
+    assert KubernetesSource("web.ops:http", kubeconfig=kc).service.namespace == "ops"  # as written
+    assert KubernetesSource("web:http").service.namespace == "in-cluster"  # no configuration given
+    assert LoadBalancer("web:http", source=source).service.namespace == "shop"  # its source's
+    assert LoadBalancer("web.ops:http", source=source).service.namespace == "ops"
+    assert BalancedTransport("web:http", source=source).balancers[0].service.namespace == "shop"
+    assert LoadBalancer("web:http").service.namespace == "in-cluster"
+
+
+async def test_a_cluster_client_given_a_kubeconfig_takes_its_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``BalancedTransport.cluster(kubeconfig=...)`` resolves bare names in that file's context's
+    namespace (it sent ``http://cart/`` past the table, as a host that is not a Service)."""
+    from kube_balance.integrations.httpx import BalancedTransport
+
+    monkeypatch.setattr(_service, "NAMESPACE_FILE", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    path = tmp_path / "kubeconfig"
+    path.write_text(TWO_CONTEXTS)
+    transport = BalancedTransport.cluster(kubeconfig=str(path))
+    other = BalancedTransport.cluster(kubeconfig=str(path), context="other")
+    try:
+        assert transport.cluster_routes is not None and transport.cluster_routes.namespace == "shop"
+        assert other.cluster_routes is not None and other.cluster_routes.namespace == "billing"
+    finally:
+        await asyncio.wait_for(transport.aclose(), 5)
+        await asyncio.wait_for(other.aclose(), 5)

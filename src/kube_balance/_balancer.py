@@ -162,7 +162,12 @@ class LoadBalancer:
         rng: _random.Random | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.service = service if isinstance(service, ServiceRef) else ServiceRef.parse(service)
+        if isinstance(service, ServiceRef):
+            self.service = service
+        else:  # a bare name takes its source's namespace (a KubernetesSource given a kubeconfig)
+            ref = getattr(source, "service", None)
+            namespace = ref.namespace if isinstance(ref, ServiceRef) else None
+            self.service = ServiceRef.parse(service, default_namespace=namespace)
         # Every option is checked before anything is built, so a bad one never half-starts a source.
         check_rng("LoadBalancer rng", rng)
         if clock is not None:

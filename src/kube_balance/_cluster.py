@@ -94,7 +94,11 @@ class ClusterRoutes(Generic[R]):
         self._route = route
         self._balancer_options = dict(balancer_options)
         self._source_options = dict(spec.source_options)
-        self.namespace: str = spec.namespace if spec.namespace is not None else client_namespace()
+        self.namespace: str = (
+            spec.namespace
+            if spec.namespace is not None
+            else client_namespace(self._source_options.get("kubeconfig"), self._source_options.get("context"))
+        )
         self.namespaces = None if spec.namespaces is None else frozenset[str](spec.namespaces)
         self.cluster_domain = spec.cluster_domain
         self.idle_timeout = float(spec.idle_timeout)

@@ -19,20 +19,26 @@ _PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?\Z")  # IANA_SVC_NAM
 _SCHEMES = ("http", "https")
 
 
-def _default_namespace() -> str:
-    """The namespace for ``name:port``: in-cluster namespace file, kubeconfig context, ``default``."""
+def _default_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
+    """The namespace for ``name:port``: in-cluster namespace file, kubeconfig context, ``default``.
+
+    With an explicit ``kubeconfig`` (path, or paths joined by ``os.pathsep``: the first is read)
+    or ``context``, that kubeconfig's context decides and the in-cluster file is not read: the
+    client was pointed at that configuration."""
+    if kubeconfig is None and context is None:
+        try:
+            with open(NAMESPACE_FILE, encoding="utf-8") as f:
+                ns = f.read().strip()
+            if ns:
+                return ns
+        except OSError:
+            pass
     try:
-        with open(NAMESPACE_FILE, encoding="utf-8") as f:
-            ns = f.read().strip()
-        if ns:
-            return ns
-    except OSError:
-        pass
-    try:
-        path = os.path.expanduser(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config")
+        paths = kubeconfig or os.environ.get("KUBECONFIG", "")
+        path = os.path.expanduser(paths.split(os.pathsep)[0] or "~/.kube/config")
         if not os.path.exists(path):
             return "default"
-        context_ns = _context_namespace(path)
+        context_ns = _context_namespace(path, context)
         if context_ns:
             return context_ns
     except Exception:  # an unreadable kubeconfig: fall through to "default"
@@ -40,14 +46,15 @@ def _default_namespace() -> str:
     return "default"
 
 
-def _context_namespace(path: str) -> str | None:
-    """The namespace of the kubeconfig's current context, read with PyYAML alone: building a
-    transport must not load the Kubernetes client (and aiohttp with it) before its first request."""
+def _context_namespace(path: str, context: str | None = None) -> str | None:
+    """The namespace of the kubeconfig's ``context`` (default: its current context), read with
+    PyYAML alone: building a transport must not load the Kubernetes client (and aiohttp with it)
+    before its first request."""
     import yaml
 
     with open(path, encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    current = config.get("current-context") if isinstance(config, dict) else None
+    current = context or (config.get("current-context") if isinstance(config, dict) else None)
     for entry in (config or {}).get("contexts") or ():
         if isinstance(entry, dict) and entry.get("name") == current:
             ns = (entry.get("context") or {}).get("namespace")
@@ -184,11 +191,12 @@ class ServiceRef:
         return f"{prefix}{host}" if self.port is None else f"{prefix}{host}:{self.port}"
 
 
-def client_namespace() -> str:
+def client_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
     """The namespace this client runs in, as a bare Service name is resolved: the in-cluster
     namespace file, else the kubeconfig context's namespace, else ``default`` (the namespace a
-    ``name:port`` reference gets)."""
-    return _default_namespace()
+    ``name:port`` reference gets). With ``kubeconfig`` or ``context`` (a client given its
+    configuration), that kubeconfig's context."""
+    return _default_namespace(kubeconfig, context)
 
 
 def _refuse_ip_address(text: str, bad: Callable[[str], ConfigurationError]) -> None:

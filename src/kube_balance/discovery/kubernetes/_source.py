@@ -12,7 +12,7 @@ from typing import Any
 from ..._backoff import Backoff, Sleep
 from ..._endpoint import EndpointSet
 from ..._errors import ConfigurationError, DiscoveryError
-from ..._service import ServiceRef
+from ..._service import ServiceRef, client_namespace
 from ..._validate import check_callable, check_int, check_number, check_rng, invalid
 from .._source import SourceSink
 from ._config import ClientConfig
@@ -94,7 +94,12 @@ class KubernetesSource:
         request_timeout: float | None = None,
         page_size: int = PAGE_SIZE,
     ) -> None:
-        self.service = service if isinstance(service, ServiceRef) else ServiceRef.parse(service)
+        if isinstance(service, ServiceRef):
+            self.service = service
+        else:  # a bare name: the namespace of the configuration this source was given, if any
+            given = kubeconfig is not None or context is not None
+            namespace = client_namespace(kubeconfig, context) if given else None
+            self.service = ServiceRef.parse(service, default_namespace=namespace)
         self.address_family = address_family
         normalize_family(address_family)  # fail fast on a bad value
         check_callable("KubernetesSource clock", clock, "a callable returning monotonic seconds")
