@@ -240,7 +240,7 @@ SERIES: tuple[Series, ...] = (
     Series("lb_endpoints_discovered", GAUGE, "Endpoints in the last snapshot from discovery, whatever their conditions.", (), _one(lambda b: len(b.balancer.snapshot))),
     Series("lb_endpoints_condition", GAUGE, "Discovered endpoints whose condition (ready, serving, terminating) is true.", ("condition",), Bound.conditions),
     # Outcomes and the dispatch core's counters.
-    Series("lb_request_outcomes", COUNTER, "Completed attempts by outcome (ok, connect_failed, reset, timeout, server_error, overloaded, cancelled, local, error).", ("outcome",), Bound.outcomes),
+    Series("lb_request_outcomes", COUNTER, f"Completed attempts by outcome ({', '.join(o.label for o in Outcome)}).", ("outcome",), Bound.outcomes),
     Series("lb_retries", COUNTER, "Attempts sent again on another endpoint.", (), _one(lambda b: b.balancer.counters.retries)),
     Series("lb_retry_budget_exhausted", COUNTER, "Retries the retry budget refused.", (), _one(lambda b: b.balancer.counters.retry_budget_exhausted)),
     Series("lb_hedges", COUNTER, "Hedges sent: second attempts on another endpoint because the first was slow to answer.", (), _one(lambda b: b.balancer.counters.hedges)),
