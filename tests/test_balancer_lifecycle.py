@@ -265,3 +265,34 @@ async def test_aclose_stops_the_policy_steps_and_a_fallback_read_in_progress() -
         assert read is not None and not read.done()
         await lb.aclose()
         assert read.cancelled() and closed == ["step"]
+
+
+async def test_a_timed_out_wait_ready_ends_the_startup_wait() -> None:
+    """A FastAPI app waits ``startup_timeout`` for endpoints (``wait_ready``), then starts without
+    them: its first request waited the balancer's own 5 s again (8 s with a 3 s timeout, in a
+    user's trial). After a wait_ready that timed out, requests go on at once."""
+    lb = LoadBalancer("web.shop:http", source=SilentSource(), fallback=None, startup_timeout=30)
+    try:
+        with pytest.raises(NoEndpointsAvailable, match=r"no eligible endpoint after 0\.05 s"):
+            await lb.wait_ready(0.05)
+        assert lb.started
+        await asyncio.wait_for(lb.ensure_started(), 1)  # no second startup wait (30 s)
+        assert lb.get() is None
+    finally:
+        await asyncio.wait_for(lb.aclose(), 5)
+
+
+async def test_a_wait_ready_that_succeeds_or_is_unbounded_changes_no_startup() -> None:
+    """Only a wait that timed out counts as the startup's: a balancer with endpoints is started
+    by its first answer as before, and a closed one stays closed."""
+    lb = LoadBalancer("web.shop:http", source=StaticSource(["127.0.0.1:1"]), fallback=None)
+    try:
+        await asyncio.wait_for(lb.wait_ready(5), 5)
+        assert lb.get() is not None
+    finally:
+        await asyncio.wait_for(lb.aclose(), 5)
+    closed = LoadBalancer("web.shop:http", source=SilentSource(), fallback=None)
+    await closed.aclose()
+    with pytest.raises(NoEndpointsAvailable):
+        await closed.wait_ready(0.01)
+    assert closed.started and not closed.running

@@ -186,6 +186,7 @@ MODULE_SCOPES: dict[str, list[str]] = {
         "LoadBalancer._update_started",
         "LoadBalancer.aclose",
         "LoadBalancer.ensure_started",
+        "LoadBalancer.wait_ready",  # a timed-out wait ends the startup wait
     ],
 }
 

@@ -319,13 +319,17 @@ class LoadBalancer:
         """Wait until at least one endpoint is eligible for traffic.
 
         Raises :class:`NoEndpointsAvailable` (naming the Service and the last discovery error)
-        when ``timeout`` seconds pass first.
+        when ``timeout`` seconds pass first. That wait was the startup's: requests no longer wait
+        ``startup_timeout`` again for a first answer (they go to the fallback at once), as after
+        :meth:`ensure_started` (a FastAPI app's bounded startup wait, then its first request).
         """
         if not self.running and not self._closed:
             self.start()
         try:
             await asyncio.wait_for(self._until_eligible(), timeout)
         except TimeoutError:
+            self._startup_done = True
+            self._update_started()
             raise self.no_endpoints(f"no eligible endpoint after {timeout} s") from None
 
     async def _until_eligible(self) -> None:
