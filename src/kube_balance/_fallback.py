@@ -51,32 +51,37 @@ class FallbackTarget(NamedTuple):
 
 def parse_fallback(spec: object) -> FallbackTarget | None:
     """``"service"`` -> None (the Service DNS name), ``"host:port"`` -> that target; else ConfigurationError."""
+    try:
+        return fallback_target(spec)
+    except ValueError as exc:
+        raise ConfigurationError(f"fallback={spec!r}: {exc}; {_ALLOWED}") from None
+
+
+def fallback_target(spec: object) -> FallbackTarget | None:
+    """:func:`parse_fallback` without the keyword's wording: ``ValueError`` saying what is wrong
+    (the command line words the rest itself)."""
     if spec == "service":
         return None
-
-    def bad(problem: str) -> ConfigurationError:
-        return ConfigurationError(f"fallback={spec!r}: {problem}; {_ALLOWED}")
-
     if not isinstance(spec, str):
-        raise bad(f"a {type(spec).__name__} is not a fallback")
+        raise ValueError(f"a {type(spec).__name__} is not a fallback")
     if "://" in spec:
-        raise bad("a URL is not a fallback: give host:port (the scheme comes from the request)")
+        raise ValueError("a URL is not a fallback: give host:port (the scheme comes from the request)")
     host, sep, port = spec.rpartition(":")
     if not sep or not host:
-        raise bad("host:port expected")
+        raise ValueError("host:port expected")
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-        raise bad(f"port {port!r} is not a number in 1..65535 (ASCII digits)")
+        raise ValueError(f"port {port!r} is not a number in 1..65535 (ASCII digits)")
     if host.startswith("[") and host.endswith("]"):
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
-            raise bad(f"{host} is not an IPv6 address") from None
+            raise ValueError(f"{host} is not an IPv6 address") from None
         return FallbackTarget(host[1:-1], int(port))
     if ":" in host:
-        raise bad("an IPv6 address needs brackets: '[fd00::1]:8080'")
+        raise ValueError("an IPv6 address needs brackets: '[fd00::1]:8080'")
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if len(host) > 253 or not all(_HOSTNAME.match(label) for label in labels):
-        raise bad(f"host {host!r} is not an IP address or a DNS name (ASCII letters, digits, '-', '.')")
+        raise ValueError(f"host {host!r} is not an IP address or a DNS name (ASCII letters, digits, '-', '.')")
     return FallbackTarget(host, int(port))
 
 

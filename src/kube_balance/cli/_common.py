@@ -56,7 +56,7 @@ def service_ref(args: argparse.Namespace) -> ServiceRef:
 def _context_namespace(kubeconfig: str | None, context: str | None) -> str | None:
     from kubernetes_asyncio.config import kube_config
 
-    from ..discovery.kubernetes._config import ClientConfig, default_kubeconfig
+    from ..discovery.kubernetes._config import ClientConfig, default_kubeconfig, kubeconfig_exists
 
     if kubeconfig is None and context is None and ClientConfig().mode == "in-cluster":
         return None  # in a pod: its service account, its namespace (ServiceRef's default)
@@ -64,7 +64,7 @@ def _context_namespace(kubeconfig: str | None, context: str | None) -> str | Non
         raise ConfigurationError(f"--kubeconfig {kubeconfig}: no such file")
     # $KUBECONFIG read now: kubernetes_asyncio's own default is the value it had at import.
     where = kubeconfig or default_kubeconfig()
-    if not any(os.path.exists(os.path.expanduser(p)) for p in where.split(os.pathsep) if p):
+    if not kubeconfig_exists(where):
         # The library's source would log this and retry forever: a command cannot fix it by waiting.
         origin = "from $KUBECONFIG" if os.environ.get("KUBECONFIG") else "the default; $KUBECONFIG is not set"
         raise ConfigurationError(

@@ -37,7 +37,7 @@ from multidict import CIMultiDict, MultiMapping
 
 from .._balancer import LoadBalancer
 from .._errors import AffinityKeyRequired, ConfigurationError
-from .._fallback import parse_fallback
+from .._fallback import fallback_target
 from .._service import ServiceRef
 from ..algorithms import KEYLESS
 from ..integrations.aiohttp import BalancedConnector, NoEndpointsAvailable
@@ -288,9 +288,8 @@ def _check_args(args: argparse.Namespace) -> None:
             ) from None
     if args.fallback not in ("none", "service"):
         try:
-            parse_fallback(args.fallback)
-        except ConfigurationError as exc:  # the library's words name its keyword and None
-            problem = str(exc).removeprefix(f"fallback={args.fallback!r}: ").split("; allowed:")[0]
+            fallback_target(args.fallback)
+        except ValueError as problem:  # in the command's words, not the keyword's (None, ...)
             raise ConfigurationError(
                 f"--fallback {args.fallback}: {problem}; expected none (answer 503), service (the "
                 "Service's DNS name) or HOST:PORT without a scheme, e.g. 10.0.0.1:8080 or [fd00::1]:8080"

@@ -27,6 +27,11 @@ def default_kubeconfig(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get("KUBECONFIG") or os.path.expanduser(os.path.join("~", ".kube", "config"))
 
 
+def kubeconfig_exists(paths: str) -> bool:
+    """Whether any of ``paths`` (joined by ``os.pathsep``, ``~`` expanded) exists."""
+    return any(os.path.exists(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p)
+
+
 class ClientConfig:
     """Builds (once) and refreshes the ``ApiClient`` a source talks through.
 
@@ -129,7 +134,7 @@ class ClientConfig:
         if self.mode != "kubeconfig":
             return
         paths = self._kubeconfig or default_kubeconfig(self._environ)
-        if any(os.path.exists(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p):
+        if kubeconfig_exists(paths):
             return
         origin = "from $KUBECONFIG" if self._kubeconfig is None and self._environ.get("KUBECONFIG") else ""
         if self._kubeconfig is None and not origin:
