@@ -81,7 +81,9 @@ def fallback_target(spec: object) -> FallbackTarget | None:
         raise ValueError("an IPv6 address needs brackets: '[fd00::1]:8080'")
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if len(host) > 253 or not all(_HOSTNAME.match(label) for label in labels):
-        raise ValueError(f"host {host!r} is not an IP address or a DNS name (ASCII letters, digits, '-', '.')")
+        raise ValueError(
+            f"host {host!r} is not an IP address or a DNS name (ASCII letters, digits, '-', '.')"
+        )
     return FallbackTarget(host, int(port))
 
 
